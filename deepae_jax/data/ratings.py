@@ -1,0 +1,343 @@
+"""Rating data: the reference's text format, a CSR rating matrix with id maps, and a binary cache.
+
+The reference format is one rating per line, ``user<TAB>item<TAB>rating`` (extra columns, such as
+a timestamp, are ignored); a data set is a file or a directory of such files. A
+:class:`RatingMatrix` holds the ratings as a ``scipy.sparse.csr_matrix`` whose rows are users
+(``major="users"``, the default, U-AutoRec style) or items (``major="items"``, I-AutoRec style),
+with dense ids ``0..n-1`` mapped to the ORIGINAL ids by the sorted arrays ``row_ids``/``col_ids``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from typing import Iterable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from deepae_jax.io_utils import atomic_write
+
+MAJORS = ("users", "items")
+COLUMN_ORDERS = ("user,item,rating", "item,user,rating")
+
+
+class RatingsFormatError(ValueError):
+    """Malformed rating data; the message names the file and line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Triples:
+    """Ratings as parallel arrays of ORIGINAL user ids, item ids and rating values."""
+
+    users: np.ndarray  # int64
+    items: np.ndarray  # int64
+    ratings: np.ndarray  # float32
+
+    def __len__(self) -> int:
+        return int(self.ratings.shape[0])
+
+
+def list_rating_files(path: str) -> list[str]:
+    """The files of a data set: ``path`` itself, or the visible files of directory ``path``."""
+    if os.path.isdir(path):
+        files = sorted(
+            os.path.join(path, f) for f in os.listdir(path)
+            if not f.startswith((".", "_")) and os.path.isfile(os.path.join(path, f)))
+        if not files:
+            raise RatingsFormatError(f"{path}: directory holds no rating files")
+        return files
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"rating data not found: {path!r}")
+    return [path]
+
+
+def _check_values(path: str, users, items, ratings, line_numbers=None) -> None:
+    """Raises RatingsFormatError naming the first line whose rating is 0 or not finite."""
+    bad = ~np.isfinite(ratings) | (ratings == 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        line = int(line_numbers[i]) if line_numbers is not None else i + 1
+        what = "0 (indistinguishable from 'unrated')" if ratings[i] == 0 else repr(float(ratings[i]))
+        raise RatingsFormatError(f"{path}:{line}: rating {what} is not allowed")
+    for name, ids in (("user", users), ("item", items)):
+        if ids.size and (ids.min() < 0):
+            i = int(np.flatnonzero(ids < 0)[0])
+            line = int(line_numbers[i]) if line_numbers is not None else i + 1
+            raise RatingsFormatError(f"{path}:{line}: negative {name} id {int(ids[i])}")
+
+
+def _parse_slow(path: str, text: str, delimiter: str) -> np.ndarray:
+    """Line-by-line parser: exact, and names the file and line of the first bad line."""
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split(delimiter) if delimiter.strip() else line.split()
+        if len(parts) < 3:
+            raise RatingsFormatError(
+                f"{path}:{lineno}: expected 3 fields (user, item, rating) separated by "
+                f"{delimiter!r}, got {len(parts)}: {line[:80]!r}")
+        try:
+            u, i = int(parts[0]), int(parts[1])
+        except ValueError:
+            raise RatingsFormatError(
+                f"{path}:{lineno}: user and item ids must be integers: {line[:80]!r}") from None
+        try:
+            r = float(parts[2])
+        except ValueError:
+            raise RatingsFormatError(
+                f"{path}:{lineno}: rating {parts[2]!r} is not a number") from None
+        if not np.isfinite(r) or r == 0:
+            what = "0 (indistinguishable from 'unrated')" if r == 0 else repr(parts[2])
+            raise RatingsFormatError(f"{path}:{lineno}: rating {what} is not allowed")
+        rows.append((u, i, r))
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def _parse_fast(raw: bytes, delimiter: str) -> np.ndarray | None:
+    """Vectorised parser for well-formed files; None when the file needs the exact parser."""
+    if not raw.strip():
+        return np.zeros((0, 3))
+    data = raw.replace(b"\r", b"")
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    delim = delimiter.encode()
+    buf = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    if delim.strip() and len(delim) == 1:
+        seps = np.cumsum(buf == delim[0])[newlines]
+        per_line = np.diff(seps, prepend=0)
+        if per_line.size == 0 or per_line.min() != per_line.max() or per_line[0] < 2:
+            return None  # ragged, blank or short lines: let the exact parser explain
+        fields = int(per_line[0]) + 1
+        data = data.replace(delim, b" ")
+    elif delim.strip():
+        count = data.count(delim)
+        if count % newlines.size:
+            return None
+        fields = count // newlines.size + 1
+        data = data.replace(delim, b" ")
+    else:
+        return None
+    if b"nan" in data.lower() or b"inf" in data.lower():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            values = np.fromstring(data, dtype=np.float64, sep=" ")  # noqa: NPY201 (text mode)
+        except (DeprecationWarning, ValueError):
+            return None
+    if values.size != fields * newlines.size:
+        return None
+    values = values.reshape(newlines.size, fields)[:, :3]
+    ids = values[:, :2]
+    if not np.array_equal(ids, np.floor(ids)):
+        return None
+    return values
+
+
+def read_ratings_text(path: str, delimiter: str = "\t",
+                      column_order: str = "user,item,rating") -> Triples:
+    """Reads a rating file or directory of files in the reference's text format.
+
+    ``column_order`` is ``"user,item,rating"`` (the reference's default) or ``"item,user,rating"``
+    (e.g. DeepRecommender's ``testData_iRec``). Raises :class:`RatingsFormatError` naming the file
+    and line for lines with fewer than three fields, non-integer ids, non-numeric, non-finite or
+    zero ratings.
+    """
+    if column_order not in COLUMN_ORDERS:
+        raise ValueError(f"column_order must be one of {COLUMN_ORDERS}, got {column_order!r}")
+    parts = []
+    for f in list_rating_files(path):
+        with open(f, "rb") as fh:
+            raw = fh.read()
+        values = _parse_fast(raw, delimiter)
+        if values is None:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                line = raw[:e.start].count(b"\n") + 1
+                raise RatingsFormatError(f"{f}:{line}: not valid UTF-8 text ({e.reason})") from None
+            values = _parse_slow(f, text, delimiter)
+        else:
+            _check_values(f, values[:, 0], values[:, 1], values[:, 2])
+        parts.append(values)
+    values = np.concatenate(parts) if parts else np.zeros((0, 3))
+    a, b = values[:, 0].astype(np.int64), values[:, 1].astype(np.int64)
+    users, items = (a, b) if column_order == "user,item,rating" else (b, a)
+    return Triples(users, items, values[:, 2].astype(np.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class RatingMatrix:
+    """A sparse rating matrix: rows are the autoencoder's input vectors.
+
+    Attributes:
+      csr: float32 CSR matrix of shape (n_rows, n_cols); stored entries are the ratings.
+      row_ids: int64 array (n_rows,), the ORIGINAL id of each row (sorted ascending).
+      col_ids: int64 array (n_cols,), the ORIGINAL id of each column (sorted ascending).
+      major: "users" when rows are users, "items" when rows are items.
+    """
+
+    csr: sp.csr_matrix
+    row_ids: np.ndarray
+    col_ids: np.ndarray
+    major: str = "users"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.csr.shape
+
+    @property
+    def nnz(self) -> int:
+        return int(self.csr.nnz)
+
+    def to_triples(self) -> Triples:
+        coo = self.csr.tocoo()
+        rows, cols = self.row_ids[coo.row], self.col_ids[coo.col]
+        users, items = (rows, cols) if self.major == "users" else (cols, rows)
+        return Triples(users.astype(np.int64), items.astype(np.int64), coo.data.astype(np.float32))
+
+    def save(self, path: str) -> None:
+        """Writes the matrix as an uncompressed ``.npz`` (atomically: temp file, then rename)."""
+        def write(fh):
+            np.savez(fh, indptr=self.csr.indptr.astype(np.int64), indices=self.csr.indices,
+                     data=self.csr.data, shape=np.asarray(self.csr.shape, np.int64),
+                     row_ids=self.row_ids, col_ids=self.col_ids, major=np.asarray(self.major))
+        atomic_write(path, write)
+
+    @staticmethod
+    def load(path: str) -> "RatingMatrix":
+        """Reads a matrix written by :meth:`save`."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                shape = tuple(int(s) for s in z["shape"])
+                csr = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=shape)
+                return RatingMatrix(csr, z["row_ids"], z["col_ids"], str(z["major"]))
+        except (KeyError, ValueError, OSError) as e:
+            raise RatingsFormatError(f"{path}: not a rating matrix written by deepae_jax ({e})")
+
+
+def _to_csr(r: np.ndarray, c: np.ndarray, values: np.ndarray, shape: tuple[int, int],
+            duplicates: str, source: str, triples: Triples, where: np.ndarray | None = None
+            ) -> sp.csr_matrix:
+    """CSR from dense (row, col) indices, applying the duplicate policy of :func:`build_matrix`."""
+    key = r.astype(np.int64) * shape[1] + c
+    order = np.argsort(key, kind="stable")
+    key_sorted = key[order]
+    dup = np.diff(key_sorted) == 0
+    if dup.any():
+        if duplicates == "error":
+            i = order[np.flatnonzero(dup)[0]]
+            i = where[i] if where is not None else i
+            raise RatingsFormatError(
+                f"{source}: user {int(triples.users[i])} rated item {int(triples.items[i])} more "
+                "than once (duplicates='last' keeps the last rating)")
+        keep = np.append(~dup, True)  # the last of each run of equal keys, in data order
+        order, key_sorted = order[keep], key_sorted[keep]
+    rows = key_sorted // shape[1]
+    indptr = np.zeros(shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
+    return sp.csr_matrix((values[order].astype(np.float32), (key_sorted % shape[1]).astype(np.int32),
+                          indptr), shape=shape)
+
+
+def _check_policy(major: str, duplicates: str) -> None:
+    if major not in MAJORS:
+        raise ValueError(f"major must be one of {MAJORS}, got {major!r}")
+    if duplicates not in ("error", "last"):
+        raise ValueError(f"duplicates must be 'error' or 'last', got {duplicates!r}")
+
+
+def build_matrix(triples: Triples, major: str = "users", duplicates: str = "error",
+                 source: str = "ratings") -> RatingMatrix:
+    """Builds a :class:`RatingMatrix` with dense, sorted id maps from ORIGINAL-id triples.
+
+    ``duplicates`` is the policy for a (user, item) pair rated more than once: ``"error"``
+    (default) raises naming the pair, ``"last"`` keeps the rating that comes last in the data.
+    """
+    _check_policy(major, duplicates)
+    if len(triples) == 0:
+        raise RatingsFormatError(f"{source}: no ratings (empty training set)")
+    rows, cols = ((triples.users, triples.items) if major == "users"
+                  else (triples.items, triples.users))
+    row_ids, r = np.unique(rows, return_inverse=True)
+    col_ids, c = np.unique(cols, return_inverse=True)
+    csr = _to_csr(r, c, triples.ratings, (len(row_ids), len(col_ids)), duplicates, source, triples)
+    return RatingMatrix(csr, row_ids.astype(np.int64), col_ids.astype(np.int64), major)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSplit:
+    """Evaluation ratings aligned to a training matrix.
+
+    ``csr`` has the training matrix's shape and holds only evaluation ratings; ``rows`` are the
+    training rows with at least one evaluation rating. The ``dropped_*`` counts say how many
+    evaluation ratings were excluded because their row or column is unknown to training.
+    """
+
+    csr: sp.csr_matrix
+    rows: np.ndarray
+    dropped_unknown_rows: int
+    dropped_unknown_cols: int
+
+    @property
+    def nnz(self) -> int:
+        return int(self.csr.nnz)
+
+
+def align_eval(train: RatingMatrix, triples: Triples, duplicates: str = "error",
+               source: str = "evaluation data") -> EvalSplit:
+    """Maps evaluation triples through the training id maps (PAPER.md's evaluation protocol).
+
+    Ratings whose row (user, or item when ``major="items"``) or column is unknown to training
+    are dropped and counted.
+    """
+    _check_policy(train.major, duplicates)
+    rows, cols = ((triples.users, triples.items) if train.major == "users"
+                  else (triples.items, triples.users))
+    r = np.searchsorted(train.row_ids, rows)
+    c = np.searchsorted(train.col_ids, cols)
+    known_r = (r < len(train.row_ids)) & (train.row_ids[np.minimum(r, len(train.row_ids) - 1)] == rows)
+    known_c = (c < len(train.col_ids)) & (train.col_ids[np.minimum(c, len(train.col_ids) - 1)] == cols)
+    keep = known_r & known_c
+    where = np.flatnonzero(keep)
+    csr = _to_csr(r[keep], c[keep], triples.ratings[keep], train.shape, duplicates, source,
+                  triples, where)
+    rows_with = np.flatnonzero(np.diff(csr.indptr) > 0)
+    return EvalSplit(csr, rows_with,
+                     int((~known_r).sum()), int((known_r & ~known_c).sum()))
+
+
+def load_triples(path: str, delimiter: str = "\t",
+                 column_order: str = "user,item,rating") -> Triples:
+    """Reads ratings from a ``.npz`` written by :meth:`RatingMatrix.save` or from text."""
+    if path.endswith(".npz") and os.path.isfile(path):
+        return RatingMatrix.load(path).to_triples()
+    return read_ratings_text(path, delimiter, column_order)
+
+
+def load_matrix(path: str, major: str = "users", delimiter: str = "\t",
+                column_order: str = "user,item,rating") -> RatingMatrix:
+    """Loads a training matrix from a ``.npz`` cache (fast path) or from text."""
+    if path.endswith(".npz") and os.path.isfile(path):
+        m = RatingMatrix.load(path)
+        if m.major == major:
+            return m
+        return build_matrix(m.to_triples(), major, source=path)
+    return build_matrix(read_ratings_text(path, delimiter, column_order), major, source=path)
+
+
+def write_ratings_text(path: str, triples: Triples | Iterable[Sequence], delimiter: str = "\t") -> None:
+    """Writes ratings in the reference's text format (atomically)."""
+    if isinstance(triples, Triples):
+        arr = (triples.users, triples.items, triples.ratings)
+    else:
+        t = list(triples)
+        arr = ([x[0] for x in t], [x[1] for x in t], [x[2] for x in t])
+    def write(fh):
+        lines = [f"{int(u)}{delimiter}{int(i)}{delimiter}{float(r):g}\n" for u, i, r in zip(*arr)]
+        fh.write("".join(lines).encode())
+    atomic_write(path, write)

@@ -1,0 +1,72 @@
+"""Optimisers of the reference's run.py, as optax transformations.
+
+* ``momentum``: SGD with momentum 0.9 and the multi-step schedule that halves the learning rate at
+  epochs 24, 36, 48, 66 and 72 (PyTorch ``MultiStepLR`` stepped at the start of each epoch, so the
+  first halving applies from 0-based epoch 23).
+* ``adam``, ``adagrad``: constant learning rate, PyTorch's defaults.
+* ``rmsprop``: momentum 0.9, smoothing 0.99, eps outside the square root (PyTorch's RMSprop).
+
+``weight_decay`` is PyTorch-style L2: ``decay * w`` is added to the gradient before the optimiser.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+import jax.numpy as jnp
+import optax
+
+OPTIMIZERS = ("momentum", "adam", "adagrad", "rmsprop")
+MILESTONES = (24, 36, 48, 66, 72)
+
+
+def multistep_lr(base_lr: float, updates_per_epoch: int,
+                 milestones: Sequence[int] = MILESTONES, gamma: float = 0.5) -> optax.Schedule:
+    """Learning rate as a function of the optimiser's update count.
+
+    0-based epoch e = count // updates_per_epoch trains at ``base_lr * gamma**k`` where k is the
+    number of milestones m with m <= e + 1 (the reference steps its scheduler before each epoch).
+    """
+    if updates_per_epoch < 1:
+        raise ValueError(f"updates_per_epoch must be >= 1, got {updates_per_epoch}")
+    bounds = jnp.asarray([(m - 1) * updates_per_epoch for m in milestones])
+
+    def schedule(count):
+        return base_lr * gamma ** jnp.sum(count >= bounds)
+    return schedule
+
+
+def learning_rate_at_epoch(base_lr: float, optimizer: str, epoch: int) -> float:
+    """The learning rate used during 0-based ``epoch`` (for logs)."""
+    if optimizer != "momentum":
+        return base_lr
+    return base_lr * 0.5 ** sum(epoch + 1 >= m for m in MILESTONES)
+
+
+def _torch_rmsprop(lr: float) -> optax.GradientTransformation:
+    kwargs = dict(decay=0.99, eps=1e-8, momentum=0.9)
+    if "eps_in_sqrt" in inspect.signature(optax.rmsprop).parameters:
+        kwargs["eps_in_sqrt"] = False
+    return optax.rmsprop(lr, **kwargs)
+
+
+def make_optimizer(name: str, lr: float, weight_decay: float = 0.0,
+                   updates_per_epoch: int = 1) -> optax.GradientTransformation:
+    """The optax transformation for ``--optimizer name``.
+
+    ``updates_per_epoch`` counts optimiser updates (iterations × (1 + aug_step)) and is only
+    used by the momentum schedule.
+    """
+    if name == "momentum":
+        opt = optax.sgd(multistep_lr(lr, updates_per_epoch), momentum=0.9)
+    elif name == "adam":
+        opt = optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
+    elif name == "adagrad":
+        opt = optax.adagrad(lr, initial_accumulator_value=0.0, eps=1e-10)
+    elif name == "rmsprop":
+        opt = _torch_rmsprop(lr)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+    if weight_decay:
+        opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
+    return opt

@@ -1,0 +1,195 @@
+"""What ``main.py`` calls: train, evaluate and infer runs built from a :class:`Config`."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+import scipy.sparse as sp
+
+from deepae_jax import checkpoint as ckpt
+from deepae_jax.config import Config
+from deepae_jax.data import ratings
+from deepae_jax.data.batching import num_batches
+from deepae_jax.evaluate import EvalResult, evaluate, predict_eval_ratings
+from deepae_jax.io_utils import atomic_write
+from deepae_jax.metrics import MetricsLogger, format_epoch_line
+from deepae_jax.optim import learning_rate_at_epoch, make_optimizer
+from deepae_jax.train import (TrainingDivergedError, create_train_state, jit_train_step,
+                              make_train_step, train_epoch)
+
+log = logging.getLogger("deepae_jax")
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """The training matrix and, when given, the evaluation ratings aligned to it."""
+
+    train: ratings.RatingMatrix
+    eval: ratings.EvalSplit | None
+
+
+def load_data(cfg: Config, vocab: tuple[np.ndarray, np.ndarray] | None = None) -> Data:
+    """Loads ``--path_to_train_data`` (and ``--path_to_eval_data``) as PAPER.md prescribes.
+
+    With ``vocab`` (a trained model's row and column ids) the training matrix is re-indexed to
+    those ids, so that a model is always fed vectors in the layout it was trained on.
+    """
+    t0 = time.time()
+    train = ratings.load_matrix(cfg.path_to_train_data, cfg.major, cfg.delimiter, cfg.column_order)
+    if vocab is not None:
+        train = reindex(train, *vocab)
+    log.info("training data %s: %d %s x %d columns, %d ratings (%.2f s)",
+             cfg.path_to_train_data, train.shape[0], cfg.major, train.shape[1], train.nnz,
+             time.time() - t0)
+    split = None
+    if cfg.path_to_eval_data:
+        triples = ratings.load_triples(cfg.path_to_eval_data, cfg.delimiter, cfg.column_order)
+        split = ratings.align_eval(train, triples, source=cfg.path_to_eval_data)
+        log.info("evaluation data %s: %d ratings of %d rows kept; dropped %d ratings of rows and "
+                 "%d of columns unknown to training", cfg.path_to_eval_data, split.nnz,
+                 len(split.rows), split.dropped_unknown_rows, split.dropped_unknown_cols)
+    return Data(train, split)
+
+
+def reindex(matrix: ratings.RatingMatrix, row_ids: np.ndarray, col_ids: np.ndarray
+            ) -> ratings.RatingMatrix:
+    """The same ratings laid out on the given id maps; ratings of other ids are dropped."""
+    if np.array_equal(matrix.row_ids, row_ids) and np.array_equal(matrix.col_ids, col_ids):
+        return matrix
+    template = ratings.RatingMatrix(
+        sp.csr_matrix((len(row_ids), len(col_ids)), dtype=np.float32), row_ids, col_ids,
+        matrix.major)
+    split = ratings.align_eval(template, matrix.to_triples(), source="training data")
+    return dataclasses.replace(template, csr=split.csr)
+
+
+def run_meta(cfg: Config, data: Data) -> dict:
+    """What a checkpoint records about the run (checked when it is restored)."""
+    return {"layer_sizes": [data.train.shape[1], *cfg.hidden_layers],
+            "constrained": cfg.constrained, "activation": cfg.non_linearity_type,
+            "last_layer_linear": cfg.skip_last_layer_nl, "drop_prob": cfg.drop_prob,
+            "optimizer": cfg.optimizer, "major": cfg.major, "n_rows": data.train.shape[0]}
+
+
+def _evaluate_split(params, model_cfg, cfg: Config, data: Data) -> EvalResult | None:
+    if data.eval is None:
+        return None
+    return evaluate(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
+                    cfg.eval_batch_size)
+
+
+def train_and_evaluate(cfg: Config) -> dict:
+    """Trains for ``--num_epochs`` (resuming from ``--logdir`` with ``--resume``); returns the
+    last epoch's metrics. Writes checkpoints, ``vocab.npz``, ``metrics.jsonl`` and TensorBoard
+    events to ``--logdir``."""
+    data = load_data(cfg)
+    model_cfg = cfg.model_config(data.train.shape[1])
+    n_rows = data.train.shape[0]
+    steps_per_epoch = num_batches(n_rows, cfg.batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(f"--batch_size={cfg.batch_size}: larger than the {n_rows} training "
+                         f"rows in {cfg.path_to_train_data}; no full batch to train on")
+    optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay,
+                               steps_per_epoch * (1 + cfg.refeed_steps))
+    state = create_train_state(jax.random.PRNGKey(cfg.seed), model_cfg, optimizer)
+    meta = run_meta(cfg, data)
+    start_epoch = 0
+    latest = ckpt.latest_checkpoint(cfg.logdir)
+    if cfg.resume and latest:
+        vocab = ckpt.load_vocab(cfg.logdir)
+        if not (np.array_equal(vocab[0], data.train.row_ids)
+                and np.array_equal(vocab[1], data.train.col_ids)):
+            raise ckpt.CheckpointError(f"{cfg.logdir}: the checkpoints were trained on other "
+                                       "data (row or column ids differ)")
+        state, start_epoch, _ = ckpt.restore_checkpoint(latest, state, meta)
+        log.info("resumed from %s after %d epochs", latest, start_epoch)
+    elif latest and not cfg.resume:
+        log.warning("%s already holds checkpoints; training from scratch (use --resume to "
+                    "continue)", cfg.logdir)
+    ckpt.save_vocab(cfg.logdir, data.train.row_ids, data.train.col_ids, cfg.major)
+
+    step_fn = jit_train_step(make_train_step(model_cfg, optimizer, cfg.refeed_steps,
+                                             cfg.noise_prob))
+    logger = MetricsLogger(cfg.logdir)
+    last_good = latest if cfg.resume else None
+    result: dict = {}
+    try:
+        for epoch in range(start_epoch, cfg.num_epochs):
+            t0 = time.time()
+            base_step = epoch * steps_per_epoch
+            try:
+                state, losses = train_epoch(
+                    state, step_fn, data.train.csr, cfg.batch_size, cfg.seed, epoch,
+                    cfg.summary_frequency,
+                    on_summary=lambda i, r: logger.scalar("train/rmse_recent", r, base_step + i),
+                    progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.num_epochs}")
+            except TrainingDivergedError as e:
+                raise TrainingDivergedError(
+                    f"{e}; stopped. Last good checkpoint: {last_good or 'none written yet'}"
+                ) from None
+            jax.block_until_ready(state.params)
+            epoch_time = time.time() - t0
+            evaluation = _evaluate_split(state.params, model_cfg, cfg, data)
+            result = {"epoch": epoch + 1, "train_rmse": float(np.sqrt(np.mean(losses))),
+                      "eval_rmse": evaluation.rmse if evaluation else None,
+                      "epoch_time_s": epoch_time,
+                      "rows_per_s": steps_per_epoch * cfg.batch_size / max(epoch_time, 1e-9),
+                      "lr": learning_rate_at_epoch(cfg.lr, cfg.optimizer, epoch)}
+            print(format_epoch_line(epoch, cfg.num_epochs,
+                                    {**result, "row_name": cfg.major}), flush=True)
+            logger.record("epoch", {k: v for k, v in result.items() if v is not None}, epoch + 1)
+            if epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1:
+                last_good = ckpt.save_checkpoint(cfg.logdir, state, epoch + 1, meta)
+    finally:
+        logger.close()
+    return result
+
+
+def restore_for_inference(cfg: Config):
+    """(Data laid out on the trained model's ids, model config, params) for evaluate/infer."""
+    path = cfg.save_path or ckpt.latest_checkpoint(cfg.logdir)
+    if not path:
+        raise ckpt.CheckpointError(f"no checkpoint in --logdir={cfg.logdir!r}; train first or "
+                                   "name one with --save_path")
+    folder = os.path.dirname(os.path.abspath(path))
+    row_ids, col_ids, major = ckpt.load_vocab(folder)
+    if major != cfg.major:
+        raise ckpt.CheckpointError(f"{path}: model was trained with --major={major}, "
+                                   f"not --major={cfg.major}")
+    data = load_data(cfg, vocab=(row_ids, col_ids))
+    model_cfg = cfg.model_config(len(col_ids))
+    optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay, 1)
+    target = create_train_state(jax.random.PRNGKey(0), model_cfg, optimizer)
+    state, _, _ = ckpt.restore_checkpoint(path, target, run_meta(cfg, data))
+    return data, model_cfg, state.params
+
+
+def run_evaluate(cfg: Config) -> EvalResult:
+    """RMSE of a saved model on ``--path_to_eval_data``."""
+    data, model_cfg, params = restore_for_inference(cfg)
+    result = _evaluate_split(params, model_cfg, cfg, data)
+    print(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings", flush=True)
+    return result
+
+
+def run_infer(cfg: Config) -> int:
+    """Writes ``user<TAB>item<TAB>prediction<TAB>actual`` (ORIGINAL ids) for every evaluation
+    rating to ``--predictions_path``; returns the number of lines."""
+    data, model_cfg, params = restore_for_inference(cfg)
+    chunks = []
+    for rows, cols, pred, actual in predict_eval_ratings(
+            params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
+            cfg.eval_batch_size):
+        r_ids, c_ids = data.train.row_ids[rows], data.train.col_ids[cols]
+        users, items = (r_ids, c_ids) if cfg.major == "users" else (c_ids, r_ids)
+        chunks.append("".join(f"{u}\t{i}\t{p:.6f}\t{a:g}\n"
+                              for u, i, p, a in zip(users, items, pred, actual)))
+    text = "".join(chunks)
+    atomic_write(cfg.predictions_path, lambda fh: fh.write(text.encode()))
+    lines = text.count("\n")
+    print(f"wrote {lines} predictions to {cfg.predictions_path}", flush=True)
+    return lines

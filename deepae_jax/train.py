@@ -1,0 +1,148 @@
+"""Training: the jit-compiled step with dense re-feeding, and the epoch loop.
+
+One iteration on a sparse mini-batch x (PAPER.md, "Training step with dense re-feeding"):
+  1. y = f(x) with dropout; loss = MMSE(y, x); gradient; optimiser update.
+  2. ``aug_step`` times: the previous output y (no gradient through it) is the target and, after
+     optional dropout noise with probability ``noise_prob``, the input: y' = f(y) with the
+     parameters updated so far; loss = MMSE(y', y); a separate optimiser update; y <- y'.
+The first re-fed y is the output computed BEFORE step 1's update, as in the reference.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from deepae_jax import model
+from deepae_jax.data.batching import dense_rows, epoch_permutation, num_batches
+from deepae_jax.losses import mmse_sums
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training: iteration count, parameters, optimiser state,
+    and the base rng (the dropout rng of iteration t is ``fold_in(rng, t)``)."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+def create_train_state(rng: jax.Array, model_cfg: model.ModelConfig,
+                       optimizer: optax.GradientTransformation) -> TrainState:
+    """Fresh parameters (Xavier uniform, zero biases) and optimiser state."""
+    init_rng, dropout_rng = jax.random.split(rng)
+    params = model.init(init_rng, model_cfg.layer_sizes, model_cfg.constrained)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params), rng=dropout_rng)
+
+
+def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTransformation,
+                    aug_step: int = 0, noise_prob: float = 0.0,
+                    axis_name: str | None = None) -> Callable[[TrainState, jax.Array], tuple]:
+    """Builds ``train_step(state, x) -> (state, metrics)`` (not yet jitted).
+
+    ``x`` is a dense (batch, n) float32 rating batch. ``metrics`` holds ``loss`` (MMSE of the
+    update on the sparse batch) and ``refeed_loss`` (MMSE of each re-feeding update, (aug_step,)).
+
+    With ``axis_name`` (inside pmap), each device holds a slice of the global batch: squared
+    errors and counts are summed across devices so that the loss and gradient are exactly those
+    of the global batch.
+    """
+    if aug_step < 0:
+        raise ValueError(f"aug_step must be >= 0, got {aug_step}")
+
+    def loss_fn(params, inputs, targets, rng):
+        outputs = model.apply(params, inputs, model_cfg, train=True, rng=rng)
+        sse, count = mmse_sums(outputs, targets)
+        if axis_name is not None:
+            count = jax.lax.psum(count, axis_name)
+        return sse / jnp.maximum(count, 1.0), outputs
+
+    def update(params, opt_state, inputs, targets, rng):
+        (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, inputs, targets, rng)
+        if axis_name is not None:
+            grads = jax.lax.psum(grads, axis_name)
+            loss = jax.lax.psum(loss, axis_name)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, outputs
+
+    def train_step(state: TrainState, x: jax.Array):
+        rng = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+        keys = jax.random.split(rng, 1 + 2 * aug_step)
+        params, opt_state, loss, y = update(state.params, state.opt_state, x, x, keys[0])
+        refeed_losses = []
+        for t in range(aug_step):
+            target = jax.lax.stop_gradient(y)
+            inputs = (model.dropout(target, noise_prob, keys[2 + 2 * t]) if noise_prob > 0
+                      else target)
+            params, opt_state, refeed_loss, y = update(params, opt_state, inputs, target,
+                                                       keys[1 + 2 * t])
+            refeed_losses.append(refeed_loss)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+        metrics = {"loss": loss,
+                   "refeed_loss": jnp.stack(refeed_losses) if refeed_losses else jnp.zeros((0,))}
+        return new_state, metrics
+
+    return train_step
+
+
+def jit_train_step(step_fn: Callable) -> Callable:
+    """jit with the state's buffers donated (updated in place on accelerators)."""
+    return jax.jit(step_fn, donate_argnums=(0,))
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def train_epoch(state: TrainState, step_fn: Callable, csr, batch_size: int, seed: int,
+                epoch: int, summary_frequency: int = 100, on_summary: Callable | None = None,
+                progress: bool = False, desc: str = "") -> tuple[TrainState, np.ndarray]:
+    """One pass over the shuffled rows of ``csr`` in full batches; returns (state, losses).
+
+    ``losses[i]`` is the MMSE of iteration i's update on the sparse batch. Every
+    ``summary_frequency`` iterations the recent losses are fetched, checked for NaN/inf and
+    passed to ``on_summary(iteration, rmse)``.
+    """
+    perm = epoch_permutation(csr.shape[0], seed, epoch)
+    n = num_batches(csr.shape[0], batch_size)
+    losses, fetched = [], []
+
+    def check(upto):
+        values = np.asarray(jax.device_get(losses[len(fetched):upto]), np.float64)
+        fetched.extend(values.tolist())
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            step = len(fetched) - len(values) + int(bad[0])
+            raise TrainingDivergedError(
+                f"training loss is {values[bad[0]]} at epoch {epoch + 1}, step {step}")
+        return values
+
+    bar = tqdm.tqdm(total=n, desc=desc, unit="batch", leave=False, disable=not progress,
+                    dynamic_ncols=True)
+    try:
+        for i in range(n):
+            x = dense_rows(csr, perm[i * batch_size:(i + 1) * batch_size])
+            state, metrics = step_fn(state, x)
+            losses.append(metrics["loss"])
+            if (i + 1) % summary_frequency == 0:
+                recent = check(i + 1)
+                rmse = float(np.sqrt(np.mean(recent)))
+                bar.set_postfix(rmse=f"{rmse:.4f}")
+                if on_summary is not None:
+                    on_summary(i + 1, rmse)
+            bar.update(1)
+        check(n)
+    finally:
+        bar.close()
+    return state, np.asarray(fetched)
