@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from deepae_jax import checkpoint as ckpt
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
-from deepae_jax.data.batching import num_batches
+from deepae_jax.data.batching import dense_batches, num_batches
 from deepae_jax.evaluate import EvalResult, evaluate, predict_eval_ratings
 from deepae_jax.io_utils import atomic_write
 from deepae_jax.metrics import MetricsLogger, format_epoch_line
@@ -122,9 +122,9 @@ def train_and_evaluate(cfg: Config) -> dict:
             t0 = time.time()
             base_step = epoch * steps_per_epoch
             try:
+                batches = dense_batches(data.train.csr, cfg.batch_size, cfg.seed, epoch)
                 state, losses = train_epoch(
-                    state, step_fn, data.train.csr, cfg.batch_size, cfg.seed, epoch,
-                    cfg.summary_frequency,
+                    state, step_fn, batches, steps_per_epoch, epoch, cfg.summary_frequency,
                     on_summary=lambda i, r: logger.scalar("train/rmse_recent", r, base_step + i),
                     progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.num_epochs}")
             except TrainingDivergedError as e:

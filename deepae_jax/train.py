@@ -9,7 +9,8 @@ The first re-fed y is the output computed BEFORE step 1's update, as in the refe
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import itertools
+from typing import Any, Callable, Iterable
 
 import flax.struct
 import jax
@@ -19,7 +20,6 @@ import optax
 import tqdm
 
 from deepae_jax import model
-from deepae_jax.data.batching import dense_rows, epoch_permutation, num_batches
 from deepae_jax.losses import mmse_sums
 
 
@@ -105,17 +105,15 @@ class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def train_epoch(state: TrainState, step_fn: Callable, csr, batch_size: int, seed: int,
+def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batches: int,
                 epoch: int, summary_frequency: int = 100, on_summary: Callable | None = None,
                 progress: bool = False, desc: str = "") -> tuple[TrainState, np.ndarray]:
-    """One pass over the shuffled rows of ``csr`` in full batches; returns (state, losses).
+    """Runs ``step_fn`` over ``n_batches`` batches of one epoch; returns (state, losses).
 
     ``losses[i]`` is the MMSE of iteration i's update on the sparse batch. Every
-    ``summary_frequency`` iterations the recent losses are fetched, checked for NaN/inf and
-    passed to ``on_summary(iteration, rmse)``.
+    ``summary_frequency`` iterations the recent losses are fetched (so the device runs ahead of
+    the host in between), checked for NaN/inf and passed to ``on_summary(iteration, rmse)``.
     """
-    perm = epoch_permutation(csr.shape[0], seed, epoch)
-    n = num_batches(csr.shape[0], batch_size)
     losses, fetched = [], []
 
     def check(upto):
@@ -128,12 +126,11 @@ def train_epoch(state: TrainState, step_fn: Callable, csr, batch_size: int, seed
                 f"training loss is {values[bad[0]]} at epoch {epoch + 1}, step {step}")
         return values
 
-    bar = tqdm.tqdm(total=n, desc=desc, unit="batch", leave=False, disable=not progress,
-                    dynamic_ncols=True)
+    bar = tqdm.tqdm(total=n_batches, desc=desc, unit="batch", leave=False,
+                    disable=not progress, dynamic_ncols=True)
     try:
-        for i in range(n):
-            x = dense_rows(csr, perm[i * batch_size:(i + 1) * batch_size])
-            state, metrics = step_fn(state, x)
+        for i, batch in enumerate(itertools.islice(batches, n_batches)):
+            state, metrics = step_fn(state, batch)
             losses.append(metrics["loss"])
             if (i + 1) % summary_frequency == 0:
                 recent = check(i + 1)
@@ -142,7 +139,7 @@ def train_epoch(state: TrainState, step_fn: Callable, csr, batch_size: int, seed
                 if on_summary is not None:
                     on_summary(i + 1, rmse)
             bar.update(1)
-        check(n)
+        check(len(losses))
     finally:
         bar.close()
     return state, np.asarray(fetched)

@@ -1,6 +1,8 @@
 """Mini-batches from a CSR rating matrix: seeded epoch permutations, dense and padded-sparse rows."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -16,6 +18,15 @@ def epoch_permutation(n_rows: int, seed: int, epoch: int) -> np.ndarray:
 def num_batches(n_rows: int, batch_size: int) -> int:
     """Full batches per epoch: the final partial batch is dropped, as in the reference."""
     return n_rows // batch_size
+
+
+def dense_batches(csr: sp.csr_matrix, batch_size: int, seed: int, epoch: int
+                  ) -> Iterator[np.ndarray]:
+    """The training batches of one epoch: dense (batch_size, n_cols) float32 row blocks in the
+    order of :func:`epoch_permutation`, final partial batch dropped."""
+    perm = epoch_permutation(csr.shape[0], seed, epoch)
+    for i in range(num_batches(csr.shape[0], batch_size)):
+        yield dense_rows(csr, perm[i * batch_size:(i + 1) * batch_size])
 
 
 def dense_rows(csr: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
