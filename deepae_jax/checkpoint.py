@@ -64,31 +64,50 @@ def _shapes(tree) -> list:
     return [tuple(np.shape(x)) for x in jax.tree_util.tree_leaves(tree)]
 
 
-def restore_checkpoint(path: str, target: Any, meta: dict | None = None,
-                       check_keys: tuple[str, ...] = ("layer_sizes", "constrained")
-                       ) -> tuple[Any, int, dict]:
-    """Loads ``path`` into the structure of ``target``; returns (state, epoch, meta).
+ARCHITECTURE_KEYS = ("layer_sizes", "constrained")
+OPTIMIZER_KEYS = ("optimizer", "weight_decay_on")
 
-    Raises CheckpointError when the stored architecture differs from ``meta`` or from the shapes
-    of ``target``.
+
+def _check_meta(path: str, stored: dict, meta: dict | None, keys: tuple[str, ...]) -> None:
+    for key in keys if meta is not None else ():
+        if key in meta and stored.get(key) != meta[key]:
+            what = ("a checkpoint from a different architecture" if key in ARCHITECTURE_KEYS
+                    else "resume with the optimizer settings it was trained with")
+            raise CheckpointError(f"{path}: checkpoint has {key}={stored.get(key)}, but the run "
+                                  f"asks for {key}={meta[key]} ({what})")
+
+
+def restore_checkpoint(path: str, target: Any, meta: dict | None = None,
+                       check_keys: tuple[str, ...] = ARCHITECTURE_KEYS + OPTIMIZER_KEYS
+                       ) -> tuple[Any, int, dict]:
+    """Loads the whole training state of ``path`` into the structure of ``target``.
+
+    Returns (state, epoch, stored meta). Raises CheckpointError when the stored architecture or
+    optimiser differs from ``meta`` or the stored shapes differ from ``target``'s.
     """
     payload = read_checkpoint(path)
     stored = payload["meta"]
-    if meta is not None:
-        for key in check_keys:
-            if key in meta and stored.get(key) != meta[key]:
-                raise CheckpointError(
-                    f"{path}: checkpoint has {key}={stored.get(key)}, but the model asks for "
-                    f"{key}={meta[key]} (a checkpoint from a different architecture)")
-    target_dict = flax.serialization.to_state_dict(target)
+    _check_meta(path, stored, meta, check_keys)
+    state = _from_state_dict(path, target, payload["state"])
+    return state, int(payload["epoch"]), stored
+
+
+def restore_params(path: str, target_params: Any, meta: dict | None = None) -> tuple[Any, dict]:
+    """Loads only the model parameters of ``path`` (for evaluation, inference, export)."""
+    payload = read_checkpoint(path)
+    _check_meta(path, payload["meta"], meta, ARCHITECTURE_KEYS)
+    return _from_state_dict(path, target_params, payload["state"]["params"]), payload["meta"]
+
+
+def _from_state_dict(path: str, target: Any, state_dict: dict) -> Any:
     try:
-        state = flax.serialization.from_state_dict(target, payload["state"])
+        state = flax.serialization.from_state_dict(target, state_dict)
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: checkpoint does not fit the model ({e})") from None
-    if _shapes(state) != _shapes(target_dict):
+    if _shapes(state) != _shapes(target):
         raise CheckpointError(f"{path}: parameter shapes differ from the model's "
                               "(a checkpoint from a different architecture)")
-    return state, int(payload["epoch"]), stored
+    return state
 
 
 def save_vocab(directory: str, row_ids: np.ndarray, col_ids: np.ndarray, major: str) -> None:

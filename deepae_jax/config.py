@@ -58,6 +58,10 @@ class Config:
     eval_batch_size: int = 256
     progress: bool = True
     make_synthetic_data: bool = False
+    num_devices: int = 0
+    num_processes: int = 1
+    coordinator_address: str = ""
+    process_id: int = -1
 
     def __post_init__(self):
         def bad(flag, why):
@@ -88,6 +92,13 @@ class Config:
             bad("aug_step", "must be >= 0 (-1, the reference's default, means 0)")
         if not self.hidden_layers or any(s < 1 for s in self.hidden_layers):
             bad("hidden_layers", "expected positive layer sizes")
+        if self.num_devices < 0:
+            bad("num_devices", "must be >= 0 (0: all local devices, 1: one device)")
+        if self.num_processes < 0:
+            bad("num_processes", "must be >= 1, or 0 to detect it from the cluster (SLURM, ...)")
+        if self.process_id < -1 or 0 < self.num_processes <= self.process_id:
+            bad("process_id", f"must be in 0..{max(0, self.num_processes - 1)} "
+                "(or -1 to detect it from the cluster)")
         if self.mode == "train" and not self.path_to_train_data:
             bad("path_to_train_data", "a training data path is required")
         if self.mode in ("evaluate", "infer") and not self.path_to_eval_data:

@@ -56,6 +56,19 @@ flags.DEFINE_boolean("make_synthetic_data", _D.make_synthetic_data,
                      "Write the deterministic synthetic data set to --path_to_train_data and "
                      "--path_to_eval_data first if they do not exist (the quickstart).")
 
+flags.DEFINE_integer("num_devices", _D.num_devices,
+                     "Devices per process for data-parallel training, evaluation and inference "
+                     "(0: all local devices; 1: the plain single-device step). --batch_size is the "
+                     "GLOBAL batch and must divide among all devices of all processes.")
+flags.DEFINE_integer("num_processes", _D.num_processes,
+                     "Processes (usually nodes) of a multi-host run on jax.distributed (1: no "
+                     "distributed runtime; 0: detect from the cluster, e.g. SLURM).")
+flags.DEFINE_string("coordinator_address", _D.coordinator_address,
+                    "host:port of process 0's coordinator for a multi-host run (empty: detect "
+                    "from the cluster when --num_processes is not 1).")
+flags.DEFINE_integer("process_id", _D.process_id,
+                     "This process's rank 0..num_processes-1 (-1: detect from the cluster).")
+
 
 def config_from_flags() -> config_lib.Config:
     """Translates the parsed flags into a validated Config (errors name the flag)."""

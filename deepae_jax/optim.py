@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -50,6 +51,25 @@ def _torch_rmsprop(lr: float) -> optax.GradientTransformation:
     return optax.rmsprop(lr, **kwargs)
 
 
+def _torch_adagrad(lr: float, eps: float = 1e-10) -> optax.GradientTransformation:
+    """PyTorch's Adagrad: sum += g^2; update = -lr * g / (sqrt(sum) + eps).
+
+    ``optax.adagrad`` adds eps inside the square root (g / sqrt(sum + eps)), which shrinks the
+    steps of gradients below ~1e-4 by orders of magnitude; the state is optax's, unchanged.
+    """
+    def init_fn(params):
+        return optax.ScaleByRssState(sum_of_squares=jax.tree.map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        sums = jax.tree.map(lambda g, s: s + g * g, updates, state.sum_of_squares)
+        updates = jax.tree.map(lambda g, s: g / (jnp.sqrt(s) + eps), updates, sums)
+        return updates, optax.ScaleByRssState(sum_of_squares=sums)
+
+    return optax.chain(optax.GradientTransformation(init_fn, update_fn),
+                       optax.scale_by_learning_rate(lr))
+
+
 def make_optimizer(name: str, lr: float, weight_decay: float = 0.0,
                    updates_per_epoch: int = 1) -> optax.GradientTransformation:
     """The optax transformation for ``--optimizer name``.
@@ -62,7 +82,7 @@ def make_optimizer(name: str, lr: float, weight_decay: float = 0.0,
     elif name == "adam":
         opt = optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
     elif name == "adagrad":
-        opt = optax.adagrad(lr, initial_accumulator_value=0.0, eps=1e-10)
+        opt = _torch_adagrad(lr)
     elif name == "rmsprop":
         opt = _torch_rmsprop(lr)
     else:

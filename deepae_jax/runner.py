@@ -11,6 +11,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from deepae_jax import checkpoint as ckpt
+from deepae_jax import model
+from deepae_jax import parallel
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import dense_batches, num_batches
@@ -72,20 +74,25 @@ def run_meta(cfg: Config, data: Data) -> dict:
     return {"layer_sizes": [data.train.shape[1], *cfg.hidden_layers],
             "constrained": cfg.constrained, "activation": cfg.non_linearity_type,
             "last_layer_linear": cfg.skip_last_layer_nl, "drop_prob": cfg.drop_prob,
-            "optimizer": cfg.optimizer, "major": cfg.major, "n_rows": data.train.shape[0]}
+            "optimizer": cfg.optimizer, "weight_decay_on": cfg.weight_decay > 0,
+            "major": cfg.major, "n_rows": data.train.shape[0]}
 
 
-def _evaluate_split(params, model_cfg, cfg: Config, data: Data) -> EvalResult | None:
+def _evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None) -> EvalResult | None:
     if data.eval is None:
         return None
-    return evaluate(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
-                    cfg.eval_batch_size)
+    run = par.evaluate if par else evaluate  # par: all devices (parallel.DataParallel)
+    return run(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
+               cfg.eval_batch_size)
 
 
 def train_and_evaluate(cfg: Config) -> dict:
     """Trains for ``--num_epochs`` (resuming from ``--logdir`` with ``--resume``); returns the
     last epoch's metrics. Writes checkpoints, ``vocab.npz``, ``metrics.jsonl`` and TensorBoard
     events to ``--logdir``."""
+    par = parallel.setup_from_config(cfg)  # None: one device; else all devices, all processes
+    main = parallel.is_main_process()  # only process 0 writes files and logs
+    cfg = cfg if main else dataclasses.replace(cfg, progress=False)
     data = load_data(cfg)
     model_cfg = cfg.model_config(data.train.shape[1])
     n_rows = data.train.shape[0]
@@ -110,11 +117,20 @@ def train_and_evaluate(cfg: Config) -> dict:
     elif latest and not cfg.resume:
         log.warning("%s already holds checkpoints; training from scratch (use --resume to "
                     "continue)", cfg.logdir)
-    ckpt.save_vocab(cfg.logdir, data.train.row_ids, data.train.col_ids, cfg.major)
+    state = par.replicate(state) if par else state
+    if main:
+        ckpt.save_vocab(cfg.logdir, data.train.row_ids, data.train.col_ids, cfg.major)
+    if data.eval is not None:
+        mean = float(data.train.csr.data.mean())
+        baseline = float(np.sqrt(np.mean((data.eval.csr.data - mean) ** 2)))
+        log.info("baseline: predicting the global mean rating %.4f gives eval RMSE %.4f",
+                 mean, baseline)
 
     step_fn = jit_train_step(make_train_step(model_cfg, optimizer, cfg.refeed_steps,
                                              cfg.noise_prob))
-    logger = MetricsLogger(cfg.logdir)
+    if par:
+        step_fn = par.train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob)
+    logger = MetricsLogger(cfg.logdir, enabled=main)
     last_good = latest if cfg.resume else None
     result: dict = {}
     try:
@@ -123,6 +139,8 @@ def train_and_evaluate(cfg: Config) -> dict:
             base_step = epoch * steps_per_epoch
             try:
                 batches = dense_batches(data.train.csr, cfg.batch_size, cfg.seed, epoch)
+                if par:  # this process's rows of each global batch, sharded over the devices
+                    batches = par.batches(data.train.csr, cfg.batch_size, cfg.seed, epoch)
                 state, losses = train_epoch(
                     state, step_fn, batches, steps_per_epoch, epoch, cfg.summary_frequency,
                     on_summary=lambda i, r: logger.scalar("train/rmse_recent", r, base_step + i),
@@ -133,17 +151,19 @@ def train_and_evaluate(cfg: Config) -> dict:
                 ) from None
             jax.block_until_ready(state.params)
             epoch_time = time.time() - t0
-            evaluation = _evaluate_split(state.params, model_cfg, cfg, data)
+            evaluation = _evaluate_split(state.params, model_cfg, cfg, data, par)
             result = {"epoch": epoch + 1, "train_rmse": float(np.sqrt(np.mean(losses))),
                       "eval_rmse": evaluation.rmse if evaluation else None,
                       "epoch_time_s": epoch_time,
                       "rows_per_s": steps_per_epoch * cfg.batch_size / max(epoch_time, 1e-9),
                       "lr": learning_rate_at_epoch(cfg.lr, cfg.optimizer, epoch)}
-            print(format_epoch_line(epoch, cfg.num_epochs,
-                                    {**result, "row_name": cfg.major}), flush=True)
+            if main:
+                print(format_epoch_line(epoch, cfg.num_epochs,
+                                        {**result, "row_name": cfg.major}), flush=True)
             logger.record("epoch", {k: v for k, v in result.items() if v is not None}, epoch + 1)
-            if epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1:
-                last_good = ckpt.save_checkpoint(cfg.logdir, state, epoch + 1, meta)
+            if main and (epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1):
+                last_good = ckpt.save_checkpoint(cfg.logdir, parallel.to_host(state), epoch + 1,
+                                                 meta)
     finally:
         logger.close()
     return result
@@ -162,26 +182,29 @@ def restore_for_inference(cfg: Config):
                                    f"not --major={cfg.major}")
     data = load_data(cfg, vocab=(row_ids, col_ids))
     model_cfg = cfg.model_config(len(col_ids))
-    optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay, 1)
-    target = create_train_state(jax.random.PRNGKey(0), model_cfg, optimizer)
-    state, _, _ = ckpt.restore_checkpoint(path, target, run_meta(cfg, data))
-    return data, model_cfg, state.params
+    target = model.init(jax.random.PRNGKey(0), model_cfg.layer_sizes, model_cfg.constrained)
+    params, _ = ckpt.restore_params(path, target, run_meta(cfg, data))
+    return data, model_cfg, params
 
 
 def run_evaluate(cfg: Config) -> EvalResult:
     """RMSE of a saved model on ``--path_to_eval_data``."""
+    par = parallel.setup_from_config(cfg, train=False)
     data, model_cfg, params = restore_for_inference(cfg)
-    result = _evaluate_split(params, model_cfg, cfg, data)
-    print(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings", flush=True)
+    result = _evaluate_split(params, model_cfg, cfg, data, par)
+    if parallel.is_main_process():
+        print(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings", flush=True)
     return result
 
 
 def run_infer(cfg: Config) -> int:
     """Writes ``user<TAB>item<TAB>prediction<TAB>actual`` (ORIGINAL ids) for every evaluation
     rating to ``--predictions_path``; returns the number of lines."""
+    par = parallel.setup_from_config(cfg, train=False)
     data, model_cfg, params = restore_for_inference(cfg)
+    predict = par.predict_eval_ratings if par else predict_eval_ratings
     chunks = []
-    for rows, cols, pred, actual in predict_eval_ratings(
+    for rows, cols, pred, actual in predict(
             params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
             cfg.eval_batch_size):
         r_ids, c_ids = data.train.row_ids[rows], data.train.col_ids[cols]
@@ -189,6 +212,8 @@ def run_infer(cfg: Config) -> int:
         chunks.append("".join(f"{u}\t{i}\t{p:.6f}\t{a:g}\n"
                               for u, i, p, a in zip(users, items, pred, actual)))
     text = "".join(chunks)
+    if not parallel.is_main_process():
+        return text.count("\n")
     atomic_write(cfg.predictions_path, lambda fh: fh.write(text.encode()))
     lines = text.count("\n")
     print(f"wrote {lines} predictions to {cfg.predictions_path}", flush=True)

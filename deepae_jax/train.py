@@ -19,7 +19,7 @@ import numpy as np
 import optax
 import tqdm
 
-from deepae_jax import model
+from deepae_jax import model, sparse
 from deepae_jax.losses import mmse_sums
 
 
@@ -45,28 +45,61 @@ def create_train_state(rng: jax.Array, model_cfg: model.ModelConfig,
 
 def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTransformation,
                     aug_step: int = 0, noise_prob: float = 0.0,
-                    axis_name: str | None = None) -> Callable[[TrainState, jax.Array], tuple]:
+                    axis_name: str | None = None, *, sparse_input: bool = False,
+                    dtype: str = "float32") -> Callable[[TrainState, Any], tuple]:
     """Builds ``train_step(state, x) -> (state, metrics)`` (not yet jitted).
 
-    ``x`` is a dense (batch, n) float32 rating batch. ``metrics`` holds ``loss`` (MMSE of the
-    update on the sparse batch) and ``refeed_loss`` (MMSE of each re-feeding update, (aug_step,)).
+    ``x`` is a dense (batch, n) float32 rating batch, or with ``sparse_input`` a sparse batch
+    pytree (``deepae_jax.sparse``: padded ``{"cols", "vals"}`` (B, L) or packed ``{"cols", "vals",
+    "rows"}`` (B, K)). The sparse fast path computes the same loss and gradients (up to float
+    rounding): the first layer is a gather-sum over the observed items, and the update on the
+    sparse batch evaluates the output layer and its gradient only at the observed items; the
+    dense output is computed (without gradient) only as the re-feeding input when ``aug_step``
+    > 0. Dropout draws the same mask (same rng, same code-layer shape) in both paths.
+
+    ``metrics`` holds ``loss`` (MMSE of the update on the sparse batch) and ``refeed_loss`` (MMSE
+    of each re-feeding update, (aug_step,)).
 
     With ``axis_name`` (inside pmap), each device holds a slice of the global batch: squared
     errors and counts are summed across devices so that the loss and gradient are exactly those
     of the global batch.
+
+    ``dtype="bfloat16"`` runs the matmuls with bfloat16 operands and float32 accumulation
+    (parameters, optimiser state and loss stay float32); ``"float32"`` (default) is exact.
     """
     if aug_step < 0:
         raise ValueError(f"aug_step must be >= 0, got {aug_step}")
+    dot = sparse.make_dot(dtype)
 
-    def loss_fn(params, inputs, targets, rng):
-        outputs = model.apply(params, inputs, model_cfg, train=True, rng=rng)
-        sse, count = mmse_sums(outputs, targets)
+    def forward(params, inputs, rng):
+        if dtype == "float32":
+            return model.apply(params, inputs, model_cfg, train=True, rng=rng)
+        return sparse.apply_dense(params, inputs, model_cfg, dot, train=True, rng=rng)
+
+    def finish(sse, count):
         if axis_name is not None:
             count = jax.lax.psum(count, axis_name)
-        return sse / jnp.maximum(count, 1.0), outputs
+        return sse / jnp.maximum(count, 1.0)
 
-    def update(params, opt_state, inputs, targets, rng):
-        (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    def loss_fn(params, inputs, targets, rng):
+        outputs = forward(params, inputs, rng)
+        sse, count = mmse_sums(outputs, targets)
+        return finish(sse, count), outputs
+
+    def sparse_loss_fn(params, batch, rng):
+        slots = sparse.Slots.from_batch(batch)
+        h = sparse.hidden_sparse(params, slots, model_cfg, dot, train=True, rng=rng)
+        pred = sparse.output_at(params, h, slots.cols, slots.rows, model_cfg)
+        err = jnp.where(slots.mask, pred - slots.vals, 0.0)
+        loss = finish(jnp.sum(err * err), jnp.sum(slots.mask.astype(jnp.float32)))
+        outputs = None
+        if aug_step > 0:  # the re-feeding input: the dense output, no gradient through it
+            outputs = sparse.dense_output(jax.lax.stop_gradient(params),
+                                          jax.lax.stop_gradient(h), model_cfg, dot)
+        return loss, outputs
+
+    def update(params, opt_state, inputs, targets, rng, loss=loss_fn):
+        (loss, outputs), grads = jax.value_and_grad(loss, has_aux=True)(
             params, inputs, targets, rng)
         if axis_name is not None:
             grads = jax.lax.psum(grads, axis_name)
@@ -74,12 +107,18 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, outputs
 
-    def train_step(state: TrainState, x: jax.Array):
+    def first_update(params, opt_state, x, rng):
+        if sparse_input:
+            return update(params, opt_state, x, None, rng,
+                          loss=lambda p, b, _, r: sparse_loss_fn(p, b, r))
+        return update(params, opt_state, x, x, rng)
+
+    def train_step(state: TrainState, x):
         rng = jax.random.fold_in(state.rng, state.step)
         if axis_name is not None:
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
         keys = jax.random.split(rng, 1 + 2 * aug_step)
-        params, opt_state, loss, y = update(state.params, state.opt_state, x, x, keys[0])
+        params, opt_state, loss, y = first_update(state.params, state.opt_state, x, keys[0])
         refeed_losses = []
         for t in range(aug_step):
             target = jax.lax.stop_gradient(y)

@@ -1,0 +1,372 @@
+"""Netflix Prize raw data: a vectorised reader and the paper's time splits (PAPER.md, Data).
+
+Raw format: ``training_set/mv_*.txt``, one file per movie; line 1 is ``MovieID:``, then one
+``CustomerID,Rating,YYYY-MM-DD`` line per rating. Files are read in large batches and parsed with
+numpy (no Python object per rating): every line ends in a fixed-width ``,R,YYYY-MM-DD`` tail, so
+rating and date are read at fixed offsets from the newline and the customer id digit by digit
+leftwards. Dates become day numbers (days since 1970-01-01).
+
+Split rules (the reference's ``create_NETFLIX_data_timesplit``, seeded): windows are inclusive;
+a test-window rating is kept only if its user has a rating in the split's train window; each kept
+rating goes to VALID or TEST by a fair coin (``numpy.random.default_rng((seed, split index))``,
+flipped in (user, movie) order); VALID and TEST then lose ratings of movies absent from the train
+window. Output ids are the ORIGINAL Netflix ids (the reference renumbers them; we keep the
+originals because inference must report them).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import re
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from deepae_jax.data.ratings import RatingMatrix, RatingsFormatError, Triples
+
+#: name -> (train first day, train last day, test first day, test last day), all inclusive.
+SPLITS: dict[str, tuple[str, str, str, str]] = {
+    "NF": ("1999-12-01", "2005-11-30", "2005-12-01", "2005-12-31"),
+    "N3M": ("2005-09-01", "2005-11-30", "2005-12-01", "2005-12-31"),
+    "N6M": ("2005-06-01", "2005-11-30", "2005-12-01", "2005-12-31"),
+    "N1Y": ("2004-06-01", "2005-05-31", "2005-06-01", "2005-06-30"),
+}
+RATING_SCALE = (1, 5)
+_HEADER = re.compile(rb"^\s*(\d+)\s*:\s*$")
+_LINE = re.compile(r"^(\d+),(-?\d+),(\d{4})-(\d{2})-(\d{2})$")
+_BATCH_BYTES = 48 << 20
+
+
+def days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Day numbers (days since 1970-01-01) of proleptic Gregorian dates, vectorised (int64)."""
+    y = np.asarray(y, np.int64) - (np.asarray(m) <= 2)
+    m = np.asarray(m, np.int64)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + np.where(m > 2, -3, 9)) + 2) // 5 + np.asarray(d, np.int64) - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def day_number(iso: str) -> int:
+    """The day number of a ``YYYY-MM-DD`` date."""
+    return (datetime.date.fromisoformat(iso) - datetime.date(1970, 1, 1)).days
+
+
+def iso_date(day: int) -> str:
+    """The ``YYYY-MM-DD`` date of a day number."""
+    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(day))).isoformat()
+
+
+@dataclasses.dataclass(frozen=True)
+class NetflixRatings:
+    """All ratings, sorted by (user, movie), with dense ids into ``user_ids``/``item_ids``.
+
+    ``user``/``item`` are int32 dense ids (``user_ids[user]`` is the original CustomerID;
+    ``user_ids``/``item_ids`` are int32 too, as ids have at most 9 digits),
+    ``rating`` uint8 stars, ``day`` int32 day numbers. ``skipped_blank`` counts blank lines and
+    ``dropped_duplicates`` the earlier ratings replaced under ``duplicates="last"``.
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    rating: np.ndarray
+    day: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    n_files: int
+    skipped_blank: int = 0
+    dropped_duplicates: int = 0
+
+    def __len__(self) -> int:
+        return int(self.rating.shape[0])
+
+
+def list_movie_files(folder: str) -> list[str]:
+    """The ``mv_*.txt`` files of a Netflix ``training_set`` folder, sorted by name."""
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Netflix training_set folder not found: {folder!r}")
+    files = sorted(f for f in os.listdir(folder) if f.startswith("mv_") and f.endswith(".txt"))
+    if not files:
+        raise RatingsFormatError(f"{folder}: no mv_*.txt files (expected the Netflix Prize "
+                                 "training_set folder)")
+    return [os.path.join(folder, f) for f in files]
+
+
+def _explain(path: str, lineno: int, raw_line: bytes) -> str:
+    """A precise message for one bad rating line (the slow path, only after a failure)."""
+    where = f"{path}:{lineno}"
+    try:
+        line = raw_line.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"{where}: not valid UTF-8 text ({e.reason}): {raw_line[:60]!r}"
+    m = _LINE.match(line.strip())
+    if not m:
+        return f"{where}: expected 'CustomerID,Rating,YYYY-MM-DD', got {line[:80]!r}"
+    if not RATING_SCALE[0] <= int(m.group(2)) <= RATING_SCALE[1]:
+        return f"{where}: rating {m.group(2)} outside the Netflix scale 1..5"
+    if len(m.group(1)) > 9:
+        return f"{where}: CustomerID {m.group(1)} has more than 9 digits"
+    try:
+        datetime.date(int(m.group(3)), int(m.group(4)), int(m.group(5)))
+    except ValueError as e:
+        return f"{where}: malformed date {line.split(',')[-1]!r} ({e})"
+    return f"{where}: malformed line {line[:80]!r}"
+
+
+def _read_header(path: str, raw: bytes) -> tuple[int, bytes]:
+    """Splits a movie file into its MovieID and the rating lines (bytes, LF-terminated)."""
+    nl = raw.find(b"\n")
+    head = raw if nl < 0 else raw[:nl]
+    m = _HEADER.match(head)
+    if not m:
+        what = "empty file" if not raw.strip() else f"first line is {head[:60]!r}"
+        raise RatingsFormatError(f"{path}:1: missing 'MovieID:' line ({what})")
+    body = b"" if nl < 0 else raw[nl + 1:]
+    if b"\r" in body:
+        body = body.replace(b"\r", b"")
+    if body and not body.endswith(b"\n"):
+        body += b"\n"
+    movie = int(m.group(1))
+    if movie >= 2 ** 31:
+        raise RatingsFormatError(f"{path}:1: MovieID {movie} is too large")
+    return movie, body
+
+
+def _parse_batch(paths: Sequence[str], bodies: Sequence[bytes], movie_ids: Sequence[int]):
+    """Parses concatenated rating lines of several files; raises naming the first bad line."""
+    buf = np.frombuffer(b"".join(bodies), np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    starts = np.empty_like(ends)
+    starts[:1] = 0
+    starts[1:] = ends[:-1] + 1
+    lines_per_file = np.array([b.count(b"\n") for b in bodies], np.int64)
+    items = np.repeat(np.asarray(movie_ids, np.int32), lines_per_file)
+    length = ends - starts
+    line_idx = np.arange(ends.size)  # index among all lines of the batch, blank ones included
+    blank = length == 0
+    n_blank = int(blank.sum())
+    if n_blank:
+        keep = ~blank
+        ends, starts, length, items, line_idx = (
+            ends[keep], starts[keep], length[keep], items[keep], line_idx[keep])
+    idlen = length - 13
+    ok = (idlen >= 1) & (idlen <= 9)
+    e = np.where(ok, ends, 13)  # keeps every gather below in range for malformed lines
+    ok &= (buf[e - 13] == 44) & (buf[e - 11] == 44) & (buf[e - 6] == 45) & (buf[e - 3] == 45)
+    rating = buf[e - 12] - np.uint8(48)
+    ok &= (rating >= RATING_SCALE[0]) & (rating <= RATING_SCALE[1])
+    digits = {}
+    for off in (10, 9, 8, 7, 5, 4, 2, 1):
+        dd = buf[e - off].astype(np.int32) - 48
+        ok &= (dd >= 0) & (dd <= 9)
+        digits[off] = dd
+    y = digits[10] * 1000 + digits[9] * 100 + digits[8] * 10 + digits[7]
+    m = digits[5] * 10 + digits[4]
+    d = digits[2] * 10 + digits[1]
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    mdays = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31, 0], np.int32)[
+        np.clip(m, 0, 13)] + (leap & (m == 2))
+    ok &= (m >= 1) & (m <= 12) & (d >= 1) & (d <= mdays)
+    user = np.zeros(e.shape, np.int32)
+    min_len = int(idlen[ok].min()) if ok.any() else 1
+    for k in range(1, int(np.clip(idlen, 1, 9).max()) + 1):
+        dd = buf[np.maximum(e - 13 - k, 0)].astype(np.int32) - 48
+        inside = k <= idlen
+        if k > min_len:
+            dd = np.where(inside, dd, 0)
+        ok &= ~inside | ((dd >= 0) & (dd <= 9))
+        user += dd * (10 ** (k - 1))
+    if not ok.all():
+        bad = int(np.flatnonzero(~ok)[0])
+        first_line = np.cumsum(lines_per_file) - lines_per_file
+        f = int(np.searchsorted(first_line, line_idx[bad], side="right") - 1)
+        lineno = int(line_idx[bad] - first_line[f]) + 2  # line 1 is the MovieID line
+        raise RatingsFormatError(_explain(paths[f], lineno, bytes(buf[starts[bad]:ends[bad]])))
+    day = days_from_civil(y, m, d).astype(np.int32)
+    return user, items, rating, day, n_blank
+
+
+def read_netflix(folder: str, duplicates: str = "error", batch_bytes: int = _BATCH_BYTES,
+                 files: Sequence[str] | None = None) -> NetflixRatings:
+    """Reads a Netflix ``training_set`` folder into :class:`NetflixRatings` (sorted by user).
+
+    Bad input raises :class:`RatingsFormatError` naming the file and line: a file without its
+    ``MovieID:`` line, a malformed line or date, a rating outside 1..5, non-UTF-8 bytes. Blank
+    lines are skipped and counted. A (user, movie) pair rated twice raises (``duplicates="error"``,
+    naming both places) or keeps the rating read last (``duplicates="last"``, counted).
+    """
+    if duplicates not in ("error", "last"):
+        raise ValueError(f"duplicates must be 'error' or 'last', got {duplicates!r}")
+    paths = list(files) if files is not None else list_movie_files(folder)
+    parts, batch, size = [], ([], [], []), 0
+    file_counts = []
+    n_blank = 0
+    for i, path in enumerate(paths):
+        with open(path, "rb") as fh:
+            movie, body = _read_header(path, fh.read())
+        batch[0].append(path), batch[1].append(body), batch[2].append(movie)
+        size += len(body)
+        if size >= batch_bytes or i == len(paths) - 1:
+            u, it, r, dy, nb = _parse_batch(*batch)
+            parts.append((u, it, r, dy))
+            n_blank += nb
+            file_counts.extend(_per_file_counts(batch[1], it.size, nb))
+            batch, size = ([], [], []), 0
+    columns = [[p[j] for p in parts] for j in range(4)]
+    del parts
+    cols = []
+    for j in range(4):  # one column at a time keeps the peak at total + one column
+        cols.append(np.concatenate(columns[j]))
+        columns[j] = None
+    return _user_major(*cols, paths, np.asarray(file_counts, np.int64), duplicates, n_blank)
+
+
+def _per_file_counts(bodies, n_parsed, n_blank):
+    """Rating counts per file (exact when no blank lines; otherwise recounted per file)."""
+    if n_blank == 0:
+        return [b.count(b"\n") for b in bodies]
+    return [sum(1 for ln in b.split(b"\n")[:-1] if ln) for b in bodies]
+
+
+def _dense(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct ids, dense int32 index of every entry) without sorting the entries."""
+    if int(ids.max()) > 64 * ids.size + (1 << 24):  # sparse huge ids: sort instead of a bitmap
+        distinct, inverse = np.unique(ids, return_inverse=True)
+        return distinct, inverse.astype(np.int32)
+    present = np.zeros(int(ids.max()) + 1, bool)
+    present[ids] = True
+    distinct = np.flatnonzero(present)
+    lookup = np.cumsum(present, dtype=np.int32) - 1
+    return distinct, lookup[ids]
+
+
+def _user_major(users, items, ratings, days, paths, file_counts, duplicates, n_blank
+                ) -> NetflixRatings:
+    """Re-orders the ratings by (user, movie) with a linear-time sparse transpose."""
+    if users.size == 0:
+        raise RatingsFormatError(f"{os.path.dirname(paths[0]) or '.'}: no ratings in "
+                                 f"{len(paths)} movie file(s)")
+    item_ids, item = _dense(items)
+    user_ids, user = _dense(users)
+    del users, items
+    if np.any(np.diff(item) < 0):  # movie files out of MovieID order: sort by movie first
+        order = np.argsort(item, kind="stable").astype(np.int32)
+        col = user[order]
+    else:
+        order, col = np.arange(item.size, dtype=np.int32), user
+    indptr = np.zeros(item_ids.size + 1, np.int64)
+    np.cumsum(np.bincount(item, minlength=item_ids.size), out=indptr[1:])
+    by_item = sp.csr_matrix((order, col, indptr), shape=(item_ids.size, user_ids.size))
+    del order, col
+    by_user = by_item.tocsc()  # stable counting sort by user: movies ascending within a user
+    del by_item
+    perm = by_user.data
+    item_sorted = by_user.indices.astype(np.int32)
+    user_sorted = np.repeat(np.arange(user_ids.size, dtype=np.int32), np.diff(by_user.indptr))
+    del by_user
+    rating, day = ratings[perm], days[perm]
+    del ratings, days
+    same = (user_sorted[1:] == user_sorted[:-1]) & (item_sorted[1:] == item_sorted[:-1])
+    dropped = 0
+    if same.any():
+        if duplicates == "error":
+            k = int(np.flatnonzero(same)[0])
+            first, second = (_where(int(perm[k]), paths, file_counts),
+                             _where(int(perm[k + 1]), paths, file_counts))
+            raise RatingsFormatError(
+                f"{second}: user {int(user_ids[user_sorted[k]])} rated movie "
+                f"{int(item_ids[item_sorted[k]])} again (first at {first}); pass "
+                "duplicates='last' (--duplicates=last) to keep the last rating")
+        keep = np.append(~same, True)
+        dropped = int((~keep).sum())
+        user_sorted, item_sorted = user_sorted[keep], item_sorted[keep]
+        rating, day = rating[keep], day[keep]
+    return NetflixRatings(user_sorted, item_sorted, rating, day, user_ids.astype(np.int32),
+                          item_ids.astype(np.int32), len(paths), n_blank, dropped)
+
+
+def _where(index: int, paths: Sequence[str], file_counts: np.ndarray) -> str:
+    """``file:line`` of the index-th rating read (re-scans that one file for blank lines)."""
+    first = np.cumsum(file_counts) - file_counts
+    f = int(np.searchsorted(first, index, side="right") - 1)
+    k = index - int(first[f])
+    with open(paths[f], "rb") as fh:
+        lines = fh.read().split(b"\n")
+    seen = -1
+    for lineno, line in enumerate(lines[1:], start=2):
+        if line.strip():
+            seen += 1
+            if seen == k:
+                return f"{paths[f]}:{lineno}"
+    return f"{paths[f]}:?"
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeSplit:
+    """Boolean masks over :class:`NetflixRatings` for one split's TRAIN, VALID and TEST."""
+
+    name: str
+    window: tuple[str, str, str, str]
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+
+
+def time_split(data: NetflixRatings, name: str, window: tuple[str, str, str, str],
+               seed: int, split_index: int = 0) -> TimeSplit:
+    """The reference's time split of ``data`` for one window (rules in the module docstring)."""
+    a, b, c, d = (day_number(s) for s in window)
+    train = (data.day >= a) & (data.day <= b)
+    user_seen = np.zeros(data.user_ids.size, bool)
+    user_seen[data.user[train]] = True
+    item_seen = np.zeros(data.item_ids.size, bool)
+    item_seen[data.item[train]] = True
+    held = (data.day >= c) & (data.day <= d) & ~train & user_seen[data.user]
+    idx = np.flatnonzero(held)
+    heads = np.random.default_rng((seed, split_index)).random(idx.size) < 0.5
+    keep = item_seen[data.item[idx]]
+    valid = np.zeros(len(data), bool)
+    test = np.zeros(len(data), bool)
+    valid[idx[heads & keep]] = True
+    test[idx[~heads & keep]] = True
+    return TimeSplit(name, window, train, valid, test)
+
+
+def split_matrix(data: NetflixRatings, mask: np.ndarray) -> RatingMatrix:
+    """The user-major :class:`RatingMatrix` of the masked ratings, built without sorting."""
+    user, item = data.user[mask], data.item[mask]
+    if user.size == 0:
+        raise RatingsFormatError("no ratings in this part of the split")
+    counts = np.bincount(user, minlength=data.user_ids.size)
+    rows = counts > 0
+    indptr = np.zeros(int(rows.sum()) + 1, np.int64)
+    np.cumsum(counts[rows], out=indptr[1:])
+    cols = np.zeros(data.item_ids.size, bool)
+    cols[item] = True
+    col_of = (np.cumsum(cols, dtype=np.int32) - 1)[item]
+    csr = sp.csr_matrix((data.rating[mask].astype(np.float32), col_of, indptr),
+                        shape=(indptr.size - 1, int(cols.sum())))
+    return RatingMatrix(csr, data.user_ids[rows].astype(np.int64),
+                        data.item_ids[cols].astype(np.int64), "users")
+
+
+def part_triples(data: NetflixRatings, mask: np.ndarray) -> Triples:
+    """The masked ratings with ORIGINAL ids, in (user, movie) order (int32 ids, uint8 stars)."""
+    return Triples(data.user_ids[data.user[mask]], data.item_ids[data.item[mask]],
+                   data.rating[mask])
+
+
+def part_stats(data: NetflixRatings, mask: np.ndarray) -> dict:
+    """Users, ratings, items and first/last date of the masked ratings (PAPER.md's table)."""
+    n = int(mask.sum())
+    if n == 0:
+        return {"users": 0, "ratings": 0, "items": 0, "first": "-", "last": "-"}
+    users = np.zeros(data.user_ids.size, bool)
+    users[data.user[mask]] = True
+    items = np.zeros(data.item_ids.size, bool)
+    items[data.item[mask]] = True
+    days = data.day[mask]
+    return {"users": int(users.sum()), "ratings": n, "items": int(items.sum()),
+            "first": iso_date(int(days.min())), "last": iso_date(int(days.max()))}

@@ -1,0 +1,197 @@
+"""The sparse fast path: the autoencoder evaluated on a user's observed items only.
+
+A user rates ~1% of the items, so the dense n-wide first and last layers are mostly wasted work:
+
+* first layer: ``x @ W1`` for a sparse row x is a gather-sum of the rows of W1 at the row's
+  observed items, weighted by the ratings (:func:`first_layer_fn`);
+* output layer: the masked loss only looks at the observed items, so the update on the sparse
+  batch needs the decoder's output, and its gradient, only at those columns (:func:`output_at`).
+
+Sparse batches are pytrees whose leaves have a leading batch dimension (pmap can split them along
+axis 0). Two layouts, both handled by :class:`Slots`:
+
+* padded rows ``{"cols": (B, L) int32, "vals": (B, L) float32}``: slot (b, j) belongs to row b;
+  padding has value 0 (and column 0);
+* packed ``{"cols": (B, K), "vals": (B, K), "rows": (B, K) int32}``: the batch's ratings laid out
+  row after row in the flattened (B*K,) slots; ``rows`` names the row (0..B-1) of each slot. The
+  leading dimension is still the number of rows in the batch, but K ~ mean ratings per row instead
+  of the maximum, which matters for heavy-tailed data. See ``batching.packed_rows``.
+
+Matmuls can run in bfloat16 with float32 accumulation (``dtype="bfloat16"``); parameters, the
+gather-sums and the loss stay float32.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from deepae_jax import model
+
+DTYPES = ("float32", "bfloat16")
+
+
+def make_dot(dtype: str = "float32") -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """``a @ b`` in float32, or with bfloat16 operands and float32 accumulation."""
+    if dtype == "float32":
+        return lambda a, b: a @ b
+    if dtype == "bfloat16":
+        return lambda a, b: jnp.dot(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
+                                    preferred_element_type=jnp.float32)
+    raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Slots:
+    """A sparse batch flattened to T = B*L slots: column, value and row of each slot."""
+
+    cols: jax.Array  # (T,) int32
+    vals: jax.Array  # (T,) float32; 0 marks padding
+    rows: jax.Array  # (T,) int32 in [0, B)
+    n_rows: int  # B
+    sorted_rows: bool
+
+    @staticmethod
+    def from_batch(batch: dict) -> "Slots":
+        cols, vals = batch["cols"], batch["vals"]
+        b, length = cols.shape
+        if "rows" in batch:
+            rows = batch["rows"].reshape(-1)
+            sorted_rows = True
+        else:
+            rows = jnp.repeat(jnp.arange(b, dtype=jnp.int32), length)
+            sorted_rows = True
+        return Slots(cols.reshape(-1), vals.reshape(-1).astype(jnp.float32), rows, b, sorted_rows)
+
+    @property
+    def mask(self) -> jax.Array:
+        return self.vals != 0
+
+    def first_layer(self, w: jax.Array) -> jax.Array:
+        """``x @ w`` (B, out) for the sparse rows x, as a gather-sum of the rows of ``w``."""
+        contrib = jnp.take(w, self.cols, axis=0) * self.vals[:, None]
+        return jax.ops.segment_sum(contrib, self.rows, num_segments=self.n_rows,
+                                   indices_are_sorted=self.sorted_rows)
+
+    def dense(self, n_cols: int) -> jax.Array:
+        """The batch as a dense (B, n_cols) float32 matrix (zero where unrated)."""
+        return jnp.zeros((self.n_rows, n_cols), jnp.float32).at[self.rows, self.cols].add(self.vals)
+
+
+def decoder_out_layer(params: model.Params) -> tuple[jax.Array, jax.Array]:
+    """(W_out as (n, h) rows per output column, b_out (n,)) of the decoder's last layer."""
+    if "w" in params["decoder"][-1]:
+        w_rows = params["decoder"][-1]["w"].T
+    else:  # constrained: W_out = W1.T, so its columns are the rows of W1
+        w_rows = params["encoder"][0]["w"]
+    return w_rows, params["decoder"][-1]["b"]
+
+
+def output_at(params: model.Params, h: jax.Array, cols: jax.Array, rows: jax.Array,
+              cfg: model.ModelConfig) -> jax.Array:
+    """The decoder's output f[rows[t], cols[t]] (T,) from the output layer's input h (B, h)."""
+    w_rows, b = decoder_out_layer(params)
+    pre = jnp.sum(jnp.take(h, rows, axis=0) * jnp.take(w_rows, cols, axis=0), axis=-1)
+    return model.output_activation(cfg)(pre + jnp.take(b, cols))
+
+
+def encode(params: model.Params, cfg: model.ModelConfig, first_pre: Callable[[jax.Array], jax.Array],
+           dot: Callable, train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+    """model.encode with a given first-layer pre-activation and matmul (same dropout draw)."""
+    act = model.ACTIVATIONS[cfg.activation]
+    x = None
+    for i, layer in enumerate(params["encoder"]):
+        pre = first_pre(layer["w"]) if i == 0 else dot(x, layer["w"])
+        x = act(pre + layer["b"])
+    if train and cfg.drop_prob > 0.0:
+        if rng is None:
+            raise ValueError("training with drop_prob > 0 needs an rng")
+        x = model.dropout(x, cfg.drop_prob, rng)
+    return x
+
+
+def decode_hidden(params: model.Params, z: jax.Array, cfg: model.ModelConfig,
+                  dot: Callable) -> jax.Array:
+    """model.decode_hidden with a given matmul."""
+    act = model.ACTIVATIONS[cfg.activation]
+    ws = model.decoder_weights(params)
+    for w, layer in zip(ws[:-1], params["decoder"][:-1]):
+        z = act(dot(z, w) + layer["b"])
+    return z
+
+
+def dense_output(params: model.Params, h: jax.Array, cfg: model.ModelConfig,
+                 dot: Callable) -> jax.Array:
+    """The full (B, n) output from the output layer's input h."""
+    w_out = model.decoder_weights(params)[-1]
+    return model.output_activation(cfg)(dot(h, w_out) + params["decoder"][-1]["b"])
+
+
+def apply_dense(params: model.Params, x: jax.Array, cfg: model.ModelConfig, dot: Callable,
+                train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+    """model.apply with a given matmul (bfloat16 option)."""
+    code = encode(params, cfg, lambda w: dot(x, w), dot, train, rng)
+    return dense_output(params, decode_hidden(params, code, cfg, dot), cfg, dot)
+
+
+def hidden_sparse(params: model.Params, slots: Slots, cfg: model.ModelConfig, dot: Callable,
+                  train: bool = False, rng: jax.Array | None = None) -> jax.Array:
+    """The output layer's input (B, h) for sparse input rows."""
+    code = encode(params, cfg, slots.first_layer, dot, train, rng)
+    return decode_hidden(params, code, cfg, dot)
+
+
+@jax.tree_util.register_pytree_node_class
+class DeviceRatings:
+    """A CSR rating matrix resident on the device: batches are gathered there by row index.
+
+    ``indptr`` (n_rows+1,) int32, ``indices`` (nnz,) int32, ``data`` (nnz,) float32 are device
+    arrays; ``counts`` (host numpy) are the ratings per row, used to size batches.
+    """
+
+    def __init__(self, indptr, indices, data, n_cols: int, counts: np.ndarray | None = None):
+        self.indptr, self.indices, self.data = indptr, indices, data
+        self.n_cols = int(n_cols)
+        self.counts = counts
+
+    @staticmethod
+    def from_csr(csr, device=None) -> "DeviceRatings":
+        if csr.nnz >= 2 ** 31:
+            raise ValueError("more than 2^31 ratings: int32 indices overflow")
+        put = (lambda a: jax.device_put(a, device)) if device is not None else jnp.asarray
+        return DeviceRatings(put(np.asarray(csr.indptr, np.int32)),
+                             put(np.asarray(csr.indices, np.int32)),
+                             put(np.asarray(csr.data, np.float32)), csr.shape[1],
+                             np.diff(csr.indptr))
+
+    def tree_flatten(self):
+        return (self.indptr, self.indices, self.data), (self.n_cols,)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, aux[0])
+
+
+def gather_packed(data: DeviceRatings, rows: jax.Array, width: int) -> dict:
+    """On the device: the packed batch (``batching.packed_rows``'s layout) of ``rows`` (B,).
+
+    ``width`` (static) is K; the batch's ratings must fit in B*K slots (extra ones are dropped,
+    so size K on the host from ``data.counts``).
+    """
+    b = rows.shape[0]
+    starts = data.indptr[rows]
+    counts = data.indptr[rows + 1] - starts
+    ends = jnp.cumsum(counts)
+    slot = jnp.arange(b * width, dtype=jnp.int32)
+    seg = jnp.searchsorted(ends, slot, side="right").astype(jnp.int32)
+    valid = seg < b
+    seg = jnp.minimum(seg, b - 1)
+    src = starts[seg] + slot - (ends[seg] - counts[seg])
+    src = jnp.where(valid, src, 0)
+    cols = jnp.where(valid, data.indices[src], 0)
+    vals = jnp.where(valid, data.data[src], 0.0)
+    return {"cols": cols.reshape(b, width), "vals": vals.reshape(b, width),
+            "rows": seg.reshape(b, width)}

@@ -1,0 +1,139 @@
+"""Tests of the reference text format reader, the CSR rating matrix and evaluation alignment."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from deepae_jax.data import ratings as R
+
+
+def write(path, text, mode="w"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, mode) as fh:
+        fh.write(text)
+    return str(path)
+
+
+def test_reads_file_and_directory_and_ignores_extra_columns(tmp_path):
+    write(tmp_path / "d" / "a.txt", "10\t7\t4\t881250949\n3\t7\t2.5\t881250950\n")
+    write(tmp_path / "d" / "b.txt", "3\t9\t5\n")
+    write(tmp_path / "d" / ".hidden", "garbage")
+    t = R.read_ratings_text(str(tmp_path / "d"))
+    assert t.users.tolist() == [10, 3, 3]
+    assert t.items.tolist() == [7, 7, 9]
+    assert t.ratings.tolist() == [4.0, 2.5, 5.0]
+
+
+def test_fast_and_slow_parsers_agree(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [(int(u), int(i), float(r)) for u, i, r in zip(
+        rng.integers(1, 10**6, 500), rng.integers(1, 2000, 500), rng.integers(1, 6, 500))]
+    text = "".join(f"{u}\t{i}\t{r}\n" for u, i, r in rows)
+    fast = R._parse_fast(text.encode(), "\t")
+    slow = R._parse_slow("x", text, "\t")
+    assert fast is not None
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_column_order_item_user(tmp_path):
+    p = write(tmp_path / "f.txt", "26\t1718936\t5.0\n26\t187387\t2.0\n")
+    t = R.read_ratings_text(p, column_order="item,user,rating")
+    assert t.users.tolist() == [1718936, 187387] and t.items.tolist() == [26, 26]
+
+
+def test_crlf_and_comma_delimiter(tmp_path):
+    p = write(tmp_path / "f.csv", "1,2,3.5\r\n4,5,1\r\n")
+    t = R.read_ratings_text(p, delimiter=",")
+    assert t.ratings.tolist() == [3.5, 1.0] and t.users.tolist() == [1, 4]
+
+
+@pytest.mark.parametrize("line,needle", [
+    ("5\t6\n", "expected 3 fields"),
+    ("5\t6\tgood\n", "'good' is not a number"),
+    ("5\t6\tnan\n", "not allowed"),
+    ("5\t6\tinf\n", "not allowed"),
+    ("5\t6\t0\n", "0 (indistinguishable"),
+    ("5\tx\t3\n", "must be integers"),
+])
+def test_bad_lines_name_file_and_line(tmp_path, line, needle):
+    p = write(tmp_path / "bad.txt", "1\t2\t3\n" * 4 + line + "1\t3\t3\n")
+    with pytest.raises(R.RatingsFormatError) as e:
+        R.read_ratings_text(p)
+    assert f"{p}:5:" in str(e.value) and needle in str(e.value)
+
+
+def test_non_utf8_names_line(tmp_path):
+    p = write(tmp_path / "bin.txt", b"1\t2\t3\n1\t\xff\t3\n", mode="wb")
+    with pytest.raises(R.RatingsFormatError, match=r"bin.txt:2: not valid UTF-8"):
+        R.read_ratings_text(p)
+
+
+def test_empty_directory_and_missing_path(tmp_path):
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(R.RatingsFormatError, match="no rating files"):
+        R.read_ratings_text(str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="nope"):
+        R.read_ratings_text(str(tmp_path / "nope"))
+
+
+def test_empty_training_set(tmp_path):
+    p = write(tmp_path / "empty.txt", "\n")
+    with pytest.raises(R.RatingsFormatError, match="empty training set"):
+        R.build_matrix(R.read_ratings_text(p), source=p)
+
+
+def test_build_matrix_maps_ids_densely_and_sorted():
+    t = R.Triples(np.array([30, 10, 30, 20]), np.array([7, 5, 5, 9]),
+                  np.array([1, 2, 3, 4], np.float32))
+    m = R.build_matrix(t)
+    assert m.row_ids.tolist() == [10, 20, 30] and m.col_ids.tolist() == [5, 7, 9]
+    expected = np.array([[2, 0, 0], [0, 0, 4], [3, 1, 0]], np.float32)
+    np.testing.assert_array_equal(m.csr.toarray(), expected)
+    items = R.build_matrix(t, major="items")
+    np.testing.assert_array_equal(items.csr.toarray(), expected.T)
+    assert items.row_ids.tolist() == [5, 7, 9]
+
+
+def test_duplicate_policy():
+    t = R.Triples(np.array([1, 1, 2]), np.array([5, 5, 5]), np.array([1, 4, 2], np.float32))
+    with pytest.raises(R.RatingsFormatError, match="user 1 rated item 5 more than once"):
+        R.build_matrix(t)
+    m = R.build_matrix(t, duplicates="last")
+    assert m.csr.toarray().ravel().tolist() == [4.0, 2.0]
+
+
+def test_npz_round_trip_and_triples(tmp_path):
+    t = R.Triples(np.array([3, 1, 3]), np.array([2, 2, 8]), np.array([5, 1, 3.5], np.float32))
+    m = R.build_matrix(t)
+    path = str(tmp_path / "m.npz")
+    m.save(path)
+    back = R.RatingMatrix.load(path)
+    assert (back.csr != m.csr).nnz == 0 and back.major == "users"
+    np.testing.assert_array_equal(back.row_ids, m.row_ids)
+    assert R.load_matrix(path).nnz == 3
+    got = sorted(zip(*(a.tolist() for a in R.load_triples(path).__dict__.values())))
+    assert got == sorted(zip([3, 1, 3], [2, 2, 8], [5.0, 1.0, 3.5]))
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_align_eval_drops_and_counts_unknown_rows_and_columns():
+    train = R.build_matrix(R.Triples(np.array([1, 1, 2]), np.array([10, 11, 10]),
+                                     np.array([3, 4, 5], np.float32)))
+    ev = R.Triples(np.array([1, 2, 9, 2, 9]), np.array([11, 11, 10, 99, 99]),
+                   np.array([2, 3, 4, 5, 1], np.float32))
+    split = R.align_eval(train, ev)
+    assert split.dropped_unknown_rows == 2   # user 9 (two ratings)
+    assert split.dropped_unknown_cols == 1   # item 99 of user 2
+    np.testing.assert_array_equal(split.csr.toarray(), [[0, 2], [0, 3]])
+    assert split.rows.tolist() == [0, 1]
+
+
+def test_movielens_100k_u1(shared_data):
+    base = R.read_ratings_text(str(shared_data / "movielens-100k" / "u1.base"))
+    train = R.build_matrix(base)
+    assert train.shape == (943, 1650) and train.nnz == 80000
+    split = R.align_eval(train, R.read_ratings_text(str(shared_data / "movielens-100k" / "u1.test")))
+    assert split.nnz + split.dropped_unknown_cols + split.dropped_unknown_rows == 20000
+    assert len(split.rows) == 459
