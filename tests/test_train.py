@@ -150,19 +150,25 @@ def make_optimizer(lr=LR):
     return optim.make_optimizer("momentum", lr, updates_per_epoch=1000)
 
 
+def jitted_step(constrained=False, aug_step=0, noise_prob=0.0, drop_prob=0.0):
+    """train.jit_train_step(train.make_train_step(...)) for the tiny model, built (and so
+    compiled) once per distinct configuration in the test session."""
+    return _jitted_step(bool(constrained), int(aug_step), float(noise_prob), float(drop_prob))
+
+
 @functools.lru_cache(maxsize=None)
-def jitted_step(constrained=False, aug_step=0, noise_prob=0.0, drop_prob=0.0, lr=LR):
-    """train.jit_train_step(train.make_train_step(...)) for the tiny model, compiled once."""
-    step = train.make_train_step(make_cfg(constrained, drop_prob), make_optimizer(lr),
+def _jitted_step(constrained, aug_step, noise_prob, drop_prob):
+    """The cached builder behind jitted_step (arguments normalised so that keys match)."""
+    step = train.make_train_step(make_cfg(constrained, drop_prob), make_optimizer(),
                                  aug_step=aug_step, noise_prob=noise_prob)
     return train.jit_train_step(step)
 
 
-def make_state(params, lr=LR, rng_seed=0, step=0):
+def make_state(params, rng_seed=0, step=0):
     """A TrainState holding copies of the numpy ``params`` (fresh buffers: the step donates)."""
     p = jax.tree.map(lambda a: jnp.array(a, jnp.float32), params)
     return train.TrainState(step=jnp.asarray(step, jnp.int32), params=p,
-                            opt_state=make_optimizer(lr).init(p),
+                            opt_state=make_optimizer().init(p),
                             rng=jax.random.PRNGKey(rng_seed))
 
 
@@ -212,7 +218,7 @@ def test_train_step_matches_numpy_reference(aug_step, constrained):
         for x in batches:
             wrong, buf, _ = np_iteration(wrong, buf, x.astype(np.float64), aug_step, constrained,
                                          refeed_after_update=True)
-        assert max_abs_diff(wrong, ref_params) > 1e-4
+        assert max_abs_diff(wrong, ref_params) > 1e-3
 
 
 def test_numpy_reference_gradient_is_right():
@@ -233,15 +239,16 @@ def test_numpy_reference_gradient_is_right():
 
 
 def test_create_train_state():
+    """Layout of a fresh state (traced with eval_shape: structure and shapes, no compile)."""
     cfg = make_cfg(constrained=True)
     opt = make_optimizer()
-    state = train.create_train_state(jax.random.PRNGKey(0), cfg, opt)
-    assert int(state.step) == 0
+    state = jax.eval_shape(lambda r: train.create_train_state(r, cfg, opt), jax.random.PRNGKey(0))
+    assert state.step.shape == () and state.step.dtype == jnp.int32
     assert [l["w"].shape for l in state.params["encoder"]] == [(N, 5), (5, 3)]
+    assert [l["b"].shape for l in state.params["decoder"]] == [(5,), (N,)]
     assert all("w" not in l for l in state.params["decoder"])
-    for layer in state.params["encoder"] + state.params["decoder"]:
-        np.testing.assert_array_equal(np.asarray(layer["b"]), 0.0)
-    assert jax.tree.structure(state.opt_state) == jax.tree.structure(opt.init(state.params))
+    assert jax.tree.structure(state.opt_state) == jax.tree.structure(
+        jax.eval_shape(opt.init, state.params))
 
 
 def test_negative_aug_step_raises():
@@ -267,7 +274,7 @@ def test_refeed_noise_runs_and_changes_the_update():
 def test_dropout_step_is_deterministic_per_state():
     params0 = init_params(False, seed=9)
     x = jnp.asarray(rating_batches(1, seed=10)[0])
-    step = jitted_step(False, 1, drop_prob=0.5)
+    step = jitted_step(False, 0, drop_prob=0.5)
     a, ma = step(make_state(params0, rng_seed=1), x)
     b, mb = step(make_state(params0, rng_seed=1), x)
     c, _ = step(make_state(params0, rng_seed=2), x)
@@ -278,7 +285,7 @@ def test_dropout_step_is_deterministic_per_state():
     assert max_abs_diff(a.params, c.params) > 1e-6      # another base rng: another mask
     assert max_abs_diff(a.params, d.params) > 1e-6      # another iteration: another mask
     # Dropout is active in training: the loss differs from the no-dropout step's.
-    _, m0 = jitted_step(False, 1)(make_state(params0), x)
+    _, m0 = jitted_step(False, 0)(make_state(params0), x)
     assert float(ma["loss"]) != pytest.approx(float(m0["loss"]), rel=1e-4)
 
 
@@ -355,10 +362,3 @@ def test_train_epoch_nan_raises_with_epoch_and_step():
     # Epochs are named 1-based as in the training log; the step is the 0-based iteration.
     assert re.search(rf"\bepoch {epoch + 1}\b", message), message
     assert re.search(rf"\bstep {bad_batch}\b", message), message
-
-
-def test_train_epoch_huge_lr_diverges():
-    with pytest.raises(train.TrainingDivergedError, match=r"epoch 1\b.*step \d+"):
-        train.train_epoch(make_state(init_params(False), lr=1e30), jitted_step(lr=1e30),
-                          dense_batches(rating_csr(22), BATCH, seed=0, epoch=0),
-                          num_batches(22, BATCH), epoch=0)
