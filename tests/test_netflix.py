@@ -233,3 +233,14 @@ def test_matches_a_plain_python_reference(tmp_path):
         assert pairs(data, s.train) == train and pairs(data, s.valid | s.test) == held
         mat = netflix.split_matrix(data, s.train)
         assert mat.nnz == len(train) and mat.shape == (len(users), len(items))
+
+
+def test_real_netflix_samples_both_column_orders(shared_data):
+    """DeepRecommender's samples: testData_iRec is item,user,rating; testData_uRec user,item."""
+    i_rec = read_ratings_text(str(shared_data / "netflix-sample" / "testData_iRec"),
+                              column_order="item,user,rating")
+    u_rec = read_ratings_text(str(shared_data / "netflix-sample" / "testData_uRec"))
+    for t, n, users, items in ((i_rec, 26091, 19547, 163), (u_rec, 204821, 97618, 11259)):
+        assert (len(t), np.unique(t.users).size, np.unique(t.items).size) == (n, users, items)
+        assert 1 <= t.items.min() and t.items.max() <= 17770  # Netflix movie ids
+        assert t.users.max() <= 2649429 and set(np.unique(t.ratings)) <= {1, 2, 3, 4, 5}

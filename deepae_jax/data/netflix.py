@@ -134,14 +134,31 @@ def _read_header(path: str, raw: bytes) -> tuple[int, bytes]:
     return movie, body
 
 
+_PAD = 32  # bytes before the first line, so that fixed-offset windows never start below 0
+
+
+def _month_tables(y: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(first year, day number of each month's 1st, each month's length) for years of ``y``."""
+    y0, y1 = (int(y.min()), int(y.max())) if y.size else (1970, 1970)
+    years = np.repeat(np.arange(y0, y1 + 2), 12)
+    months = np.tile(np.arange(1, 13), y1 - y0 + 2)
+    first = days_from_civil(years, months, np.ones_like(years))
+    return y0, first[:-12], np.diff(first)[:(y1 - y0 + 1) * 12]
+
+
 def _parse_batch(paths: Sequence[str], bodies: Sequence[bytes], movie_ids: Sequence[int]):
-    """Parses concatenated rating lines of several files; raises naming the first bad line."""
-    buf = np.frombuffer(b"".join(bodies), np.uint8)
+    """Parses concatenated rating lines of several files; raises naming the first bad line.
+
+    Returns (user ids, movie ids, stars, day numbers, rating lines per file, blank lines).
+    """
+    raw = b"".join([b" " * _PAD, *bodies])
+    buf = np.frombuffer(raw, np.uint8)
     ends = np.flatnonzero(buf == 10)
     starts = np.empty_like(ends)
-    starts[:1] = 0
+    starts[:1] = _PAD
     starts[1:] = ends[:-1] + 1
-    lines_per_file = np.array([b.count(b"\n") for b in bodies], np.int64)
+    bounds = np.cumsum([_PAD] + [len(b) for b in bodies])
+    lines_per_file = np.diff(np.searchsorted(ends, bounds))
     items = np.repeat(np.asarray(movie_ids, np.int32), lines_per_file)
     length = ends - starts
     line_idx = np.arange(ends.size)  # index among all lines of the batch, blank ones included
@@ -152,40 +169,39 @@ def _parse_batch(paths: Sequence[str], bodies: Sequence[bytes], movie_ids: Seque
         ends, starts, length, items, line_idx = (
             ends[keep], starts[keep], length[keep], items[keep], line_idx[keep])
     idlen = length - 13
-    ok = (idlen >= 1) & (idlen <= 9)
-    e = np.where(ok, ends, 13)  # keeps every gather below in range for malformed lines
-    ok &= (buf[e - 13] == 44) & (buf[e - 11] == 44) & (buf[e - 6] == 45) & (buf[e - 3] == 45)
-    rating = buf[e - 12] - np.uint8(48)
+    # The 22 bytes before each newline: the CustomerID right-aligned in the first 9 (bytes left
+    # of it masked to 0 below), then ",R,YYYY-MM-DD". Everything is shifted by '0' (wrapping).
+    win = np.lib.stride_tricks.sliding_window_view(buf, 22)[ends - 22] - np.uint8(48)
+    ok = ((idlen >= 1) & (idlen <= 9) & (win[:, 9] == 252) & (win[:, 11] == 252)
+          & (win[:, 16] == 253) & (win[:, 19] == 253))  # ',' - 48 and '-' - 48, wrapped
+    win[:, [9, 11, 16, 19]] = 0
+    win[:, :9][np.arange(9) < (9 - idlen)[:, None]] = 0
+    ok &= win.max(axis=1) <= 9  # every other byte is a digit
+    rating = win[:, 10].copy()
     ok &= (rating >= RATING_SCALE[0]) & (rating <= RATING_SCALE[1])
-    digits = {}
-    for off in (10, 9, 8, 7, 5, 4, 2, 1):
-        dd = buf[e - off].astype(np.int32) - 48
-        ok &= (dd >= 0) & (dd <= 9)
-        digits[off] = dd
-    y = digits[10] * 1000 + digits[9] * 100 + digits[8] * 10 + digits[7]
-    m = digits[5] * 10 + digits[4]
-    d = digits[2] * 10 + digits[1]
-    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
-    mdays = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31, 0], np.int32)[
-        np.clip(m, 0, 13)] + (leap & (m == 2))
-    ok &= (m >= 1) & (m <= 12) & (d >= 1) & (d <= mdays)
-    user = np.zeros(e.shape, np.int32)
-    min_len = int(idlen[ok].min()) if ok.any() else 1
-    for k in range(1, int(np.clip(idlen, 1, 9).max()) + 1):
-        dd = buf[np.maximum(e - 13 - k, 0)].astype(np.int32) - 48
-        inside = k <= idlen
-        if k > min_len:
-            dd = np.where(inside, dd, 0)
-        ok &= ~inside | ((dd >= 0) & (dd <= 9))
-        user += dd * (10 ** (k - 1))
+    y = win[:, 12].astype(np.int32) * 1000 + win[:, 13].astype(np.int32) * 100 + win[:, 14] * 10
+    y += win[:, 15]
+    y[~ok] = 1970
+    m = win[:, 17].astype(np.int32) * 10 + win[:, 18]
+    d = win[:, 20].astype(np.int32) * 10 + win[:, 21]
+    ok &= (m >= 1) & (m <= 12) & (d >= 1)
+    y0, month_first, month_len = _month_tables(y)
+    month = np.where(ok, (y - y0) * 12 + m - 1, 0)
+    ok &= d <= month_len[month]
     if not ok.all():
         bad = int(np.flatnonzero(~ok)[0])
         first_line = np.cumsum(lines_per_file) - lines_per_file
         f = int(np.searchsorted(first_line, line_idx[bad], side="right") - 1)
         lineno = int(line_idx[bad] - first_line[f]) + 2  # line 1 is the MovieID line
         raise RatingsFormatError(_explain(paths[f], lineno, bytes(buf[starts[bad]:ends[bad]])))
-    day = days_from_civil(y, m, d).astype(np.int32)
-    return user, items, rating, day, n_blank
+    user = np.zeros(ends.size, np.int32)
+    for j in range(9):
+        user *= 10
+        user += win[:, j]
+    day = (month_first[month] + d - 1).astype(np.int32)
+    counts = lines_per_file if not n_blank else np.diff(np.searchsorted(line_idx, np.cumsum(
+        np.concatenate([[0], lines_per_file]))))
+    return user, items, rating, day, counts, n_blank
 
 
 def read_netflix(folder: str, duplicates: str = "error", batch_bytes: int = _BATCH_BYTES,
@@ -209,10 +225,10 @@ def read_netflix(folder: str, duplicates: str = "error", batch_bytes: int = _BAT
         batch[0].append(path), batch[1].append(body), batch[2].append(movie)
         size += len(body)
         if size >= batch_bytes or i == len(paths) - 1:
-            u, it, r, dy, nb = _parse_batch(*batch)
+            u, it, r, dy, counts, nb = _parse_batch(*batch)
             parts.append((u, it, r, dy))
             n_blank += nb
-            file_counts.extend(_per_file_counts(batch[1], it.size, nb))
+            file_counts.extend(counts.tolist())
             batch, size = ([], [], []), 0
     columns = [[p[j] for p in parts] for j in range(4)]
     del parts
@@ -221,13 +237,6 @@ def read_netflix(folder: str, duplicates: str = "error", batch_bytes: int = _BAT
         cols.append(np.concatenate(columns[j]))
         columns[j] = None
     return _user_major(*cols, paths, np.asarray(file_counts, np.int64), duplicates, n_blank)
-
-
-def _per_file_counts(bodies, n_parsed, n_blank):
-    """Rating counts per file (exact when no blank lines; otherwise recounted per file)."""
-    if n_blank == 0:
-        return [b.count(b"\n") for b in bodies]
-    return [sum(1 for ln in b.split(b"\n")[:-1] if ln) for b in bodies]
 
 
 def _dense(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

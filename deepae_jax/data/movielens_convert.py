@@ -1,0 +1,89 @@
+"""Converts MovieLens ratings into TRAIN / VALID / TEST folders (text + ``.npz``).
+
+Usage::
+
+    python -m deepae_jax.data.movielens_convert INPUT OUT_DIR --split time70|random90|u1..u5|ua|ub
+        [--seed S] [--name ML] [--duplicates error|last] [--overwrite]
+
+INPUT is a ratings file (``u.data``, ``ratings.dat``, ``ratings.csv``) or an unpacked MovieLens
+folder; the predefined ``u1``..``ub`` splits need the ML-100K folder. Writes
+``OUT_DIR/ML_TRAIN/ml.train.txt`` (+ ``ML_VALID``, ``ML_TEST``), ``OUT_DIR/ML_*.npz`` and
+``OUT_DIR/stats.md``, staged in a temporary folder beside OUT_DIR and renamed at the end.
+``random90`` and the predefined splits have a single held-out set, written as TEST and as VALID.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from deepae_jax.data import movielens, split_io
+from deepae_jax.data.ratings import RatingsFormatError, Triples, build_matrix
+
+HEADER = ("part", "users", "ratings", "items", "min rating", "max rating")
+
+
+def make_split(input_path: str, split: str, seed: int = 0, duplicates: str = "error"
+               ) -> tuple[dict[str, Triples], str]:
+    """(parts TRAIN/VALID/TEST, note) of one split of a MovieLens data set."""
+    if split in movielens.PREDEFINED:
+        folder = input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
+        train, test = movielens.predefined_split(folder, split)
+        return {"TRAIN": train, "VALID": test, "TEST": test}, (
+            f"predefined ML-100K split {split}.base / {split}.test; VALID is a copy of TEST")
+    data = movielens.check_duplicates(movielens.read_movielens(input_path), duplicates)
+    if split == "time70":
+        train, valid, test = movielens.time_split(data, seed)
+        return {"TRAIN": train, "VALID": valid, "TEST": test}, (
+            f"per-user time split 70% (reference), seed {seed}, source {data.source}")
+    if split == "random90":
+        train, held = movielens.random_split(data, seed)
+        return {"TRAIN": train, "VALID": held, "TEST": held}, (
+            f"random 90/10 split of ratings, seed {seed}, source {data.source}; "
+            "VALID is a copy of TEST")
+    raise ValueError(f"unknown split {split!r}; choose from {movielens.SPLITS}")
+
+
+def convert(input_path: str, out_dir: str, split: str, seed: int = 0, name: str = "ML",
+            duplicates: str = "error", overwrite: bool = False) -> str:
+    """Writes one split of a MovieLens data set into ``out_dir``; returns the stats table."""
+    split_io.check_out_dir(out_dir, overwrite)
+    parts, note = make_split(input_path, split, seed, duplicates)
+    rows = []
+    with split_io.staged_dir(out_dir, overwrite) as stage:
+        for part, triples in parts.items():
+            matrix = build_matrix(triples, source=f"{name}_{part}") if len(triples) else None
+            split_io.write_part(stage, f"{name}_{part}", triples, matrix)
+            s = movielens.stats(triples)
+            rows.append([f"{name}_{part}", s["users"], s["ratings"], s["items"], s["min"],
+                         s["max"]])
+        table = split_io.markdown_table(HEADER, rows)
+        split_io.write_stats(stage, f"MovieLens split {split}", table, [note])
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deepae_jax.data.movielens_convert",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("input", help="ratings file or unpacked MovieLens folder")
+    p.add_argument("out_dir")
+    p.add_argument("--split", choices=movielens.SPLITS, default="time70")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="ML", help="prefix of the part folders (ML_TRAIN, ...)")
+    p.add_argument("--duplicates", choices=("error", "last"), default="error",
+                   help="a (user, item) pair rated twice: fail naming file+line, or keep the "
+                        "rating that comes last in the file")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    a = p.parse_args(argv)
+    try:
+        table = convert(a.input, a.out_dir, a.split, a.seed, a.name, a.duplicates, a.overwrite)
+    except (RatingsFormatError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
