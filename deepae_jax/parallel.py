@@ -42,7 +42,10 @@ with gloo as the CPU collectives. The mesh lists the devices process by process 
   transferred to its own devices (:func:`DataParallel.batches`); it never builds other processes'
   rows. Every process computes the same ``epoch_permutation(seed, epoch)``, so all agree on the
   shuffling without communicating;
-* a replica of the parameters and optimiser state on each of its devices.
+* a replica of the parameters and optimiser state on each of its devices;
+* in evaluation and inference, its own rows of each evaluation batch (densified), plus the
+  evaluation targets' columns of the whole batch and, gathered from all processes, every
+  prediction (needed to compute the RMSE and write the predictions file).
 
 Only process 0 writes checkpoints, ``vocab.npz``, metrics and the per-epoch line
 (:func:`is_main_process`); all processes take part in every step and in evaluation.
@@ -51,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 from typing import Any, Callable, Iterator
 
@@ -257,6 +261,12 @@ class DataParallel:
         return len({d.process_index for d in self.mesh.devices.flat})
 
     def replicate(self, tree: Any) -> Any:
+        """:func:`replicate`; in a multi-process run it first checks that every process holds
+        the same values (e.g. all resumed from the same checkpoint), else raises."""
+        if jax.process_count() > 1:
+            agree(_fingerprint(tree), "the processes start from different states: were they "
+                  "given different flags (e.g. --seed), or did --resume find different "
+                  "checkpoints (--logdir must be on a filesystem shared by all processes)?")
         return replicate(tree, self.mesh)
 
     def train_step(self, model_cfg: model.ModelConfig, optimizer, aug_step: int = 0,
@@ -265,7 +275,11 @@ class DataParallel:
 
         ``state`` is replicated (:meth:`replicate`); ``batch`` is a pytree of global arrays with
         leading axis = global batch (:meth:`batches`); ``metrics`` are this process's copies of
-        the (replicated) global-batch metrics. ``step_kwargs`` go to ``make_train_step``.
+        the (replicated) global-batch metrics. ``step_kwargs`` go to ``make_train_step`` (e.g.
+        ``sparse_input=True`` for the padded ``{"cols", "vals"}`` batches of
+        :func:`padded_builder`). Every leaf of a batch is split along its leading axis, so a
+        batch must not carry indices into the whole batch (each device sees a batch of
+        ``B / D`` rows of its own).
         """
         per_device = make_train_step(model_cfg, optimizer, aug_step, noise_prob,
                                      axis_name=AXIS, **step_kwargs)
@@ -286,6 +300,10 @@ class DataParallel:
         check_batch_size(batch_size, self.num_devices)
         build = BUILDERS[builder] if isinstance(builder, str) else builder
         perm = epoch_permutation(csr.shape[0], seed, epoch)
+        if jax.process_count() > 1:  # a collective: all processes must agree
+            agree(_fingerprint([np.asarray(csr.shape), csr.indptr, csr.indices, csr.data, perm]),
+                  "the processes hold different training data or shuffling: every process must "
+                  "be given the same data and flags")
         own = process_rows(self.mesh, batch_size)
         for i in range(num_batches(csr.shape[0], batch_size)):
             rows = perm[i * batch_size:(i + 1) * batch_size]
@@ -311,16 +329,21 @@ class DataParallel:
         """:func:`deepae_jax.evaluate.predict_eval_ratings` on all devices (every process gets
         every prediction). ``batch_size`` is rounded up to a multiple of the device count (the
         extra rows are padding whose targets are masked out)."""
-        from deepae_jax.evaluate import _eval_batches
         if rows is None:
             rows = np.flatnonzero(np.diff(eval_csr.indptr) > 0)
         batch_size = -(-batch_size // self.num_devices) * self.num_devices
         params = self.replicate(params) if _needs_replication(params, self.mesh) else params
         own = process_rows(self.mesh, batch_size)
-        for start, (x, cols, vals, real) in zip(
-                range(0, len(rows), batch_size),
-                _eval_batches(train_csr, eval_csr, rows, batch_size)):
-            x_g, cols_g = global_batch((x[own], cols[own]), self.mesh, batch_size)
+        length = bucket_length(int(np.diff(eval_csr.indptr)[rows].max(initial=0)))
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            real = len(chunk)
+            if real < batch_size:  # pad with copies of a real row whose targets are masked out
+                chunk = np.concatenate([chunk, np.full(batch_size - real, chunk[0])])
+            cols, vals = padded_rows(eval_csr, chunk, length)  # (batch, L): small
+            vals[real:] = 0.0
+            x = dense_rows(train_csr, chunk[own])  # only this process's rows are densified
+            x_g, cols_g = global_batch((x, cols[own]), self.mesh, batch_size)
             pred = gather(self._predict(params, x_g, cols_g, model_cfg))
             observed = vals[:real] != 0
             row_idx = np.broadcast_to(rows[start:start + real, None], observed.shape)
@@ -339,6 +362,26 @@ class DataParallel:
             sse += float(np.sum((pred.astype(np.float64) - actual) ** 2))
             count += actual.size
         return EvalResult(sse, count)
+
+
+def agree(value: np.ndarray, what: str) -> None:
+    """Raises ValueError(``what``) unless ``value`` is the same on every process (a collective:
+    every process must call it)."""
+    from jax.experimental import multihost_utils
+    try:
+        multihost_utils.assert_equal(np.asarray(value), what)
+    except AssertionError:
+        raise ValueError(f"process {jax.process_index()}: {what}") from None
+
+
+def _fingerprint(tree: Any) -> np.ndarray:
+    """SHA-256 of the host values of ``tree`` (shapes, dtypes, bytes) as 8 int32 words."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(to_host(tree)):
+        x = np.ascontiguousarray(leaf)
+        digest.update(f"{x.shape}{x.dtype}".encode())
+        digest.update(x.tobytes())
+    return np.frombuffer(digest.digest(), np.int32).copy()
 
 
 def _needs_replication(tree: Any, mesh: Mesh) -> bool:
