@@ -7,7 +7,7 @@ from deepae_jax.data.ratings import COLUMN_ORDERS, MAJORS
 from deepae_jax.model import ACTIVATIONS, ModelConfig
 from deepae_jax.optim import OPTIMIZERS
 
-MODES = ("train", "evaluate", "infer")
+MODES = ("train", "evaluate", "infer", "recommend")
 
 
 class ConfigError(ValueError):
@@ -62,6 +62,10 @@ class Config:
     num_processes: int = 1
     coordinator_address: str = ""
     process_id: int = -1
+    ratings_file: str = ""
+    top_k: int = 10
+    users: str = ""
+    recommendations_path: str = ""
 
     def __post_init__(self):
         def bad(flag, why):
@@ -105,6 +109,11 @@ class Config:
             bad("path_to_eval_data", f"--mode={self.mode} needs evaluation data")
         if self.mode == "infer" and not self.predictions_path:
             bad("predictions_path", "--mode=infer needs a file to write the predictions to")
+        if self.top_k < 1:
+            bad("top_k", "must be >= 1")
+        if self.users.strip() and not all(t.strip().lstrip("-").isdigit()
+                                          for t in self.users.split(",")):
+            bad("users", "expected comma-separated integer user ids, e.g. 17,42")
 
     @property
     def refeed_steps(self) -> int:

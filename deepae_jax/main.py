@@ -15,7 +15,8 @@ from deepae_jax import config as config_lib
 FLAGS = flags.FLAGS
 _D = config_lib.defaults()
 
-flags.DEFINE_enum("mode", _D.mode, list(config_lib.MODES), "train, evaluate or infer.")
+flags.DEFINE_enum("mode", _D.mode, list(config_lib.MODES),
+                  "train, evaluate, infer or recommend.")
 flags.DEFINE_float("lr", _D.lr, "Learning rate.")
 flags.DEFINE_float("weight_decay", _D.weight_decay, "L2 weight decay (PyTorch style).")
 flags.DEFINE_float("drop_prob", _D.drop_prob, "Dropout probability on the code layer.")
@@ -69,6 +70,16 @@ flags.DEFINE_string("coordinator_address", _D.coordinator_address,
 flags.DEFINE_integer("process_id", _D.process_id,
                      "This process's rank 0..num_processes-1 (-1: detect from the cluster).")
 
+flags.DEFINE_string("ratings_file", _D.ratings_file,
+                    "--mode=recommend: score the users of this ratings file (user<TAB>item<TAB>"
+                    "rating, any user ids) from these ratings alone: new users, no retraining.")
+flags.DEFINE_integer("top_k", _D.top_k, "--mode=recommend: items to recommend per user.")
+flags.DEFINE_string("users", _D.users,
+                    "--mode=recommend: comma-separated ORIGINAL user ids (default: all users).")
+flags.DEFINE_string("recommendations_path", _D.recommendations_path,
+                    "--mode=recommend: output file (user<TAB>item<TAB>prediction<TAB>rank); "
+                    "default: standard output.")
+
 
 def config_from_flags() -> config_lib.Config:
     """Translates the parsed flags into a validated Config (errors name the flag)."""
@@ -96,6 +107,9 @@ def main(argv):
             runner.train_and_evaluate(cfg)
         elif cfg.mode == "evaluate":
             runner.run_evaluate(cfg)
+        elif cfg.mode == "recommend":
+            from deepae_jax import recommend
+            recommend.run_recommend(cfg)
         else:
             runner.run_infer(cfg)
     except (config_lib.ConfigError, RatingsFormatError, CheckpointError, TrainingDivergedError,

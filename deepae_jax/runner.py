@@ -18,6 +18,7 @@ from deepae_jax.data import ratings
 from deepae_jax.data.batching import dense_batches, num_batches
 from deepae_jax.evaluate import EvalResult, evaluate, predict_eval_ratings
 from deepae_jax.io_utils import atomic_write
+from deepae_jax.run_config import save_run_config
 from deepae_jax.metrics import MetricsLogger, format_epoch_line
 from deepae_jax.optim import learning_rate_at_epoch, make_optimizer
 from deepae_jax.train import (TrainingDivergedError, create_train_state, jit_train_step,
@@ -120,6 +121,7 @@ def train_and_evaluate(cfg: Config) -> dict:
     state = par.replicate(state) if par else state
     if main:
         ckpt.save_vocab(cfg.logdir, data.train.row_ids, data.train.col_ids, cfg.major)
+        save_run_config(cfg.logdir, cfg)
     if data.eval is not None:
         mean = float(data.train.csr.data.mean())
         baseline = float(np.sqrt(np.mean((data.eval.csr.data - mean) ** 2)))

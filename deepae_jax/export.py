@@ -1,0 +1,219 @@
+"""Export the inference network of a trained model: ONNX (via jax2onnx) and ``jax.export``.
+
+``python -m deepae_jax.export --checkpoint LOGDIR --out DIR`` writes to DIR:
+
+* ``model.onnx``: input ``ratings`` float32[B, n_items] (a user's ratings, 0 = unrated), output
+  ``predictions`` float32[B, n_items]; B is a dynamic batch dimension. Needs the ``export``
+  extra (``pip install deepae_jax[export]``: jax2onnx, onnx, onnxruntime).
+* ``model.jax_export``: a serialized :func:`jax.export.export` artifact of the same function
+  (parameters embedded), lowered for CPU and CUDA; load it with only JAX installed::
+
+      exp = jax.export.deserialize(open("model.jax_export", "rb").read())
+      predictions = exp.call(ratings)  # ratings: float32[B, n_items]
+
+* ``vocab.npz``: the id maps (``col_ids``: the ORIGINAL item id of each input/output column;
+  ``row_ids``: the training users), and ``export.json``: what was exported, from which checkpoint.
+
+Dropout is off (evaluation mode); the network is f(x) of PAPER.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from deepae_jax import checkpoint as ckpt
+from deepae_jax import model
+from deepae_jax.io_utils import atomic_write, atomic_write_text
+
+log = logging.getLogger("deepae_jax")
+
+FORMATS = ("onnx", "jax")
+INPUT_NAME, OUTPUT_NAME = "ratings", "predictions"
+ONNX_FILE, JAX_FILE, VOCAB_FILE, MANIFEST_FILE = ("model.onnx", "model.jax_export", "vocab.npz",
+                                                  "export.json")
+EXTRA_HINT = "install the export extra: pip install 'deepae_jax[export]'"
+
+
+class ExportError(RuntimeError):
+    """Export could not be done (e.g. the optional converter is not installed)."""
+
+
+def load_trained(logdir: str, save_path: str = ""):
+    """(params, model config, checkpoint path) of the latest checkpoint in ``logdir``."""
+    from deepae_jax.recommend import model_config_from_meta
+    path = save_path or ckpt.latest_checkpoint(logdir)
+    if not path:
+        raise ckpt.CheckpointError(f"no checkpoint in {logdir!r}; train first or name one with "
+                                   "--save_path")
+    model_cfg = model_config_from_meta(path, ckpt.read_checkpoint(path)["meta"])
+    target = model.init(jax.random.PRNGKey(0), model_cfg.layer_sizes, model_cfg.constrained)
+    params, _ = ckpt.restore_params(path, target)
+    return params, model_cfg, path
+
+
+def inference_fn(params: model.Params, model_cfg: model.ModelConfig):
+    """x float32[B, n] -> f(x) float32[B, n], the parameters closed over (exported as constants)."""
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+
+    def predict(x):
+        return model.apply(params, x, model_cfg, train=False)
+    return predict
+
+
+def _import_jax2onnx():
+    try:
+        import jax2onnx  # noqa: F401
+        import onnx  # noqa: F401
+    except ImportError as e:
+        raise ExportError(f"ONNX export needs jax2onnx and onnx ({e}); {EXTRA_HINT}") from None
+    return jax2onnx
+
+
+def _load_core_plugins_only() -> bool:
+    """Registers only jax2onnx's plugins for JAX primitives.
+
+    jax2onnx's first conversion imports every plugin, including its Flax/Equinox examples, which
+    compile JAX code at import time (20 s and more on a small CPU); our network only needs the
+    JAX primitives. Uses jax2onnx internals, so any mismatch returns False and the normal,
+    complete plugin import happens instead.
+    """
+    try:
+        from pathlib import Path
+        from jax2onnx.plugins import plugin_system as ps
+        if getattr(ps, "_already_imported_plugins", True):
+            return False
+        ps._import_tree(Path(ps.__file__).parent / "jax", "jax2onnx.plugins.jax")
+        ps._already_imported_plugins = True
+        return True
+    except Exception:  # noqa: BLE001 (an internal API changed: fall back to the full import)
+        return False
+
+
+def _reset_plugins() -> None:
+    try:
+        from jax2onnx.plugins import plugin_system as ps
+        ps._already_imported_plugins = False
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def to_onnx_model(params: model.Params, model_cfg: model.ModelConfig, opset: int = 21):
+    """The network as an ``onnx.ModelProto`` with a dynamic batch dimension ``B``."""
+    _import_jax2onnx()
+    from jax2onnx import to_onnx
+    n = model_cfg.layer_sizes[0]
+    fn = inference_fn(params, model_cfg)
+    kwargs = dict(model_name="deepae", opset=opset, input_names=[INPUT_NAME],
+                  output_names=[OUTPUT_NAME])
+    partial = _load_core_plugins_only()
+    try:
+        return to_onnx(fn, [("B", n)], **kwargs)
+    except Exception:
+        if not partial:
+            raise
+        log.info("jax2onnx: retrying with all plugins")
+        _reset_plugins()
+        partial = False
+        return to_onnx(fn, [("B", n)], **kwargs)
+    finally:
+        if partial:  # a later to_onnx call of the same process loads all plugins again
+            _reset_plugins()
+
+
+def to_jax_export(params: model.Params, model_cfg: model.ModelConfig,
+                  platforms: Sequence[str] = ("cpu", "cuda")):
+    """The network as a :class:`jax.export.Exported` with a symbolic batch dimension."""
+    from jax import export as jax_export
+    n = model_cfg.layer_sizes[0]
+    batch, = jax_export.symbolic_shape("b")
+    spec = jax.ShapeDtypeStruct((batch, n), jnp.float32)
+    return jax_export.export(jax.jit(inference_fn(params, model_cfg)),
+                             platforms=tuple(platforms))(spec)
+
+
+def export_model(logdir: str, out_dir: str, save_path: str = "",
+                 formats: Sequence[str] = FORMATS, platforms: Sequence[str] = ("cpu", "cuda"),
+                 opset: int = 21) -> dict[str, str]:
+    """Writes the requested formats, ``vocab.npz`` and ``export.json`` to ``out_dir``; returns
+    {what: path}."""
+    unknown = set(formats) - set(FORMATS)
+    if unknown or not formats:
+        raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {list(formats)}")
+    params, model_cfg, path = load_trained(logdir, save_path)
+    folder = os.path.dirname(os.path.abspath(path))
+    row_ids, col_ids, major = ckpt.load_vocab(folder)
+    os.makedirs(out_dir, exist_ok=True)
+    written = {}
+    if "onnx" in formats:
+        proto = to_onnx_model(params, model_cfg, opset)
+        for key, value in (("deepae.layer_sizes", json.dumps(list(model_cfg.layer_sizes))),
+                           ("deepae.activation", model_cfg.activation),
+                           ("deepae.major", major), ("deepae.checkpoint", os.path.basename(path))):
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        data = proto.SerializeToString()
+        written["onnx"] = os.path.join(out_dir, ONNX_FILE)
+        atomic_write(written["onnx"], lambda fh: fh.write(data))
+    if "jax" in formats:
+        blob = bytes(to_jax_export(params, model_cfg, platforms).serialize())
+        written["jax"] = os.path.join(out_dir, JAX_FILE)
+        atomic_write(written["jax"], lambda fh: fh.write(blob))
+    written["vocab"] = os.path.join(out_dir, VOCAB_FILE)
+    if os.path.abspath(written["vocab"]) != os.path.abspath(os.path.join(folder, VOCAB_FILE)):
+        shutil.copyfile(os.path.join(folder, VOCAB_FILE), written["vocab"])
+    manifest = {"checkpoint": os.path.abspath(path), "major": major,
+                "layer_sizes": list(model_cfg.layer_sizes), "activation": model_cfg.activation,
+                "constrained": model_cfg.constrained,
+                "last_layer_linear": model_cfg.last_layer_linear,
+                "n_items": int(len(col_ids)), "n_users": int(len(row_ids)),
+                "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["B", len(col_ids)]},
+                "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["B", len(col_ids)]},
+                "files": {k: os.path.basename(v) for k, v in written.items()},
+                "jax_platforms": list(platforms) if "jax" in formats else [],
+                "columns": "vocab.npz col_ids[j] is the ORIGINAL item id of column j"}
+    written["manifest"] = os.path.join(out_dir, MANIFEST_FILE)
+    atomic_write_text(written["manifest"], json.dumps(manifest, indent=2) + "\n")
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deepae_jax.export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True,
+                        help="the --logdir of a training run (checkpoints + vocab.npz)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--save_path", default="", help="a checkpoint file (default: latest)")
+    parser.add_argument("--formats", default="onnx,jax", help="onnx, jax or onnx,jax")
+    parser.add_argument("--platforms", default="cpu,cuda",
+                        help="platforms of the jax.export artifact")
+    parser.add_argument("--opset", type=int, default=21, help="ONNX opset")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        written = export_model(args.checkpoint, args.out, args.save_path,
+                               [f.strip() for f in args.formats.split(",") if f.strip()],
+                               [p.strip() for p in args.platforms.split(",") if p.strip()],
+                               args.opset)
+    except (ExportError, ckpt.CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for what, path in written.items():
+        print(f"{what}\t{path}\t{os.path.getsize(path)} bytes")
+    return 0
+
+
+def cli() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,105 @@
+"""Export of the inference network: jax.export artifact and ONNX (the optional export extra)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from deepae_jax import export, model, runner
+from deepae_jax.config import Config
+from deepae_jax.data import synthetic
+
+SPEC = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_user=12, seed=5)
+MISSING_EXTRA = [m for m in ("jax2onnx", "onnx", "onnxruntime")
+                 if importlib.util.find_spec(m) is None]
+
+
+def tiny_model(tmp_path_factory):
+    """A tiny trained model, trained once per test session and shared by test_recommend,
+    test_export and test_serve (each keeps a copy of this helper: tests/ has no shared module)."""
+    root = tmp_path_factory.getbasetemp() / "deepae_tiny_model"
+    cfg = Config(path_to_train_data=str(root / "train"), logdir=str(root / "run"),
+                 hidden_layers=(12, 6), non_linearity_type="elu", constrained=True,
+                 skip_last_layer_nl=True, optimizer="adam", lr=0.01, batch_size=16,
+                 num_epochs=1, progress=False, seed=1)
+    if not (root / "run" / "vocab.npz").is_file():
+        synthetic.ensure_dataset(cfg.path_to_train_data, "", SPEC)
+        runner.train_and_evaluate(cfg)
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    # tied decoder, linear last layer: the variants the converter must handle too
+    root, cfg = tiny_model(tmp_path_factory)
+    params, model_cfg, _ = export.load_trained(cfg.logdir)
+    rng = np.random.default_rng(0)
+    x = (rng.random((7, SPEC.n_items)) < 0.3) * rng.integers(1, 6, (7, SPEC.n_items))
+    x = x.astype(np.float32)
+    expected = np.asarray(model.apply(params, x, model_cfg))
+    return root, cfg, x, expected
+
+
+STANDALONE = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import jax
+    exp = jax.export.deserialize(open(sys.argv[1], "rb").read())
+    x = np.load(sys.argv[2])
+    np.save(sys.argv[3], np.asarray(exp.call(x)))
+    np.save(sys.argv[4], np.asarray(exp.call(x[:1])))
+    assert not any(m.startswith("deepae_jax") for m in sys.modules), "training code imported"
+""")
+
+
+def test_jax_export_artifact_runs_without_the_training_code(trained, tmp_path, capsys):
+    root, cfg, x, expected = trained
+    out = tmp_path / "exported"
+    assert export.main(["--checkpoint", cfg.logdir, "--out", str(out), "--formats", "jax"]) == 0
+    assert "model.jax_export" in capsys.readouterr().out
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["files"]["jax"] == "model.jax_export" and manifest["n_items"] == SPEC.n_items
+    with np.load(out / "vocab.npz") as z:
+        assert len(z["col_ids"]) == SPEC.n_items and str(z["major"]) == "users"
+    np.save(tmp_path / "x.npy", x)
+    script = tmp_path / "standalone.py"
+    script.write_text(STANDALONE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([sys.executable, str(script), str(out / "model.jax_export"),
+                    str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), str(tmp_path / "y1.npy")],
+                   check=True, cwd=str(tmp_path), env=env, timeout=120)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "y1.npy"), expected[:1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(bool(MISSING_EXTRA), reason=f"the export extra is not installed (missing "
+                    f"{', '.join(MISSING_EXTRA)}): pip install 'deepae_jax[export]'")
+def test_onnx_file_matches_jax(trained, tmp_path):
+    import onnxruntime as ort
+    root, cfg, x, expected = trained
+    written = export.export_model(cfg.logdir, str(tmp_path / "onnx"), formats=["onnx"])
+    session = ort.InferenceSession(written["onnx"], providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["ratings"]
+    assert session.get_inputs()[0].shape[1] == SPEC.n_items
+    for batch in (x, x[:1]):  # dynamic batch dimension
+        (y,) = session.run(["predictions"], {"ratings": batch})
+        np.testing.assert_allclose(y, expected[:len(batch)], rtol=0, atol=1e-5)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["deepae.layer_sizes"]) == [SPEC.n_items, 12, 6]
+
+
+def test_missing_converter_is_a_clear_error(trained, tmp_path, monkeypatch):
+    root, cfg, _, _ = trained
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)
+    with pytest.raises(export.ExportError, match=r"deepae_jax\[export\]"):
+        export.export_model(cfg.logdir, str(tmp_path / "x"), formats=["onnx"])
+    assert export.main(["--checkpoint", cfg.logdir, "--out", str(tmp_path / "y"),
+                        "--formats", "onnx"]) == 2
+    with pytest.raises(ValueError, match="formats"):
+        export.export_model(cfg.logdir, str(tmp_path / "z"), formats=["tflite"])

@@ -1,0 +1,207 @@
+"""Top-N recommendations (--mode=recommend) for training users and for new users."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from deepae_jax import checkpoint as ckpt
+from deepae_jax import model, runner
+from deepae_jax.config import Config, ConfigError
+from deepae_jax.data import ratings, synthetic
+from deepae_jax.recommend import Recommender, RecommendError, UnknownIdError, run_recommend
+from deepae_jax.run_config import load_run_config, save_run_config
+
+SPEC = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_user=12, seed=5)
+BATCH = 16
+
+
+def tiny_model(tmp_path_factory):
+    """A tiny trained model, trained once per test session and shared by test_recommend,
+    test_export and test_serve (each keeps a copy of this helper: tests/ has no shared module)."""
+    root = tmp_path_factory.getbasetemp() / "deepae_tiny_model"
+    cfg = Config(path_to_train_data=str(root / "train"), logdir=str(root / "run"),
+                 hidden_layers=(12, 6), non_linearity_type="elu", constrained=True,
+                 skip_last_layer_nl=True, optimizer="adam", lr=0.01, batch_size=16,
+                 num_epochs=1, progress=False, seed=1)
+    if not (root / "run" / "vocab.npz").is_file():
+        synthetic.ensure_dataset(cfg.path_to_train_data, "", SPEC)
+        runner.train_and_evaluate(cfg)
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return tiny_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def rec(trained):
+    root, cfg = trained
+    return Recommender.from_logdir(cfg.logdir, cfg.path_to_train_data, batch_size=BATCH)
+
+
+def rec_cfg(trained, tmp_path, **kw):
+    root, cfg = trained
+    base = dict(mode="recommend", logdir=cfg.logdir, path_to_train_data=cfg.path_to_train_data,
+                top_k=5, eval_batch_size=BATCH, recommendations_path=str(tmp_path / "rec.tsv"))
+    base.update(kw)
+    return Config(**base)
+
+
+def read_tsv(path):
+    return [line.split("\t") for line in open(path).read().splitlines()]
+
+
+def test_top_k_excludes_rated_items_and_follows_the_model(rec):
+    top = rec.recommend_users(None, k=5)
+    assert len(top) == len(rec.user_ids) and np.array_equal(top.users, rec.user_ids)
+    x = rec.train.csr.toarray()
+    out = np.asarray(model.apply(rec.params, x, rec.model_cfg))
+    for u in range(0, len(top), 7):
+        rated = set(rec.item_ids[x[u] != 0])
+        items = [i for i, _ in top.for_user(u)]
+        assert len(items) == 5 and not rated & set(items)
+        masked = np.where(x[u] != 0, -np.inf, out[u])
+        best = np.argsort(-masked, kind="stable")[:5]
+        assert items == list(rec.item_ids[best])
+        np.testing.assert_allclose([s for _, s in top.for_user(u)], out[u, best], atol=1e-5)
+        assert all(a >= b for a, b in zip(top.scores[u], top.scores[u][1:]))
+
+
+def test_one_user_gets_the_same_result_as_all_users_at_once(rec):
+    everyone = rec.recommend_users(None, k=6)
+    for u in (0, 5, 17, len(everyone) - 1):
+        alone = rec.recommend_users([rec.user_ids[u]], k=6)
+        assert np.array_equal(alone.items[0], everyone.items[u])
+        assert np.array_equal(alone.scores[0], everyone.scores[u])  # bit for bit
+
+
+def test_k_larger_than_the_unrated_items_returns_the_rest(rec):
+    counts = np.diff(rec.train.csr.indptr)
+    u = int(np.argmax(counts))
+    top = rec.recommend_users([rec.user_ids[u]], k=rec.n_items)
+    assert len(top.for_user(0)) == rec.n_items - counts[u]
+    assert (top.items[0] == -1).sum() == counts[u]
+    with pytest.raises(RecommendError, match="k="):
+        rec.recommend_users([rec.user_ids[u]], k=rec.n_items + 1)
+
+
+def test_unknown_users_are_named(rec):
+    with pytest.raises(UnknownIdError, match="999999") as e:
+        rec.recommend_users([int(rec.user_ids[0]), 999999], k=3)
+    assert e.value.kind == "user" and e.value.ids == [999999]
+
+
+def test_cli_mode_writes_a_tsv_and_stdout(trained, rec, tmp_path, capsys):
+    users = rec.user_ids[[3, 1, 40]]
+    cfg = rec_cfg(trained, tmp_path, users=",".join(map(str, users)))
+    assert run_recommend(cfg) == 15
+    rows = read_tsv(cfg.recommendations_path)
+    expected = rec.recommend_users(users, k=5)
+    assert [int(r[0]) for r in rows] == list(np.repeat(users, 5))
+    assert [int(r[3]) for r in rows] == [1, 2, 3, 4, 5] * 3
+    assert [int(r[1]) for r in rows] == list(expected.items.ravel())
+    np.testing.assert_allclose([float(r[2]) for r in rows], expected.scores.ravel(), atol=1e-6)
+    capsys.readouterr()
+    run_recommend(dataclasses.replace(cfg, recommendations_path=""))
+    assert capsys.readouterr().out == open(cfg.recommendations_path).read()
+
+
+def test_main_dispatches_recommend(trained, tmp_path, capsys):
+    from deepae_jax import main as main_lib
+    root, cfg = trained
+    out = tmp_path / "all.tsv"
+    try:
+        main_lib.FLAGS(["deepae", "--mode=recommend", f"--logdir={cfg.logdir}",
+                        f"--path_to_train_data={cfg.path_to_train_data}", "--top_k=2",
+                        f"--recommendations_path={out}"])
+        assert main_lib.main([]) == 0
+        main_lib.FLAGS(["deepae", "--mode=recommend", f"--logdir={cfg.logdir}",
+                        f"--path_to_train_data={cfg.path_to_train_data}", "--users=999999"])
+        assert main_lib.main([]) == 2
+    finally:
+        main_lib.FLAGS.unparse_flags()
+    assert len(read_tsv(out)) == 2 * SPEC.n_users
+    assert "unknown user" in capsys.readouterr().err
+
+
+def test_new_user_path_gives_a_training_user_the_same_recommendations(trained, rec, tmp_path,
+                                                                       capsys):
+    chosen = rec.user_ids[[2, 9, 33]]
+    train = rec.train.to_triples()
+    keep = np.isin(train.users, chosen)
+    new_id, unknown_item = 10 ** 9, 777777
+    new_items = rec.item_ids[[0, 3, 5]]
+    # the three training users' ratings, one rating of an item the model does not know, and a
+    # brand-new user
+    extra = ratings.Triples(np.array([chosen[0], new_id, new_id, new_id], np.int64),
+                            np.array([unknown_item, *new_items], np.int64),
+                            np.array([4, 5, 1, 3], np.float32))
+    both = ratings.Triples(*(np.concatenate([a[keep], b]) for a, b in
+                             zip((train.users, train.items, train.ratings),
+                                 (extra.users, extra.items, extra.ratings))))
+    ratings.write_ratings_text(str(tmp_path / "new.tsv"), both)
+
+    known = rec_cfg(trained, tmp_path, users=",".join(map(str, chosen)),
+                    recommendations_path=str(tmp_path / "known.tsv"))
+    run_recommend(known)
+    # the new-user path does not need the training data at all
+    fresh = rec_cfg(trained, tmp_path, path_to_train_data="",
+                    ratings_file=str(tmp_path / "new.tsv"),
+                    recommendations_path=str(tmp_path / "fresh.tsv"))
+    run_recommend(fresh)
+    err = capsys.readouterr().err
+    assert "ignored 1 rating(s) of 1 item(s) unknown" in err and str(unknown_item) in err
+    fresh_rows = read_tsv(fresh.recommendations_path)
+    known_rows = read_tsv(known.recommendations_path)
+    assert [r for r in fresh_rows if int(r[0]) in set(chosen)] == known_rows  # exactly
+    new_rows = [r for r in fresh_rows if int(r[0]) == new_id]
+    assert len(new_rows) == 5 and not {int(r[1]) for r in new_rows} & set(new_items)
+
+    only = dataclasses.replace(fresh, users=str(new_id), recommendations_path=str(tmp_path / "o"))
+    run_recommend(only)
+    assert read_tsv(only.recommendations_path) == new_rows
+    with pytest.raises(UnknownIdError, match="no ratings of them"):
+        run_recommend(dataclasses.replace(only, users="424242"))
+
+
+def test_duplicate_ratings_in_the_file_are_an_error(trained, tmp_path):
+    (tmp_path / "dup.tsv").write_text("5\t1\t4\n5\t1\t3\n")
+    with pytest.raises(ratings.RatingsFormatError, match="more than once"):
+        run_recommend(rec_cfg(trained, tmp_path, ratings_file=str(tmp_path / "dup.tsv")))
+
+
+def test_item_based_model_is_refused(trained, tmp_path):
+    root, cfg = trained
+    import shutil
+    items_dir = tmp_path / "items"
+    shutil.copytree(cfg.logdir, items_dir)
+    row_ids, col_ids, _ = ckpt.load_vocab(str(items_dir))
+    ckpt.save_vocab(str(items_dir), row_ids, col_ids, "items")
+    with pytest.raises(RecommendError, match="user-based model"):
+        Recommender.from_logdir(str(items_dir), cfg.path_to_train_data)
+
+
+def test_training_data_path_read_from_config_json(trained, tmp_path):
+    root, cfg = trained
+    import shutil
+    logdir = tmp_path / "copy"
+    shutil.copytree(cfg.logdir, logdir)
+    if (logdir / "config.json").exists():
+        (logdir / "config.json").unlink()
+    assert load_run_config(str(logdir)) is None
+    save_run_config(str(logdir), cfg)
+    saved = load_run_config(str(logdir))
+    assert saved["path_to_train_data"] == str(root / "train") and saved["hidden_layers"] == [12, 6]
+    rec = Recommender.from_logdir(str(logdir))
+    assert rec.train is not None and len(rec.user_ids) == SPEC.n_users
+
+
+def test_config_validation_names_the_flag():
+    with pytest.raises(ConfigError, match="--top_k"):
+        Config(mode="recommend", top_k=0)
+    with pytest.raises(ConfigError, match="--users"):
+        Config(mode="recommend", users="3,x")
+    Config(mode="recommend", users="3, 17,-2")

@@ -1,0 +1,225 @@
+"""The JSON service (python -m deepae_jax.serve): good and bad requests, and a bounded load test."""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import http.client
+import importlib.util
+import json
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from deepae_jax import runner
+from deepae_jax.config import Config
+from deepae_jax.data import synthetic
+from deepae_jax.recommend import Recommender
+from deepae_jax.run_config import save_run_config
+
+MISSING = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"the serve extra is not installed "
+                                f"(missing {', '.join(MISSING)}): pip install 'deepae_jax[serve]'")
+
+SPEC = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_user=12, seed=5)
+
+
+def tiny_model(tmp_path_factory):
+    """A tiny trained model, trained once per test session and shared by test_recommend,
+    test_export and test_serve (each keeps a copy of this helper: tests/ has no shared module)."""
+    root = tmp_path_factory.getbasetemp() / "deepae_tiny_model"
+    cfg = Config(path_to_train_data=str(root / "train"), logdir=str(root / "run"),
+                 hidden_layers=(12, 6), non_linearity_type="elu", constrained=True,
+                 skip_last_layer_nl=True, optimizer="adam", lr=0.01, batch_size=16,
+                 num_epochs=1, progress=False, seed=1)
+    if not (root / "run" / "vocab.npz").is_file():
+        synthetic.ensure_dataset(cfg.path_to_train_data, "", SPEC)
+        runner.train_and_evaluate(cfg)
+    return root, cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root, cfg = tiny_model(tmp_path_factory)
+    logdir = tmp_path_factory.mktemp("serve") / "run"
+    shutil.copytree(cfg.logdir, logdir)
+    cfg = dataclasses.replace(cfg, logdir=str(logdir))
+    save_run_config(cfg.logdir, cfg)  # the service finds the training data through config.json
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    """The service on 127.0.0.1 and a free port (--port 0: the OS picks; the service prints it)."""
+    log = open(tmp_path_factory.mktemp("log") / "stderr.txt", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "deepae_jax.serve", "--checkpoint",
+                             trained.logdir, "--port", "0", "--max_body_bytes", "20000"],
+                            stdout=subprocess.PIPE, stderr=log, text=True)
+    port, deadline = None, time.time() + 90
+    while port is None and time.time() < deadline and proc.poll() is None:
+        if select.select([proc.stdout], [], [], 0.5)[0]:
+            m = re.search(r"http://127\.0\.0\.1:(\d+)", proc.stdout.readline())
+            port = int(m.group(1)) if m else None
+    if port is None:
+        proc.kill()
+        log.seek(0)
+        pytest.fail(f"the service did not start: {log.read()[-3000:]}")
+    yield proc, port
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def rec(trained):
+    return Recommender.from_logdir(trained.logdir, batch_size=1)  # the service's default
+
+
+def request(port, method, path, body=None, headers=None, conn=None):
+    """(status, parsed JSON) of one request; ``body``: an object (sent as JSON) or raw bytes."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)  # bytes, str or an iterator of chunks go as they are
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    try:
+        conn.request(method, path, body=body, headers=hdrs,
+                     encode_chunked="Transfer-Encoding" in hdrs)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, json.loads(data)
+    finally:
+        if own:
+            conn.close()
+
+
+def test_healthz(server, rec):
+    _, port = server
+    status, body = request(port, "GET", "/healthz")
+    assert status == 200 and body["status"] == "ok"
+    assert body["users"] == SPEC.n_users and body["items"] == rec.n_items
+
+
+def test_recommend_known_and_new_user_and_predict(server, rec):
+    _, port = server
+    user = int(rec.user_ids[7])
+    status, body = request(port, "POST", "/recommend", {"user": user, "k": 4})
+    assert status == 200 and body["user"] == user and body["k"] == 4
+    expected = rec.recommend_users([user], 4).for_user(0)
+    assert [r["item"] for r in body["recommendations"]] == [i for i, _ in expected]
+    np.testing.assert_allclose([r["rating"] for r in body["recommendations"]],
+                               [s for _, s in expected], atol=1e-6)
+
+    # a training user's ratings sent as a new user: the same recommendations
+    x = rec.training_vector(user)[0]
+    cols = np.flatnonzero(x)
+    ratings = [{"item": int(rec.item_ids[c]), "rating": float(x[c])} for c in cols]
+    status, new = request(port, "POST", "/recommend", {"ratings": ratings, "k": 4})
+    assert status == 200 and new["user"] is None
+    assert new["recommendations"] == body["recommendations"]
+    assert not {r["item"] for r in new["recommendations"]} & {r["item"] for r in ratings}
+
+    items = [int(i) for i in rec.item_ids[[0, 5, 5, 39]]]
+    status, pred = request(port, "POST", "/predict", {"user": user, "items": items})
+    assert status == 200 and [p["item"] for p in pred["predictions"]] == items
+    out = rec.predict_dense(rec.training_vector(user))[0, rec.item_columns(items)]
+    np.testing.assert_allclose([p["rating"] for p in pred["predictions"]], out, atol=1e-6)
+    status, default_k = request(port, "POST", "/recommend", {"user": user})
+    assert status == 200 and len(default_k["recommendations"]) == 10
+
+
+BAD = [
+    ("POST", "/recommend", b'{"user": 1,', {}, 400, "malformed JSON"),
+    ("POST", "/recommend", b"\xff\xfe not json", {}, 400, "malformed JSON"),
+    ("POST", "/recommend", {"user": 123456789}, {}, 404, "unknown user"),
+    ("POST", "/recommend", {"user": "1"}, {}, 422, "user"),
+    ("POST", "/recommend", {"user": 2 ** 70}, {}, 422, "user"),
+    ("POST", "/recommend", {"user": None, "k": 3}, {}, 422, "exactly one"),
+    ("POST", "/recommend", {"user": 1, "ratings": []}, {}, 422, "exactly one"),
+    ("POST", "/recommend", {"user": 1, "k": 0}, {}, 422, "out of range"),
+    ("POST", "/recommend", {"user": 1, "k": 100000}, {}, 422, "out of range"),
+    ("POST", "/recommend", {"user": 1, "k": 2.5}, {}, 422, "k"),
+    ("POST", "/recommend", {"ratings": [{"item": 987654, "rating": 4}]}, {}, 422,
+     "unknown item id(s): 987654"),
+    ("POST", "/recommend", {"ratings": [{"item": 1, "rating": 0}]}, {}, 422, "non-zero"),
+    ("POST", "/recommend", b'{"ratings": [{"item": 1, "rating": NaN}]}', {}, 422, "finite"),
+    ("POST", "/recommend", {"ratings": [{"item": 1, "rating": 4}, {"item": 1, "rating": 2}]},
+     {}, 422, "more than once"),
+    ("POST", "/recommend", {"ratings": [{"item": 1}]}, {}, 422, "rating"),
+    ("POST", "/recommend", [1, 2], {}, 422, "JSON object"),
+    ("POST", "/recommend", b'{"user": 1}', {"Content-Type": "text/plain"}, 422, "JSON object"),
+    ("POST", "/predict", {"user": 1, "items": [1, 987654]}, {}, 422, "987654"),
+    ("POST", "/predict", {"user": 1, "items": []}, {}, 422, "items"),
+    ("POST", "/predict", {"user": 1}, {}, 422, "items"),
+    ("POST", "/recommend", {"user": 1, "pad": "x" * 30000}, {}, 413, "limit"),
+    ("POST", "/recommend", iter([b'{"user": 1, "pad": "', b"x" * 30000, b'"}']),
+     {"Transfer-Encoding": "chunked"}, 413, "limit"),
+    ("GET", "/recommend", None, {}, 405, ""),
+    ("GET", "/nope", None, {}, 404, "no such path"),
+]
+
+
+@pytest.mark.parametrize("method,path,body,headers,status,message", BAD,
+                         ids=[f"{i}-{b[4]}" for i, b in enumerate(BAD)])
+def test_bad_requests_get_4xx_json_and_the_service_goes_on(server, rec, method, path, body,
+                                                          headers, status, message):
+    proc, port = server
+    if isinstance(body, dict) and body.get("user") == 1:  # a real user id
+        body = {**body, "user": int(rec.user_ids[0])}
+    got, answer = request(port, method, path, body, headers)
+    assert got == status, answer
+    assert isinstance(answer.get("error"), str) and message in answer["error"]
+    assert proc.poll() is None
+    assert request(port, "GET", "/healthz")[0] == 200
+
+
+def test_load_2000_requests_from_8_clients(server, rec):
+    """Bounded load: every answer is a 200 with the right content."""
+    _, port = server
+    users = [int(u) for u in rec.user_ids]
+    expected = {u: [i for i, _ in rec.recommend_users([u], 5).for_user(0)] for u in users}
+    total, clients = 2000, 8
+
+    def client(c):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        wrong, latencies = [], []
+        try:
+            for j in range(c, total, clients):
+                u = users[j % len(users)]
+                t0 = time.perf_counter()
+                if j % 4 == 3:
+                    status, body = request(port, "POST", "/predict",
+                                           {"user": u, "items": expected[u][:2]}, conn=conn)
+                    got = [p["item"] for p in body.get("predictions", [])]
+                    ok = status == 200 and got == expected[u][:2]
+                else:
+                    status, body = request(port, "POST", "/recommend", {"user": u, "k": 5},
+                                           conn=conn)
+                    got = [r["item"] for r in body.get("recommendations", [])]
+                    ok = status == 200 and got == expected[u]
+                latencies.append(time.perf_counter() - t0)
+                if not ok:
+                    wrong.append((j, status, body))
+        finally:
+            conn.close()
+        return wrong, latencies
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        results = list(pool.map(client, range(clients)))
+    elapsed = time.perf_counter() - t0
+    wrong = [w for r in results for w in r[0]]
+    latencies = np.array([x for r in results for x in r[1]])
+    assert len(latencies) == total and not wrong, wrong[:3]
+    print(f"\n{total} requests, {clients} clients: {total / elapsed:.0f} req/s, "
+          f"p50 {1e3 * np.percentile(latencies, 50):.1f} ms, "
+          f"p99 {1e3 * np.percentile(latencies, 99):.1f} ms")
