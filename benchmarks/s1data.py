@@ -65,7 +65,8 @@ def cache_dir() -> str:
 def ensure(users: int, items: int, mean_ratings: float, eval_users: int, seed: int = 0,
            root: str | None = None) -> dict[str, str]:
     """Writes (once) train.tsv, eval.tsv and train.npz under a folder named by the spec."""
-    spec = dict(users=users, items=items, mean_ratings=mean_ratings, eval_users=eval_users,
+    spec = dict(users=int(users), items=int(items), mean_ratings=float(mean_ratings),
+                eval_users=int(eval_users),
                 seed=seed, version=1)
     tag = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
     folder = os.path.join(root or cache_dir(), f"s1_{users}x{items}_{tag}")

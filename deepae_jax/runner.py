@@ -21,8 +21,8 @@ from deepae_jax.io_utils import atomic_write
 from deepae_jax.run_config import save_run_config
 from deepae_jax.metrics import MetricsLogger, format_epoch_line
 from deepae_jax.optim import learning_rate_at_epoch, make_optimizer
-from deepae_jax.train import (TrainingDivergedError, create_train_state, jit_train_step,
-                              make_train_step, train_epoch)
+from deepae_jax.train import (ResidentEpochs, TrainingDivergedError, create_train_state,
+                              jit_train_step, make_train_step, train_epoch)
 
 log = logging.getLogger("deepae_jax")
 
@@ -128,8 +128,11 @@ def train_and_evaluate(cfg: Config) -> dict:
         log.info("baseline: predicting the global mean rating %.4f gives eval RMSE %.4f",
                  mean, baseline)
 
-    step_fn = jit_train_step(make_train_step(model_cfg, optimizer, cfg.refeed_steps,
-                                             cfg.noise_prob))
+    resident = None if par else ResidentEpochs(  # sparse fast path, ratings on the device
+        make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
+                        sparse_input=True), data.train.csr, cfg.batch_size, cfg.seed)
+    step_fn = resident.step_fn if resident else jit_train_step(
+        make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob))
     if par:
         step_fn = par.train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob)
     logger = MetricsLogger(cfg.logdir, enabled=main)
@@ -140,11 +143,14 @@ def train_and_evaluate(cfg: Config) -> dict:
             t0 = time.time()
             base_step = epoch * steps_per_epoch
             try:
-                batches = dense_batches(data.train.csr, cfg.batch_size, cfg.seed, epoch)
+                batches, n_calls = (
+                    (resident.batches(epoch), resident.num_calls(epoch)) if resident else
+                    (dense_batches(data.train.csr, cfg.batch_size, cfg.seed, epoch),
+                     steps_per_epoch))
                 if par:  # this process's rows of each global batch, sharded over the devices
                     batches = par.batches(data.train.csr, cfg.batch_size, cfg.seed, epoch)
                 state, losses = train_epoch(
-                    state, step_fn, batches, steps_per_epoch, epoch, cfg.summary_frequency,
+                    state, step_fn, batches, n_calls, epoch, cfg.summary_frequency,
                     on_summary=lambda i, r: logger.scalar("train/rmse_recent", r, base_step + i),
                     progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.num_epochs}")
             except TrainingDivergedError as e:

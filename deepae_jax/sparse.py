@@ -23,6 +23,7 @@ gather-sums and the loss stay float32.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
@@ -72,13 +73,111 @@ class Slots:
 
     def first_layer(self, w: jax.Array) -> jax.Array:
         """``x @ w`` (B, out) for the sparse rows x, as a gather-sum of the rows of ``w``."""
-        contrib = jnp.take(w, self.cols, axis=0) * self.vals[:, None]
-        return jax.ops.segment_sum(contrib, self.rows, num_segments=self.n_rows,
-                                   indices_are_sorted=self.sorted_rows)
+        return gather_sum(w, self.cols, self.vals, self.rows, self.n_rows)
 
     def dense(self, n_cols: int) -> jax.Array:
         """The batch as a dense (B, n_cols) float32 matrix (zero where unrated)."""
         return jnp.zeros((self.n_rows, n_cols), jnp.float32).at[self.rows, self.cols].add(self.vals)
+
+
+CHUNK = 1024  # slots per loop iteration: keeps the gathered (CHUNK, h) block in cache
+
+
+def _chunked(t: int, chunk: int = CHUNK) -> tuple[int, int]:
+    """(chunk, number of chunks) covering t slots; the last chunk is padded."""
+    chunk = min(chunk, max(t, 1))
+    return chunk, -(-t // chunk)
+
+
+def _pad(x: jax.Array, total: int, value=0) -> jax.Array:
+    return x if x.shape[0] == total else jnp.pad(x, (0, total - x.shape[0]), constant_values=value)
+
+
+def _slices(chunk: int, n_chunks: int, *arrays):
+    total = chunk * n_chunks
+    padded = [_pad(a, total) for a in arrays]
+    return lambda i: [jax.lax.dynamic_slice_in_dim(a, i * chunk, chunk) for a in padded]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def gather_sum(w: jax.Array, cols: jax.Array, vals: jax.Array, rows: jax.Array,
+               n_rows: int) -> jax.Array:
+    """out[r] = sum over slots t with rows[t] == r of vals[t] * w[cols[t]]: (n_rows, w.shape[1]).
+
+    The sparse-times-dense product x @ w, slot chunk by slot chunk (cache-sized blocks, no
+    (T, h) intermediate). Differentiable in ``w`` (the gradient is a scatter-add into w's shape).
+    """
+    return _gather_sum_fwd(w, cols, vals, rows, n_rows)[0]
+
+
+def _gather_sum_fwd(w, cols, vals, rows, n_rows):
+    chunk, n_chunks = _chunked(cols.shape[0])
+    get = _slices(chunk, n_chunks, cols, vals, rows)
+
+    def body(i, acc):
+        c, v, r = get(i)
+        return acc + jax.ops.segment_sum(jnp.take(w, c, axis=0) * v[:, None].astype(w.dtype), r,
+                                         n_rows)
+    out = jax.lax.fori_loop(0, n_chunks, body, jnp.zeros((n_rows, w.shape[1]), w.dtype))
+    return out, (w.shape, cols, vals, rows)
+
+
+def _gather_sum_bwd(n_rows, res, g):
+    shape, cols, vals, rows = res
+    chunk, n_chunks = _chunked(cols.shape[0])
+    get = _slices(chunk, n_chunks, cols, vals, rows)
+
+    def body(i, dw):
+        c, v, r = get(i)
+        return dw.at[c].add(jnp.take(g, r, axis=0) * v[:, None])
+    dw = jax.lax.fori_loop(0, n_chunks, body, jnp.zeros(shape, g.dtype))
+    return dw, None, None, None
+
+
+gather_sum.defvjp(_gather_sum_fwd, _gather_sum_bwd)
+
+
+@jax.custom_vjp
+def rowdot(w_rows: jax.Array, b: jax.Array, h: jax.Array, cols: jax.Array,
+           rows: jax.Array) -> jax.Array:
+    """out[t] = h[rows[t]] . w_rows[cols[t]] + b[cols[t]] (T,): a linear layer at chosen outputs.
+
+    Chunked like :func:`gather_sum`; differentiable in ``w_rows``, ``b`` and ``h``.
+    """
+    return _rowdot_fwd(w_rows, b, h, cols, rows)[0]
+
+
+def _rowdot_fwd(w_rows, b, h, cols, rows):
+    t = cols.shape[0]
+    chunk, n_chunks = _chunked(t)
+    get = _slices(chunk, n_chunks, cols, rows)
+
+    def body(i, out):
+        c, r = get(i)
+        part = jnp.sum(jnp.take(h, r, axis=0) * jnp.take(w_rows, c, axis=0), axis=-1)
+        return jax.lax.dynamic_update_slice_in_dim(out, part + jnp.take(b, c), i * chunk, 0)
+    out = jax.lax.fori_loop(0, n_chunks, body, jnp.zeros((chunk * n_chunks,), h.dtype))
+    return out[:t], (w_rows, b, h, cols, rows)
+
+
+def _rowdot_bwd(res, g):
+    w_rows, b, h, cols, rows = res
+    chunk, n_chunks = _chunked(cols.shape[0])
+    get = _slices(chunk, n_chunks, cols, rows, g)
+
+    def body(i, carry):
+        dw, db, dh = carry
+        c, r, gi = get(i)
+        dw = dw.at[c].add(jnp.take(h, r, axis=0) * gi[:, None])
+        dh = dh.at[r].add(jnp.take(w_rows, c, axis=0) * gi[:, None])
+        db = db.at[c].add(gi)
+        return dw, db, dh
+    zeros = (jnp.zeros_like(w_rows), jnp.zeros_like(b), jnp.zeros_like(h))
+    dw, db, dh = jax.lax.fori_loop(0, n_chunks, body, zeros)
+    return dw, db, dh, None, None
+
+
+rowdot.defvjp(_rowdot_fwd, _rowdot_bwd)
 
 
 def decoder_out_layer(params: model.Params) -> tuple[jax.Array, jax.Array]:
@@ -94,8 +193,7 @@ def output_at(params: model.Params, h: jax.Array, cols: jax.Array, rows: jax.Arr
               cfg: model.ModelConfig) -> jax.Array:
     """The decoder's output f[rows[t], cols[t]] (T,) from the output layer's input h (B, h)."""
     w_rows, b = decoder_out_layer(params)
-    pre = jnp.sum(jnp.take(h, rows, axis=0) * jnp.take(w_rows, cols, axis=0), axis=-1)
-    return model.output_activation(cfg)(pre + jnp.take(b, cols))
+    return model.output_activation(cfg)(rowdot(w_rows, b, h, cols, rows))
 
 
 def encode(params: model.Params, cfg: model.ModelConfig, first_pre: Callable[[jax.Array], jax.Array],
@@ -195,3 +293,20 @@ def gather_packed(data: DeviceRatings, rows: jax.Array, width: int) -> dict:
     vals = jnp.where(valid, data.data[src], 0.0)
     return {"cols": cols.reshape(b, width), "vals": vals.reshape(b, width),
             "rows": seg.reshape(b, width)}
+
+
+def keep_host_memory_mapped() -> bool:
+    """CPU only, optional: stop glibc from returning large freed blocks to the OS.
+
+    XLA:CPU allocates each step's large temporaries (e.g. 36 MB gradients) afresh; above glibc's
+    mmap threshold every allocation is a new mapping whose pages fault in again on every step.
+    Serving them from the heap instead (``mallopt(M_MMAP_MAX=0)``, no trimming) removes those
+    page faults. Process-wide; returns False where glibc is not available.
+    """
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-4, 0) and libc.mallopt(-1, 2 ** 30))  # M_MMAP_MAX, M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False

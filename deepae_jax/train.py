@@ -46,7 +46,7 @@ def create_train_state(rng: jax.Array, model_cfg: model.ModelConfig,
 def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTransformation,
                     aug_step: int = 0, noise_prob: float = 0.0,
                     axis_name: str | None = None, *, sparse_input: bool = False,
-                    dtype: str = "float32") -> Callable[[TrainState, Any], tuple]:
+                    dtype: str = "float32", sparse_output: bool | None = None) -> Callable[[TrainState, Any], tuple]:
     """Builds ``train_step(state, x) -> (state, metrics)`` (not yet jitted).
 
     ``x`` is a dense (batch, n) float32 rating batch, or with ``sparse_input`` a sparse batch
@@ -70,6 +70,8 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
     if aug_step < 0:
         raise ValueError(f"aug_step must be >= 0, got {aug_step}")
     dot = sparse.make_dot(dtype)
+    if sparse_output is None:
+        sparse_output = False  # measured: the dense output matmul beats XLA:CPU gathers
 
     def forward(params, inputs, rng):
         if dtype == "float32":
@@ -89,13 +91,19 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
     def sparse_loss_fn(params, batch, rng):
         slots = sparse.Slots.from_batch(batch)
         h = sparse.hidden_sparse(params, slots, model_cfg, dot, train=True, rng=rng)
-        pred = sparse.output_at(params, h, slots.cols, slots.rows, model_cfg)
+        if sparse_output:
+            pred = sparse.output_at(params, h, slots.cols, slots.rows, model_cfg)
+            dense = None
+        else:
+            dense = sparse.dense_output(params, h, model_cfg, dot)
+            pred = dense[slots.rows, slots.cols]
         err = jnp.where(slots.mask, pred - slots.vals, 0.0)
         loss = finish(jnp.sum(err * err), jnp.sum(slots.mask.astype(jnp.float32)))
         outputs = None
         if aug_step > 0:  # the re-feeding input: the dense output, no gradient through it
-            outputs = sparse.dense_output(jax.lax.stop_gradient(params),
-                                          jax.lax.stop_gradient(h), model_cfg, dot)
+            outputs = jax.lax.stop_gradient(dense) if dense is not None else (
+                sparse.dense_output(jax.lax.stop_gradient(params), jax.lax.stop_gradient(h),
+                                    model_cfg, dot))
         return loss, outputs
 
     def update(params, opt_state, inputs, targets, rng, loss=loss_fn):
@@ -149,14 +157,21 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
                 progress: bool = False, desc: str = "") -> tuple[TrainState, np.ndarray]:
     """Runs ``step_fn`` over ``n_batches`` batches of one epoch; returns (state, losses).
 
-    ``losses[i]`` is the MMSE of iteration i's update on the sparse batch. Every
-    ``summary_frequency`` iterations the recent losses are fetched (so the device runs ahead of
-    the host in between), checked for NaN/inf and passed to ``on_summary(iteration, rmse)``.
+    ``losses[i]`` is the MMSE of iteration i's update on the sparse batch. A call of ``step_fn``
+    may run several iterations (e.g. :class:`ResidentEpochs`): its ``metrics["loss"]`` is then a
+    vector with one loss per iteration. Every ``summary_frequency`` iterations the recent losses
+    are fetched (so the device runs ahead of the host in between; the copies to the host start
+    as soon as each call is dispatched), checked for NaN/inf and passed to
+    ``on_summary(iteration, rmse)``.
     """
-    losses, fetched = [], []
+    pending, fetched = [], []
+    done = 0  # iterations dispatched
+    next_summary = summary_frequency
 
-    def check(upto):
-        values = np.asarray(jax.device_get(losses[len(fetched):upto]), np.float64)
+    def check():
+        values = [np.atleast_1d(np.asarray(v, np.float64)) for v in jax.device_get(pending)]
+        pending.clear()
+        values = np.concatenate(values) if values else np.zeros((0,))
         fetched.extend(values.tolist())
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
@@ -168,17 +183,80 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
     bar = tqdm.tqdm(total=n_batches, desc=desc, unit="batch", leave=False,
                     disable=not progress, dynamic_ncols=True)
     try:
-        for i, batch in enumerate(itertools.islice(batches, n_batches)):
+        for batch in itertools.islice(batches, n_batches):
             state, metrics = step_fn(state, batch)
-            losses.append(metrics["loss"])
-            if (i + 1) % summary_frequency == 0:
-                recent = check(i + 1)
-                rmse = float(np.sqrt(np.mean(recent)))
+            loss = metrics["loss"]
+            if hasattr(loss, "copy_to_host_async"):
+                loss.copy_to_host_async()
+            pending.append(loss)
+            done += int(np.prod(np.shape(loss)))
+            if done >= next_summary:
+                since = len(fetched)
+                check()
+                rmse = float(np.sqrt(np.mean(fetched[since:])))
                 bar.set_postfix(rmse=f"{rmse:.4f}")
-                if on_summary is not None:
-                    on_summary(i + 1, rmse)
+                while next_summary <= done:
+                    if on_summary is not None:
+                        on_summary(next_summary, rmse)
+                    next_summary += summary_frequency
             bar.update(1)
-        check(len(losses))
+        check()
     finally:
         bar.close()
     return state, np.asarray(fetched)
+
+
+class ResidentEpochs:
+    """Training with the rating matrix resident on the device (sparse fast path).
+
+    The CSR matrix is copied to the device once; each call of :meth:`step_fn` gathers the packed
+    batches of ``steps_per_call`` iterations on the device from the epoch's shuffled permutation
+    and runs them in one ``lax.scan`` (one dispatch, no host-to-device batch copies, state
+    buffers donated). Batches, their order and the dropped final partial batch are exactly those
+    of ``batching.sparse_batches`` / ``dense_batches``; every batch of an epoch has the same
+    packed width (the largest ``batching.epoch_packed_width`` so far), so an epoch compiles at
+    most two programs (full calls and the remainder), and later epochs mostly none.
+
+    Use with :func:`train_epoch`::
+
+        runner = ResidentEpochs(make_train_step(..., sparse_input=True), csr, batch_size, seed)
+        state, losses = train_epoch(state, runner.step_fn, runner.batches(epoch),
+                                    runner.num_calls(epoch), epoch)
+    """
+
+    def __init__(self, step: Callable, csr, batch_size: int, seed: int,
+                 steps_per_call: int = 8, device=None):
+        from deepae_jax.data import batching
+        self._batching = batching
+        self.csr, self.batch_size, self.seed = csr, int(batch_size), int(seed)
+        self.steps_per_call = max(1, int(steps_per_call))
+        self.data = sparse.DeviceRatings.from_csr(csr, device)
+        self.n_batches = batching.num_batches(csr.shape[0], self.batch_size)
+        self.width = 0
+
+        def multi(state, data, rows, width):
+            def body(st, r):
+                return step(st, sparse.gather_packed(data, r, width))
+            return jax.lax.scan(body, state, rows)
+        self._multi = jax.jit(multi, static_argnums=(3,), donate_argnums=(0,))
+
+    def num_calls(self, epoch: int) -> int:
+        """Calls of :meth:`step_fn` per epoch."""
+        return -(-self.n_batches // self.steps_per_call)
+
+    def batches(self, epoch: int):
+        """The items to pass to :meth:`step_fn`: (rows (S, B) on the device, packed width)."""
+        b = self.batch_size
+        # never narrower than before: a width once compiled is reused by later epochs
+        self.width = max(self.width, self._batching.epoch_packed_width(self.csr, b, self.seed,
+                                                                       epoch))
+        width = self.width
+        perm = self._batching.epoch_permutation(self.csr.shape[0], self.seed, epoch)
+        rows = perm[:self.n_batches * b].astype(np.int32).reshape(self.n_batches, b)
+        rows = jax.device_put(rows, next(iter(self.data.indptr.devices())))
+        for start in range(0, self.n_batches, self.steps_per_call):
+            yield rows[start:start + self.steps_per_call], width
+
+    def step_fn(self, state: TrainState, item) -> tuple[TrainState, dict]:
+        rows, width = item
+        return self._multi(state, self.data, rows, width)

@@ -96,6 +96,45 @@ def _parse_slow(path: str, text: str, delimiter: str) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 
+def _parse_decimals(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+    """Values of the fields ``buf[starts[i]:ends[i]]`` written as plain decimals (digits with at
+    most one '.', at most 15 digits), exactly as ``float()`` reads them; None for anything else
+    (signs, exponents, blanks, empty fields), which the callers parse the general way.
+
+    Digit by digit over all fields at once: the integer of the digits, then one division by a
+    power of ten (both exact in float64, so the quotient is the correctly rounded value).
+    """
+    lens = ends - starts
+    if lens.size == 0:
+        return np.zeros((0,))
+    if lens.min() < 1 or lens.max() > 16:
+        return None
+    value = np.zeros(lens.size, np.int64)
+    frac = np.zeros(lens.size, np.int64)
+    dot = np.zeros(lens.size, bool)
+    digits = np.zeros(lens.size, np.int64)
+    for k in range(int(lens.max())):
+        active = lens > k
+        if not active.all():
+            idx = np.flatnonzero(active)
+            b = buf[starts[idx] + k].astype(np.int64)
+        else:
+            idx = slice(None)
+            b = buf[starts + k].astype(np.int64)
+        is_dot = b == 46
+        d = b - 48
+        is_digit = (d >= 0) & (d <= 9)
+        if not (is_digit | is_dot).all() or (is_dot & dot[idx]).any():
+            return None
+        value[idx] = np.where(is_digit, value[idx] * 10 + d, value[idx])
+        frac[idx] += is_digit & dot[idx]
+        digits[idx] += is_digit
+        dot[idx] |= is_dot
+    if digits.min() < 1 or digits.max() > 15:
+        return None
+    return value / 10.0 ** frac
+
+
 def _parse_fast(raw: bytes, delimiter: str) -> np.ndarray | None:
     """Vectorised parser for well-formed files; None when the file needs the exact parser."""
     if not raw.strip():
@@ -107,11 +146,20 @@ def _parse_fast(raw: bytes, delimiter: str) -> np.ndarray | None:
     buf = np.frombuffer(data, dtype=np.uint8)
     newlines = np.flatnonzero(buf == 10)
     if len(delim) == 1:
-        seps = np.cumsum(buf == delim[0])[newlines]
-        per_line = np.diff(seps, prepend=0)
+        bounds = np.flatnonzero((buf == delim[0]) | (buf == 10))  # every field's end
+        line_ends = np.flatnonzero(buf[bounds] == 10)
+        per_line = np.diff(line_ends, prepend=-1) - 1  # delimiters per line
         if per_line.size == 0 or per_line.min() != per_line.max() or per_line[0] < 2:
             return None  # ragged, blank or short lines: let the exact parser explain
         fields = int(per_line[0]) + 1
+        starts = np.empty_like(bounds)
+        starts[0], starts[1:] = 0, bounds[:-1] + 1
+        first3 = lambda a: a.reshape(-1, fields)[:, :3].reshape(-1)
+        values = _parse_decimals(buf, first3(starts), first3(bounds))
+        if values is not None:  # plain decimal digits: parsed without text conversion
+            values = values.reshape(-1, 3)
+            if np.array_equal(values[:, :2], np.floor(values[:, :2])):
+                return values
         data = data.replace(delim, b" ")
     elif delim:
         count = data.count(delim)

@@ -1,0 +1,183 @@
+"""The sparse fast path computes what the plain dense path computes (loss, gradients, updates)."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.sparse as sp
+
+from deepae_jax import model, sparse, train
+from deepae_jax.data import batching
+from deepae_jax.evaluate import evaluate, predict_at, predict_eval_ratings
+
+N_ROWS, N_COLS, BATCH = 40, 60, 8
+
+
+def random_csr(seed=0, n_rows=N_ROWS, n_cols=N_COLS, heavy=True):
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(1, 12, n_rows)
+    if heavy:
+        counts[rng.integers(0, n_rows, 3)] = rng.integers(30, n_cols, 3)  # a heavy tail
+    rows, cols = [], []
+    for r, c in enumerate(counts):
+        rows += [r] * int(c)
+        cols += sorted(rng.choice(n_cols, int(c), replace=False).tolist())
+    vals = rng.integers(1, 6, len(rows)).astype(np.float32)
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n_rows, n_cols), dtype=np.float32)
+
+
+def recorder(n_updates, lr=0.01):
+    """An optimiser that applies plain SGD and keeps every gradient it was given."""
+    def init(params):
+        return (jnp.zeros((), jnp.int32),
+                jax.tree_util.tree_map(lambda p: jnp.zeros((n_updates,) + p.shape), params))
+
+    def update(grads, state, params=None):
+        i, buf = state
+        buf = jax.tree_util.tree_map(lambda b, g: b.at[i].set(g), buf, grads)
+        return jax.tree_util.tree_map(lambda g: -lr * g, grads), (i + 1, buf)
+    return optax.GradientTransformation(init, update)
+
+
+def assert_trees_close(a, b, tol=1e-5):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        x, y = np.asarray(x), np.asarray(y)
+        scale = max(1.0, float(np.abs(y).max(initial=0)))
+        np.testing.assert_allclose(x, y, rtol=tol, atol=tol * scale)
+
+
+def batch_rows(csr, epoch=0, i=0):
+    perm = batching.epoch_permutation(csr.shape[0], 3, epoch)
+    return perm[i * BATCH:(i + 1) * BATCH]
+
+
+@functools.lru_cache(maxsize=None)
+def steps(aug_step, drop_prob, constrained, sparse_output):
+    cfg = model.ModelConfig((N_COLS, 16, 12), "selu", drop_prob, constrained)
+    opt = recorder(1 + aug_step)
+    dense = jax.jit(train.make_train_step(cfg, opt, aug_step, 0.0))
+    fast = jax.jit(train.make_train_step(cfg, opt, aug_step, 0.0, sparse_input=True,
+                                         sparse_output=sparse_output))
+    state = train.create_train_state(jax.random.PRNGKey(1), cfg, opt)
+    return dense, fast, state
+
+
+# aug_step 0, 1, 2 x dropout off/on, each with the tied and the untied decoder, both batch
+# layouts and both output-layer strategies spread over the cases (compiles are the cost here).
+CASES = [  # (aug_step, drop_prob, constrained, layout, sparse_output)
+    (0, 0.0, False, "packed", True), (0, 0.5, True, "padded", True),
+    (0, 0.5, False, "packed", False), (1, 0.0, True, "packed", True),
+    (1, 0.5, False, "padded", False), (1, 0.5, True, "packed", False),
+    (2, 0.0, False, "packed", False), (2, 0.5, True, "packed", True),
+]
+
+
+@pytest.mark.parametrize("aug_step,drop_prob,constrained,layout,sparse_output", CASES)
+def test_same_loss_and_gradients(aug_step, drop_prob, constrained, layout, sparse_output):
+    csr = random_csr()
+    rows = batch_rows(csr)
+    x = batching.dense_rows(csr, rows)
+    if layout == "packed":
+        batch = batching.packed_rows(csr, rows)
+    else:
+        cols, vals = batching.padded_rows(csr, rows)
+        batch = {"cols": cols, "vals": vals}
+    dense, fast, state = steps(aug_step, drop_prob, constrained, sparse_output)
+    s1, m1 = dense(state, x)
+    s2, m2 = fast(state, batch)
+    np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m2["refeed_loss"], m1["refeed_loss"], rtol=1e-5)
+    assert_trees_close(s2.opt_state[1], s1.opt_state[1])  # every gradient of the step
+    assert_trees_close(s2.params, s1.params)
+
+
+def test_same_parameters_after_several_steps():
+    csr = random_csr(1)
+    cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
+    opt = optax.sgd(0.01, momentum=0.9)
+    dense = jax.jit(train.make_train_step(cfg, opt, 1))
+    fast = jax.jit(train.make_train_step(cfg, opt, 1, sparse_input=True))
+    s1 = s2 = train.create_train_state(jax.random.PRNGKey(2), cfg, opt)
+    losses1, losses2 = [], []
+    for x, b in zip(batching.dense_batches(csr, BATCH, 5, 0),
+                    batching.sparse_batches(csr, BATCH, 5, 0)):
+        s1, m1 = dense(s1, x)
+        s2, m2 = fast(s2, b)
+        losses1.append(m1["loss"])
+        losses2.append(m2["loss"])
+    assert len(losses1) == N_ROWS // BATCH
+    np.testing.assert_allclose(losses2, losses1, rtol=1e-5)
+    assert_trees_close(s2.params, s1.params)
+
+
+def test_resident_epoch_matches_host_batches():
+    csr = random_csr(2)
+    cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
+    opt = optax.sgd(0.01, momentum=0.9)
+    step = train.make_train_step(cfg, opt, 1, sparse_input=True)
+    s0 = train.create_train_state(jax.random.PRNGKey(2), cfg, opt)
+    s1 = s0
+    for b in batching.sparse_batches(csr, BATCH, 5, 1):
+        s1, _ = jax.jit(step)(s1, b)
+    runner = train.ResidentEpochs(step, csr, BATCH, seed=5, steps_per_call=2)
+    s2, losses = train.train_epoch(s0, runner.step_fn, runner.batches(1), runner.num_calls(1),
+                                   epoch=1)
+    assert losses.shape == (N_ROWS // BATCH,)
+    assert_trees_close(s2.params, s1.params)
+
+
+def test_packed_layout_and_sharding():
+    csr = random_csr(3)
+    rows = batch_rows(csr)
+    b = batching.packed_rows(csr, rows, num_shards=2)
+    dense = batching.dense_rows(csr, rows)
+    for s in range(2):
+        part = {k: jnp.asarray(v[s * 4:(s + 1) * 4]) for k, v in b.items()}
+        got = sparse.Slots.from_batch(part).dense(N_COLS)
+        np.testing.assert_array_equal(got, dense[s * 4:(s + 1) * 4])
+    data = sparse.DeviceRatings.from_csr(csr)
+    width = batching.packed_width(np.diff(csr.indptr)[rows], BATCH)
+    on_device = sparse.gather_packed(data, jnp.asarray(rows, jnp.int32), width)
+    host = batching.packed_rows(csr, rows, width)
+    for k in host:
+        np.testing.assert_array_equal(np.asarray(on_device[k]), host[k])
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_sparse_evaluation_matches_dense(constrained):
+    train_csr, eval_csr = random_csr(4), random_csr(5, heavy=False)
+    cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5, constrained)
+    params = model.init(jax.random.PRNGKey(3), cfg.layer_sizes, constrained)
+    rows = np.flatnonzero(np.diff(eval_csr.indptr))
+    sse = count = 0.0
+    for r in rows:
+        lo, hi = eval_csr.indptr[r], eval_csr.indptr[r + 1]
+        cols = eval_csr.indices[lo:hi][None]
+        pred = predict_at(params, batching.dense_rows(train_csr, [r]), cols, cfg)
+        sse += float(np.sum((np.asarray(pred)[0] - eval_csr.data[lo:hi]) ** 2))
+        count += hi - lo
+    got = evaluate(params, cfg, train_csr, eval_csr, batch_size=16)
+    assert got.count == count
+    np.testing.assert_allclose(got.sse, sse, rtol=1e-5)
+    seen = sum(len(p) for _, _, p, _ in predict_eval_ratings(params, cfg, train_csr, eval_csr,
+                                                              batch_size=7))
+    assert seen == count
+
+
+def test_bfloat16_option_is_close():
+    csr = random_csr(6)
+    rows = batch_rows(csr)
+    cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.0)
+    opt = optax.sgd(0.01)
+    state = train.create_train_state(jax.random.PRNGKey(1), cfg, opt)
+    _, m32 = jax.jit(train.make_train_step(cfg, opt, 1, sparse_input=True))(
+        state, batching.packed_rows(csr, rows))
+    _, m16 = jax.jit(train.make_train_step(cfg, opt, 1, sparse_input=True, dtype="bfloat16"))(
+        state, batching.packed_rows(csr, rows))
+    np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=3e-2)
+    with pytest.raises(ValueError):
+        train.make_train_step(cfg, opt, 1, sparse_input=True, dtype="float16")
