@@ -58,6 +58,8 @@ class Config:
     eval_batch_size: int = 256
     progress: bool = True
     make_synthetic_data: bool = False
+    dtype: str = "float32"
+    noisy_refeed_target: bool = False
     num_devices: int = 0
     num_processes: int = 1
     coordinator_address: str = ""
@@ -80,6 +82,8 @@ class Config:
             bad("major", f"choose one of {MAJORS}")
         if self.column_order not in COLUMN_ORDERS:
             bad("column_order", f"choose one of {COLUMN_ORDERS}")
+        if self.dtype not in ("float32", "bfloat16"):
+            bad("dtype", "choose float32 or bfloat16")
         if not 0.0 <= self.drop_prob < 1.0:
             bad("drop_prob", "must be in [0, 1)")
         if not 0.0 <= self.noise_prob < 1.0:

@@ -81,6 +81,14 @@ flags.DEFINE_string("recommendations_path", _D.recommendations_path,
                     "default: standard output.")
 
 
+flags.DEFINE_enum("dtype", _D.dtype, ["float32", "bfloat16"],
+                  "Matmul operands of the training step: float32 (exact, default) or bfloat16 "
+                  "with float32 accumulation and float32 master weights (for GPUs).")
+flags.DEFINE_boolean("noisy_refeed_target", _D.noisy_refeed_target,
+                     "With --noise_prob: use the noised re-fed input as the target too, as the "
+                     "published run.py does (default: the clean output, as PAPER.md states).")
+
+
 def config_from_flags() -> config_lib.Config:
     """Translates the parsed flags into a validated Config (errors name the flag)."""
     names = [f.name for f in config_lib.dataclasses.fields(config_lib.Config)]

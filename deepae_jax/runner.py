@@ -15,14 +15,14 @@ from deepae_jax import model
 from deepae_jax import parallel
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
-from deepae_jax.data.batching import dense_batches, num_batches
+from deepae_jax.data.batching import num_batches
 from deepae_jax.evaluate import EvalResult, evaluate, predict_eval_ratings
 from deepae_jax.io_utils import atomic_write
 from deepae_jax.run_config import save_run_config
 from deepae_jax.metrics import MetricsLogger, format_epoch_line
 from deepae_jax.optim import learning_rate_at_epoch, make_optimizer
 from deepae_jax.train import (ResidentEpochs, TrainingDivergedError, create_train_state,
-                              jit_train_step, make_train_step, train_epoch)
+                              make_train_step, train_epoch)
 
 log = logging.getLogger("deepae_jax")
 
@@ -87,6 +87,27 @@ def _evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None) -> Eva
                cfg.eval_batch_size)
 
 
+def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par):
+    """(step_fn, epoch_batches) of the sparse fast path; ``epoch_batches(epoch)`` gives
+    (the epoch's batches or multi-step calls, how many).
+
+    One device: the ratings stay on the device and batches are gathered there
+    (:class:`~deepae_jax.train.ResidentEpochs`). Several devices (``par``): each process builds
+    its rows of every global batch as padded sparse rows, split over the devices.
+    """
+    step_kwargs = dict(sparse_input=True, dtype=cfg.dtype, noisy_target=cfg.noisy_refeed_target)
+    if par:
+        step_fn = par.train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
+                                 **step_kwargs)
+        n = num_batches(train_csr.shape[0], cfg.batch_size)
+        return step_fn, lambda epoch: (
+            par.batches(train_csr, cfg.batch_size, cfg.seed, epoch, builder="padded"), n)
+    resident = ResidentEpochs(
+        make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob, **step_kwargs),
+        train_csr, cfg.batch_size, cfg.seed)
+    return resident.step_fn, lambda epoch: (resident.batches(epoch), resident.num_calls(epoch))
+
+
 def train_and_evaluate(cfg: Config) -> dict:
     """Trains for ``--num_epochs`` (resuming from ``--logdir`` with ``--resume``); returns the
     last epoch's metrics. Writes checkpoints, ``vocab.npz``, ``metrics.jsonl`` and TensorBoard
@@ -128,13 +149,7 @@ def train_and_evaluate(cfg: Config) -> dict:
         log.info("baseline: predicting the global mean rating %.4f gives eval RMSE %.4f",
                  mean, baseline)
 
-    resident = None if par else ResidentEpochs(  # sparse fast path, ratings on the device
-        make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
-                        sparse_input=True), data.train.csr, cfg.batch_size, cfg.seed)
-    step_fn = resident.step_fn if resident else jit_train_step(
-        make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob))
-    if par:
-        step_fn = par.train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob)
+    step_fn, epoch_batches = _training_path(cfg, model_cfg, optimizer, data.train.csr, par)
     logger = MetricsLogger(cfg.logdir, enabled=main)
     last_good = latest if cfg.resume else None
     result: dict = {}
@@ -143,12 +158,7 @@ def train_and_evaluate(cfg: Config) -> dict:
             t0 = time.time()
             base_step = epoch * steps_per_epoch
             try:
-                batches, n_calls = (
-                    (resident.batches(epoch), resident.num_calls(epoch)) if resident else
-                    (dense_batches(data.train.csr, cfg.batch_size, cfg.seed, epoch),
-                     steps_per_epoch))
-                if par:  # this process's rows of each global batch, sharded over the devices
-                    batches = par.batches(data.train.csr, cfg.batch_size, cfg.seed, epoch)
+                batches, n_calls = epoch_batches(epoch)
                 state, losses = train_epoch(
                     state, step_fn, batches, n_calls, epoch, cfg.summary_frequency,
                     on_summary=lambda i, r: logger.scalar("train/rmse_recent", r, base_step + i),

@@ -46,16 +46,21 @@ def create_train_state(rng: jax.Array, model_cfg: model.ModelConfig,
 def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTransformation,
                     aug_step: int = 0, noise_prob: float = 0.0,
                     axis_name: str | None = None, *, sparse_input: bool = False,
-                    dtype: str = "float32", sparse_output: bool | None = None) -> Callable[[TrainState, Any], tuple]:
+                    dtype: str = "float32", sparse_output: bool | None = None,
+                    noisy_target: bool = False) -> Callable[[TrainState, Any], tuple]:
     """Builds ``train_step(state, x) -> (state, metrics)`` (not yet jitted).
 
     ``x`` is a dense (batch, n) float32 rating batch, or with ``sparse_input`` a sparse batch
     pytree (``deepae_jax.sparse``: padded ``{"cols", "vals"}`` (B, L) or packed ``{"cols", "vals",
     "rows"}`` (B, K)). The sparse fast path computes the same loss and gradients (up to float
-    rounding): the first layer is a gather-sum over the observed items, and the update on the
-    sparse batch evaluates the output layer and its gradient only at the observed items; the
-    dense output is computed (without gradient) only as the re-feeding input when ``aug_step``
-    > 0. Dropout draws the same mask (same rng, same code-layer shape) in both paths.
+    rounding): the first layer is a gather-sum over the observed items; with ``sparse_output``
+    the update on the sparse batch also evaluates the output layer and its gradient only at the
+    observed items (off by default: on XLA:CPU the dense output matmul measured faster). Dropout
+    draws the same mask (same rng, same code-layer shape) in both paths.
+
+    ``noise_prob`` drops entries of the re-fed input; the re-feeding target stays the clean
+    output (PAPER.md). ``noisy_target=True`` uses the noised input as the target too, as the
+    published DeepRecommender run.py does.
 
     ``metrics`` holds ``loss`` (MMSE of the update on the sparse batch) and ``refeed_loss`` (MMSE
     of each re-feeding update, (aug_step,)).
@@ -132,8 +137,8 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
             target = jax.lax.stop_gradient(y)
             inputs = (model.dropout(target, noise_prob, keys[2 + 2 * t]) if noise_prob > 0
                       else target)
-            params, opt_state, refeed_loss, y = update(params, opt_state, inputs, target,
-                                                       keys[1 + 2 * t])
+            params, opt_state, refeed_loss, y = update(
+                params, opt_state, inputs, inputs if noisy_target else target, keys[1 + 2 * t])
             refeed_losses.append(refeed_loss)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         metrics = {"loss": loss,

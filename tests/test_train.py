@@ -362,3 +362,23 @@ def test_train_epoch_nan_raises_with_epoch_and_step():
     # Epochs are named 1-based as in the training log; the step is the 0-based iteration.
     assert re.search(rf"\bepoch {epoch + 1}\b", message), message
     assert re.search(rf"\bstep {bad_batch}\b", message), message
+
+
+def test_noisy_refeed_target_option():
+    """noisy_target=True (the published run.py) uses the noised input as the re-feed target;
+    without noise it is the same step as the default."""
+    params0 = init_params(False, seed=7)
+    x = jnp.asarray(rating_batches(1, seed=8)[0])
+
+    def run(noise_prob, noisy_target):
+        step = train.jit_train_step(train.make_train_step(
+            make_cfg(), make_optimizer(), aug_step=1, noise_prob=noise_prob,
+            noisy_target=noisy_target))
+        return step(make_state(params0), x)
+    clean_state, clean = run(0.0, False)
+    same_state, same = run(0.0, True)
+    assert max_abs_diff(same_state.params, clean_state.params) == 0.0
+    _, paper = run(0.5, False)
+    _, published = run(0.5, True)
+    assert float(published["loss"]) == pytest.approx(float(paper["loss"]), rel=1e-6)
+    assert abs(float(published["refeed_loss"][0]) - float(paper["refeed_loss"][0])) > 1e-4
