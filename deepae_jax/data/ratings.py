@@ -96,55 +96,60 @@ def _parse_slow(path: str, text: str, delimiter: str) -> np.ndarray:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 
-def _parse_decimals(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+_POW10 = 10 ** np.arange(16, dtype=np.int64)
+
+
+def _parse_decimals(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                    chunk: int = 1 << 19) -> np.ndarray | None:
     """Values of the fields ``buf[starts[i]:ends[i]]`` written as plain decimals (digits with at
     most one '.', at most 15 digits), exactly as ``float()`` reads them; None for anything else
     (signs, exponents, blanks, empty fields), which the callers parse the general way.
 
-    Digit by digit over all fields at once: the integer of the digits, then one division by a
-    power of ten (both exact in float64, so the quotient is the correctly rounded value).
+    All fields of a chunk at once, character position by character position: the integer of the
+    digits, then one division by a power of ten (both exact in float64, so the quotient is the
+    correctly rounded value).
     """
     lens = ends - starts
     if lens.size == 0:
         return np.zeros((0,))
     if lens.min() < 1 or lens.max() > 16:
         return None
-    value = np.zeros(lens.size, np.int64)
-    frac = np.zeros(lens.size, np.int64)
-    dot = np.zeros(lens.size, bool)
-    digits = np.zeros(lens.size, np.int64)
-    for k in range(int(lens.max())):
-        active = lens > k
-        if not active.all():
-            idx = np.flatnonzero(active)
-            b = buf[starts[idx] + k].astype(np.int64)
-        else:
-            idx = slice(None)
-            b = buf[starts + k].astype(np.int64)
-        is_dot = b == 46
-        d = b - 48
-        is_digit = (d >= 0) & (d <= 9)
-        if not (is_digit | is_dot).all() or (is_dot & dot[idx]).any():
+    width = int(lens.max())
+    last = buf.size - 1
+    out = np.empty(lens.size, np.float64)
+    for lo in range(0, lens.size, chunk):
+        n, start = lens[lo:lo + chunk], starts[lo:lo + chunk]
+        value = np.zeros(n.size, np.int64)
+        frac = np.zeros(n.size, np.int64)
+        n_digits = np.zeros(n.size, np.int64)
+        seen_dot = np.zeros(n.size, bool)
+        for k in range(width):  # Horner's rule, one character position of every field at a time
+            inside = n > k
+            chars = buf[np.minimum(start + k, last)]
+            digit = chars - np.uint8(48)  # wraps around for bytes below '0'
+            is_digit = inside & (digit <= 9)
+            is_dot = inside & (chars == 46)
+            if (inside & ~is_digit & ~is_dot).any() or (is_dot & seen_dot).any():
+                return None
+            value = np.where(is_digit, value * 10 + digit, value)
+            frac += is_digit & seen_dot
+            n_digits += is_digit
+            seen_dot |= is_dot
+        if n_digits.min() < 1 or n_digits.max() > 15:
             return None
-        value[idx] = np.where(is_digit, value[idx] * 10 + d, value[idx])
-        frac[idx] += is_digit & dot[idx]
-        digits[idx] += is_digit
-        dot[idx] |= is_dot
-    if digits.min() < 1 or digits.max() > 15:
-        return None
-    return value / 10.0 ** frac
+        out[lo:lo + chunk] = value / _POW10[frac]
+    return out
 
 
 def _parse_fast(raw: bytes, delimiter: str) -> np.ndarray | None:
     """Vectorised parser for well-formed files; None when the file needs the exact parser."""
     if not raw.strip():
         return np.zeros((0, 3))
-    data = raw.replace(b"\r", b"")
+    data = raw.replace(b"\r", b"") if b"\r" in raw else raw
     if not data.endswith(b"\n"):
         data += b"\n"
     delim = delimiter.encode()
     buf = np.frombuffer(data, dtype=np.uint8)
-    newlines = np.flatnonzero(buf == 10)
     if len(delim) == 1:
         bounds = np.flatnonzero((buf == delim[0]) | (buf == 10))  # every field's end
         line_ends = np.flatnonzero(buf[bounds] == 10)
@@ -163,23 +168,24 @@ def _parse_fast(raw: bytes, delimiter: str) -> np.ndarray | None:
         data = data.replace(delim, b" ")
     elif delim:
         count = data.count(delim)
-        if count % newlines.size:
+        if count % data.count(b"\n"):
             return None
-        fields = count // newlines.size + 1
+        fields = count // data.count(b"\n") + 1
         data = data.replace(delim, b" ")
     else:
         return None
     if b"nan" in data.lower() or b"inf" in data.lower():
         return None
+    newlines = data.count(b"\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:
             values = np.fromstring(data, dtype=np.float64, sep=" ")  # noqa: NPY201 (text mode)
         except (DeprecationWarning, ValueError):
             return None
-    if values.size != fields * newlines.size:
+    if values.size != fields * newlines:
         return None
-    values = values.reshape(newlines.size, fields)[:, :3]
+    values = values.reshape(newlines, fields)[:, :3]
     ids = values[:, :2]
     if not np.array_equal(ids, np.floor(ids)):
         return None
@@ -273,8 +279,11 @@ def _to_csr(r: np.ndarray, c: np.ndarray, values: np.ndarray, shape: tuple[int, 
             ) -> sp.csr_matrix:
     """CSR from dense (row, col) indices, applying the duplicate policy of :func:`build_matrix`."""
     key = r.astype(np.int64) * shape[1] + c
-    order = np.argsort(key, kind="stable")
-    key_sorted = key[order]
+    if key.size < 2 or bool(np.all(key[1:] > key[:-1])):  # already in row-major order
+        order, key_sorted = np.arange(key.size), key
+    else:
+        order = np.argsort(key, kind="stable")
+        key_sorted = key[order]
     dup = np.diff(key_sorted) == 0
     if dup.any():
         if duplicates == "error":
@@ -290,6 +299,19 @@ def _to_csr(r: np.ndarray, c: np.ndarray, values: np.ndarray, shape: tuple[int, 
     np.cumsum(np.bincount(rows, minlength=shape[0]), out=indptr[1:])
     return sp.csr_matrix((values[order].astype(np.float32), (key_sorted % shape[1]).astype(np.int32),
                           indptr), shape=shape)
+
+
+def dense_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted unique ids, index of each id in them), like ``np.unique(..., return_inverse=True)``
+    but in linear time (a presence table) when the ids are non-negative and not too sparse."""
+    if ids.size and ids.min() >= 0 and ids.max() < max(8 * ids.size, 1 << 20):
+        present = np.zeros(int(ids.max()) + 1, bool)
+        present[ids] = True
+        unique = np.flatnonzero(present)
+        position = np.cumsum(present) - 1
+        return unique.astype(np.int64), position[ids]
+    unique, inverse = np.unique(ids, return_inverse=True)
+    return unique.astype(np.int64), inverse.reshape(-1)
 
 
 def _check_policy(major: str, duplicates: str) -> None:
@@ -311,8 +333,8 @@ def build_matrix(triples: Triples, major: str = "users", duplicates: str = "erro
         raise RatingsFormatError(f"{source}: no ratings (empty training set)")
     rows, cols = ((triples.users, triples.items) if major == "users"
                   else (triples.items, triples.users))
-    row_ids, r = np.unique(rows, return_inverse=True)
-    col_ids, c = np.unique(cols, return_inverse=True)
+    row_ids, r = dense_ids(rows)
+    col_ids, c = dense_ids(cols)
     csr = _to_csr(r, c, triples.ratings, (len(row_ids), len(col_ids)), duplicates, source, triples)
     return RatingMatrix(csr, row_ids.astype(np.int64), col_ids.astype(np.int64), major)
 
