@@ -44,7 +44,9 @@ def test_download_verify_unpack_convert(server, tmp_path, capsys):
     assert f"sha256 {sha} verified" in capsys.readouterr().out
     out = cache / "ml-100k-random90"
     n = U_DATA.count("\n")
-    assert RatingMatrix.load(str(out / "ML_TRAIN.npz")).nnz == n - round(0.1 * n)
+    train_part = n - round(0.1 * n)  # 90% train, of which 10% become VALID
+    assert RatingMatrix.load(str(out / "ML_TRAIN.npz")).nnz == train_part - round(0.1 * train_part)
+    assert RatingMatrix.load(str(out / "ML_TEST.npz")).nnz == round(0.1 * n)
     assert (cache / "ml-100k" / "u.data").read_text() == U_DATA
     assert not [f for f in os.listdir(cache) if f.startswith(".")]
 

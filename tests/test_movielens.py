@@ -164,5 +164,14 @@ def test_real_movielens_100k(shared_data):
 def test_real_movielens_100k_convert_u1(shared_data, tmp_path):
     out = tmp_path / "u1"
     movielens_convert.convert(str(shared_data / "movielens-100k"), str(out), "u1")
-    assert RatingMatrix.load(str(out / "ML_TRAIN.npz")).nnz == 80000
+    assert RatingMatrix.load(str(out / "ML_TRAIN.npz")).nnz == 72000
+    assert len(read_ratings_text(str(out / "ML_VALID"))) == 8000
     assert len(read_ratings_text(str(out / "ML_TEST"))) == 20000
+    train = set(zip(*(a.tolist() for a in (read_ratings_text(str(out / "ML_TRAIN")).users,
+                                            read_ratings_text(str(out / "ML_TRAIN")).items))))
+    valid = read_ratings_text(str(out / "ML_VALID"))
+    assert not train & set(zip(valid.users.tolist(), valid.items.tolist()))
+    whole = tmp_path / "u1_whole"
+    movielens_convert.convert(str(shared_data / "movielens-100k"), str(whole), "u1",
+                              valid_share=0)
+    assert RatingMatrix.load(str(whole / "ML_TRAIN.npz")).nnz == 80000

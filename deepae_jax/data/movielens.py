@@ -12,7 +12,8 @@ Splits: the reference's per-user time split (users with at least 2 ratings; per 
 the first floor(70%) go to TRAIN and the rest, as a block, to VALID or TEST by one fair coin per
 user; items absent from TRAIN are then removed from VALID and TEST), a seeded random 90/10 split of
 ratings, and the ML-100K predefined pairs. The random and predefined splits have one held-out set
-(the one the literature reports on): it is written as TEST and, identically, as VALID.
+(the one the literature reports on): it is TEST, and VALID is carved from the training part by a
+seeded random split (``movielens_convert --valid_share``), so that model selection never sees TEST.
 """
 from __future__ import annotations
 
@@ -226,11 +227,15 @@ def time_split(data: MovieLensRatings, seed: int = 0, train_fraction: float = 0.
 def random_split(data: MovieLensRatings, seed: int = 0, test_fraction: float = 0.1
                  ) -> tuple[Triples, Triples]:
     """A seeded random split of ratings: (TRAIN, held-out), round(10%) of ratings held out."""
-    t = data.triples
+    return split_off(data.triples, test_fraction, seed)
+
+
+def split_off(t: Triples, fraction: float, seed: int = 0) -> tuple[Triples, Triples]:
+    """(the rest, a seeded random round(fraction) share of the ratings of ``t``)."""
     perm = np.random.default_rng(seed).permutation(len(t))
-    n_test = int(round(test_fraction * len(t)))
+    n_held = int(round(fraction * len(t)))
     held = np.zeros(len(t), bool)
-    held[perm[:n_test]] = True
+    held[perm[:n_held]] = True
     return subset(t, ~held), subset(t, held)
 
 

@@ -3,13 +3,15 @@
 Usage::
 
     python -m deepae_jax.data.movielens_convert INPUT OUT_DIR --split time70|random90|u1..u5|ua|ub
-        [--seed S] [--name ML] [--duplicates error|last] [--overwrite]
+        [--seed S] [--valid_share F] [--name ML] [--duplicates error|last] [--overwrite]
 
 INPUT is a ratings file (``u.data``, ``ratings.dat``, ``ratings.csv``) or an unpacked MovieLens
 folder; the predefined ``u1``..``ub`` splits need the ML-100K folder. Writes
 ``OUT_DIR/ML_TRAIN/ml.train.txt`` (+ ``ML_VALID``, ``ML_TEST``), ``OUT_DIR/ML_*.npz`` and
 ``OUT_DIR/stats.md``, staged in a temporary folder beside OUT_DIR and renamed at the end.
-``random90`` and the predefined splits have a single held-out set, written as TEST and as VALID.
+``random90`` and the predefined splits have a single held-out set, TEST; their VALID is a seeded
+random ``--valid_share`` (default 10%) of the training ratings, taken out of TRAIN, so that model
+selection never sees TEST (``--valid_share 0`` keeps TRAIN whole and writes TEST as VALID too).
 """
 from __future__ import annotations
 
@@ -24,32 +26,41 @@ from deepae_jax.data.ratings import RatingsFormatError, Triples, build_matrix
 HEADER = ("part", "users", "ratings", "items", "min rating", "max rating")
 
 
-def make_split(input_path: str, split: str, seed: int = 0, duplicates: str = "error"
-               ) -> tuple[dict[str, Triples], str]:
+def _with_valid(train: Triples, test: Triples, valid_share: float, seed: int
+                ) -> tuple[dict[str, Triples], str]:
+    """TRAIN / VALID / TEST with VALID a seeded share of the training ratings (or TEST's copy)."""
+    if valid_share <= 0:
+        return {"TRAIN": train, "VALID": test, "TEST": test}, "VALID is a copy of TEST"
+    rest, valid = movielens.split_off(train, valid_share, seed + 1)
+    return {"TRAIN": rest, "VALID": valid, "TEST": test}, (
+        f"VALID is a random {valid_share:.0%} of the training ratings (seed {seed + 1})")
+
+
+def make_split(input_path: str, split: str, seed: int = 0, duplicates: str = "error",
+               valid_share: float = 0.1) -> tuple[dict[str, Triples], str]:
     """(parts TRAIN/VALID/TEST, note) of one split of a MovieLens data set."""
+    if not 0 <= valid_share < 1:
+        raise ValueError(f"--valid_share={valid_share}: must be in [0, 1)")
     if split in movielens.PREDEFINED:
         folder = input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
-        train, test = movielens.predefined_split(folder, split)
-        return {"TRAIN": train, "VALID": test, "TEST": test}, (
-            f"predefined ML-100K split {split}.base / {split}.test; VALID is a copy of TEST")
+        parts, note = _with_valid(*movielens.predefined_split(folder, split), valid_share, seed)
+        return parts, f"predefined ML-100K split {split}.base / {split}.test; {note}"
     data = movielens.check_duplicates(movielens.read_movielens(input_path), duplicates)
     if split == "time70":
         train, valid, test = movielens.time_split(data, seed)
         return {"TRAIN": train, "VALID": valid, "TEST": test}, (
             f"per-user time split 70% (reference), seed {seed}, source {data.source}")
     if split == "random90":
-        train, held = movielens.random_split(data, seed)
-        return {"TRAIN": train, "VALID": held, "TEST": held}, (
-            f"random 90/10 split of ratings, seed {seed}, source {data.source}; "
-            "VALID is a copy of TEST")
+        parts, note = _with_valid(*movielens.random_split(data, seed), valid_share, seed)
+        return parts, f"random 90/10 split of ratings, seed {seed}, source {data.source}; {note}"
     raise ValueError(f"unknown split {split!r}; choose from {movielens.SPLITS}")
 
 
 def convert(input_path: str, out_dir: str, split: str, seed: int = 0, name: str = "ML",
-            duplicates: str = "error", overwrite: bool = False) -> str:
+            duplicates: str = "error", overwrite: bool = False, valid_share: float = 0.1) -> str:
     """Writes one split of a MovieLens data set into ``out_dir``; returns the stats table."""
     split_io.check_out_dir(out_dir, overwrite)
-    parts, note = make_split(input_path, split, seed, duplicates)
+    parts, note = make_split(input_path, split, seed, duplicates, valid_share)
     rows = []
     with split_io.staged_dir(out_dir, overwrite) as stage:
         for part, triples in parts.items():
@@ -70,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("out_dir")
     p.add_argument("--split", choices=movielens.SPLITS, default="time70")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--valid_share", type=float, default=0.1,
+                   help="random90 and u1..ub: share of the training ratings set aside as VALID "
+                        "(0: VALID is a copy of TEST)")
     p.add_argument("--name", default="ML", help="prefix of the part folders (ML_TRAIN, ...)")
     p.add_argument("--duplicates", choices=("error", "last"), default="error",
                    help="a (user, item) pair rated twice: fail naming file+line, or keep the "
@@ -77,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     a = p.parse_args(argv)
     try:
-        table = convert(a.input, a.out_dir, a.split, a.seed, a.name, a.duplicates, a.overwrite)
+        table = convert(a.input, a.out_dir, a.split, a.seed, a.name, a.duplicates, a.overwrite,
+                        a.valid_share)
     except (RatingsFormatError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
