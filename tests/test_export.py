@@ -13,31 +13,16 @@ import pytest
 
 from deepae_jax import export, model, runner
 from deepae_jax.config import Config
-from deepae_jax.data import synthetic
+from conftest import TINY_SPEC as SPEC
 
-SPEC = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_user=12, seed=5)
 MISSING_EXTRA = [m for m in ("jax2onnx", "onnx", "onnxruntime")
                  if importlib.util.find_spec(m) is None]
 
 
-def tiny_model(tmp_path_factory):
-    """A tiny trained model, trained once per test session and shared by test_recommend,
-    test_export and test_serve (each keeps a copy of this helper: tests/ has no shared module)."""
-    root = tmp_path_factory.getbasetemp() / "deepae_tiny_model"
-    cfg = Config(path_to_train_data=str(root / "train"), logdir=str(root / "run"),
-                 hidden_layers=(12, 6), non_linearity_type="elu", constrained=True,
-                 skip_last_layer_nl=True, optimizer="adam", lr=0.01, batch_size=16,
-                 num_epochs=1, progress=False, seed=1)
-    if not (root / "run" / "vocab.npz").is_file():
-        synthetic.ensure_dataset(cfg.path_to_train_data, "", SPEC)
-        runner.train_and_evaluate(cfg)
-    return root, cfg
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_model):
     # tied decoder, linear last layer: the variants the converter must handle too
-    root, cfg = tiny_model(tmp_path_factory)
+    root, cfg = tiny_model
     params, model_cfg, _ = export.load_trained(cfg.logdir)
     rng = np.random.default_rng(0)
     x = (rng.random((7, SPEC.n_items)) < 0.3) * rng.integers(1, 6, (7, SPEC.n_items))

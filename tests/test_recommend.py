@@ -9,31 +9,17 @@ import pytest
 from deepae_jax import checkpoint as ckpt
 from deepae_jax import model, runner
 from deepae_jax.config import Config, ConfigError
-from deepae_jax.data import ratings, synthetic
+from deepae_jax.data import ratings
 from deepae_jax.recommend import Recommender, RecommendError, UnknownIdError, run_recommend
 from deepae_jax.run_config import load_run_config, save_run_config
+from conftest import TINY_SPEC as SPEC
 
-SPEC = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_user=12, seed=5)
 BATCH = 16
 
 
-def tiny_model(tmp_path_factory):
-    """A tiny trained model, trained once per test session and shared by test_recommend,
-    test_export and test_serve (each keeps a copy of this helper: tests/ has no shared module)."""
-    root = tmp_path_factory.getbasetemp() / "deepae_tiny_model"
-    cfg = Config(path_to_train_data=str(root / "train"), logdir=str(root / "run"),
-                 hidden_layers=(12, 6), non_linearity_type="elu", constrained=True,
-                 skip_last_layer_nl=True, optimizer="adam", lr=0.01, batch_size=16,
-                 num_epochs=1, progress=False, seed=1)
-    if not (root / "run" / "vocab.npz").is_file():
-        synthetic.ensure_dataset(cfg.path_to_train_data, "", SPEC)
-        runner.train_and_evaluate(cfg)
-    return root, cfg
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    return tiny_model(tmp_path_factory)
+def trained(tmp_path_factory, tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")

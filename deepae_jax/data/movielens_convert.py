@@ -21,7 +21,7 @@ import sys
 from typing import Sequence
 
 from deepae_jax.data import movielens, split_io
-from deepae_jax.data.ratings import RatingsFormatError, Triples, build_matrix
+from deepae_jax.data.ratings import Triples, build_matrix
 
 HEADER = ("part", "users", "ratings", "items", "min rating", "max rating")
 
@@ -90,14 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "rating that comes last in the file")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     a = p.parse_args(argv)
-    try:
-        table = convert(a.input, a.out_dir, a.split, a.seed, a.name, a.duplicates, a.overwrite,
-                        a.valid_share)
-    except (RatingsFormatError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(table)
-    return 0
+    return split_io.run_converter(lambda: convert(
+        a.input, a.out_dir, a.split, a.seed, a.name, a.duplicates, a.overwrite, a.valid_share))
 
 
 if __name__ == "__main__":

@@ -97,14 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no_text", action="store_true", help="write only the .npz files")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     a = p.parse_args(argv)
-    try:
-        table = convert(a.training_set_dir, a.out_dir, a.seed, a.splits.split(","),
-                        a.duplicates, not a.no_text, a.overwrite)
-    except (netflix.RatingsFormatError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(table)
-    return 0
+    return split_io.run_converter(lambda: convert(
+        a.training_set_dir, a.out_dir, a.seed, a.splits.split(","), a.duplicates, not a.no_text,
+        a.overwrite))
 
 
 if __name__ == "__main__":
