@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from deepae_jax import model, sparse
-from deepae_jax.data.batching import (bucket_fine, bucket_length, dense_rows, packed_rows,
+from deepae_jax.data.batching import (bucket_fine, bucket_length, packed_rows,
                                         padded_rows)
 from deepae_jax.losses import rmse_from_sums
 

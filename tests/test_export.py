@@ -11,8 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from deepae_jax import export, model, runner
-from deepae_jax.config import Config
+from deepae_jax import export, model
 from conftest import TINY_SPEC as SPEC
 
 MISSING_EXTRA = [m for m in ("jax2onnx", "onnx", "onnxruntime")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from deepae_jax.data import ratings as R
+from deepae_jax.data import text_format
 
 
 def write(path, text, mode="w"):
@@ -31,8 +32,8 @@ def test_fast_and_slow_parsers_agree(tmp_path):
     rows = [(int(u), int(i), float(r)) for u, i, r in zip(
         rng.integers(1, 10**6, 500), rng.integers(1, 2000, 500), rng.integers(1, 6, 500))]
     text = "".join(f"{u}\t{i}\t{r}\n" for u, i, r in rows)
-    fast = R._parse_fast(text.encode(), "\t")
-    slow = R._parse_slow("x", text, "\t")
+    fast = text_format._parse_fast(text.encode(), "\t")
+    slow = text_format._parse_slow("x", text, "\t")
     assert fast is not None
     np.testing.assert_array_equal(fast, slow)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from deepae_jax import checkpoint as ckpt
-from deepae_jax import model, runner
+from deepae_jax import model
 from deepae_jax.config import Config, ConfigError
 from deepae_jax.data import ratings
 from deepae_jax.recommend import Recommender, RecommendError, UnknownIdError, run_recommend

@@ -16,8 +16,6 @@ import time
 import numpy as np
 import pytest
 
-from deepae_jax import runner
-from deepae_jax.config import Config
 from deepae_jax.recommend import Recommender
 from deepae_jax.run_config import save_run_config
 from conftest import TINY_SPEC as SPEC
