@@ -106,6 +106,10 @@ def main(argv):
     from deepae_jax.checkpoint import CheckpointError
     from deepae_jax.data.ratings import RatingsFormatError
     from deepae_jax.train import TrainingDivergedError
+    from deepae_jax.sparse import keep_host_memory_mapped
+    # Host malloc setting as in benchmarks/throughput.py (no page faults on XLA:CPU's per-step
+    # buffers; harmless elsewhere). No JAX call here: jax.distributed must start first.
+    keep_host_memory_mapped()
     try:
         cfg = config_from_flags()
         if cfg.make_synthetic_data:
