@@ -51,11 +51,10 @@ def predict_sparse_at(params: model.Params, batch: dict, cols: jax.Array,
     dot = sparse.make_dot(dtype)
     slots = sparse.Slots.from_batch(batch)
     h = sparse.hidden_sparse(params, slots, model_cfg, dot)  # (B, h)
-    w_out = model.decoder_weights(params)[-1]  # (h, n)
+    w_rows = model.output_rows(params)  # (n, h)
     b, length = cols.shape
-    flat = cols.reshape(-1)
-    w_at = jnp.take(w_out, flat, axis=1).reshape(w_out.shape[0], b, length)  # few columns
-    pre = jnp.einsum("bh,hbl->bl", h, w_at) + jnp.take(params["decoder"][-1]["b"], cols)
+    w_at = jnp.take(w_rows, cols.reshape(-1), axis=0).reshape(b, length, w_rows.shape[1])
+    pre = jnp.einsum("bh,blh->bl", h, w_at) + jnp.take(params["decoder"][-1]["b"], cols)
     return model.output_activation(model_cfg)(pre)
 
 

@@ -7,7 +7,11 @@ weights with biases of its own. The same activation is used on every layer, incl
 unless ``last_layer_linear`` (the reference's ``--skip_last_layer_nl``).
 
 Parameters are ``{"encoder": [{"w": (in, out), "b": (out,)}, ...],
-"decoder": [{"w": (in, out), "b": (out,)}, ...]}``; a constrained decoder has only ``"b"``.
+"decoder": [{"w": (in, out), "b": (out,)}, ..., {"w": (n, h1), "b": (n,)}]}``: the decoder's last
+weight is stored as (out, in), so that the weights of item i are a contiguous row both in the first
+layer (``encoder[0]["w"][i]``) and in the last (``decoder[-1]["w"][i]``); the sparse fast path
+gathers and scatters those rows. A constrained decoder has only ``"b"`` (its last weight is then
+``encoder[0]["w"]`` itself). :func:`decoder_weights` gives every decoder weight as (in, out).
 """
 from __future__ import annotations
 
@@ -79,7 +83,8 @@ def init(rng: jax.Array, layer_sizes: Sequence[int], constrained: bool = False) 
     for i in range(n_layers):
         layer = {"b": jnp.zeros((dec_sizes[i + 1],), jnp.float32)}
         if not constrained:
-            layer["w"] = xavier_uniform(keys[n_layers + i], dec_sizes[i], dec_sizes[i + 1])
+            w = xavier_uniform(keys[n_layers + i], dec_sizes[i], dec_sizes[i + 1])
+            layer["w"] = w.T if i == n_layers - 1 else w  # the last one as (n, h1): item rows
         decoder.append(layer)
     return {"encoder": encoder, "decoder": decoder}
 
@@ -92,8 +97,15 @@ def count_params(params: Params) -> int:
 def decoder_weights(params: Params) -> list[jax.Array]:
     """The decoder's weight matrices, (in, out) each; transposed encoder weights when tied."""
     if "w" in params["decoder"][0]:
-        return [layer["w"] for layer in params["decoder"]]
+        return [layer["w"] for layer in params["decoder"][:-1]] + [params["decoder"][-1]["w"].T]
     return [layer["w"].T for layer in reversed(params["encoder"])]
+
+
+def output_rows(params: Params) -> jax.Array:
+    """The output layer's weight as (n, h1): row i holds the weights of item i's output."""
+    if "w" in params["decoder"][-1]:
+        return params["decoder"][-1]["w"]
+    return params["encoder"][0]["w"]
 
 
 def dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:

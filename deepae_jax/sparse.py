@@ -182,11 +182,7 @@ rowdot.defvjp(_rowdot_fwd, _rowdot_bwd)
 
 def decoder_out_layer(params: model.Params) -> tuple[jax.Array, jax.Array]:
     """(W_out as (n, h) rows per output column, b_out (n,)) of the decoder's last layer."""
-    if "w" in params["decoder"][-1]:
-        w_rows = params["decoder"][-1]["w"].T
-    else:  # constrained: W_out = W1.T, so its columns are the rows of W1
-        w_rows = params["encoder"][0]["w"]
-    return w_rows, params["decoder"][-1]["b"]
+    return model.output_rows(params), params["decoder"][-1]["b"]
 
 
 def output_at(params: model.Params, h: jax.Array, cols: jax.Array, rows: jax.Array,

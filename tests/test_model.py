@@ -53,7 +53,8 @@ def numpy_forward(params, x, activation, constrained, last_layer_linear=False, c
         a = code_fn(a)
     k = len(p["encoder"])
     for j, layer in enumerate(p["decoder"]):
-        w = p["encoder"][k - 1 - j]["w"].T if constrained else layer["w"]
+        w = p["encoder"][k - 1 - j]["w"].T if constrained else (
+            layer["w"].T if j == k - 1 else layer["w"])  # the last one is stored (out, in)
         z = a @ w + layer["b"]
         a = z if (last_layer_linear and j == k - 1) else act(z)
     return a
@@ -77,8 +78,11 @@ def random_params(layer_sizes, constrained=False, seed=0):
         return out
 
     rev = sizes[::-1]
-    return {"encoder": [layer(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1)],
-            "decoder": [layer(rev[i], rev[i + 1], not constrained) for i in range(len(rev) - 1)]}
+    params = {"encoder": [layer(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1)],
+              "decoder": [layer(rev[i], rev[i + 1], not constrained) for i in range(len(rev) - 1)]}
+    if not constrained:  # model.init's layout: the last decoder weight as (n, h1)
+        params["decoder"][-1]["w"] = params["decoder"][-1]["w"].T
+    return params
 
 
 def _shapes(layer_sizes, constrained=False):
@@ -121,7 +125,7 @@ def test_layout_shapes_mirror_the_encoder():
     params = _shapes((30, 8, 5, 3))
     assert [l["w"].shape for l in params["encoder"]] == [(30, 8), (8, 5), (5, 3)]
     assert [l["b"].shape for l in params["encoder"]] == [(8,), (5,), (3,)]
-    assert [l["w"].shape for l in params["decoder"]] == [(3, 5), (5, 8), (8, 30)]
+    assert [l["w"].shape for l in params["decoder"]] == [(3, 5), (5, 8), (30, 8)]
     assert [l["b"].shape for l in params["decoder"]] == [(5,), (8,), (30,)]
 
 
@@ -208,10 +212,11 @@ def test_constrained_decoder_uses_transposed_encoder_weights():
     np.testing.assert_array_equal(np.asarray(dec_ws[0]), np.asarray(params["encoder"][1]["w"]).T)
     np.testing.assert_array_equal(np.asarray(dec_ws[1]), np.asarray(params["encoder"][0]["w"]).T)
     x = _ratings(np.random.default_rng(1), 3, 10)
-    # Forward with the tied weights equals an untied forward whose decoder holds the transposes.
+    # Forward with the tied weights equals an untied forward whose decoder holds the transposes
+    # (the last one stored (out, in): the encoder's first weight as is).
     untied = {"encoder": params["encoder"],
               "decoder": [{"w": params["encoder"][1]["w"].T, "b": params["decoder"][0]["b"] + 0.1},
-                          {"w": params["encoder"][0]["w"].T, "b": params["decoder"][1]["b"] - 0.2}]}
+                          {"w": params["encoder"][0]["w"], "b": params["decoder"][1]["b"] - 0.2}]}
     tied = {"encoder": params["encoder"],
             "decoder": [{"b": untied["decoder"][0]["b"]}, {"b": untied["decoder"][1]["b"]}]}
     cfg_untied = model.ModelConfig((10, 6, 4), activation="elu")

@@ -35,8 +35,9 @@ def np_selu_grad(z):
 
 def np_layers(params, constrained):
     """The 2k layers in forward order as (W, b, where): ``where`` names the parameter that W
-    comes from, ("encoder", i, False), ("decoder", j, False) or, tied, ("encoder", i, True) for
-    the transpose of encoder layer i; b is always the layer's own bias."""
+    comes from, (part, index, transposed): ("encoder", i, False), ("decoder", j, False), the last
+    untied decoder layer ("decoder", k-1, True) (stored as (out, in)) or, tied, ("encoder", i, True)
+    for the transpose of encoder layer i; b is always the layer's own bias."""
     k = len(params["encoder"])
     layers = [(l["w"], l["b"], ("encoder", i, False)) for i, l in enumerate(params["encoder"])]
     for j, l in enumerate(params["decoder"]):
@@ -44,7 +45,8 @@ def np_layers(params, constrained):
             i = k - 1 - j
             layers.append((params["encoder"][i]["w"].T, l["b"], ("encoder", i, True)))
         else:
-            layers.append((l["w"], l["b"], ("decoder", j, False)))
+            last = j == len(params["decoder"]) - 1  # stored as (out, in)
+            layers.append((l["w"].T if last else l["w"], l["b"], ("decoder", j, last)))
     return layers
 
 
@@ -67,8 +69,8 @@ def np_loss_and_grads(params, inputs, targets, constrained):
         w, _, (part, idx, transposed) = layers[l]
         d_pre = d_act * np_selu_grad(pres[l])
         d_w = acts[l].T @ d_pre
-        if part == "encoder" and transposed:
-            grads["encoder"][idx]["w"] += d_w.T
+        if transposed:  # W is the transpose of the stored weight
+            grads[part][idx]["w"] += d_w.T
         else:
             grads[part][idx]["w"] += d_w
         own_bias = grads["encoder"][l] if l < len(params["encoder"]) else \
@@ -122,8 +124,11 @@ def init_params(constrained, seed=0):
             out["w"] = rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32)
         return out
 
-    return {"encoder": [layer(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1)],
-            "decoder": [layer(rev[i], rev[i + 1], not constrained) for i in range(len(rev) - 1)]}
+    params = {"encoder": [layer(sizes[i], sizes[i + 1]) for i in range(len(sizes) - 1)],
+              "decoder": [layer(rev[i], rev[i + 1], not constrained) for i in range(len(rev) - 1)]}
+    if not constrained:  # model.init's layout: the last decoder weight as (n, h1)
+        params["decoder"][-1]["w"] = np.ascontiguousarray(params["decoder"][-1]["w"].T)
+    return params
 
 
 def rating_batches(n_batches, seed=0):
