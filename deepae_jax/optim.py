@@ -7,15 +7,21 @@
 * ``rmsprop``: momentum 0.9, smoothing 0.99, eps outside the square root (PyTorch's RMSprop).
 
 ``weight_decay`` is PyTorch-style L2: ``decay * w`` is added to the gradient before the optimiser.
+
+:func:`apply_gradients` applies an optimiser's step to the parameters; for ``momentum`` without
+weight decay it does so in one fused pass per array (``cpu_kernels.momentum`` on the CPU).
 """
 from __future__ import annotations
 
 import inspect
+import dataclasses
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from deepae_jax import cpu_kernels
 
 OPTIMIZERS = ("momentum", "adam", "adagrad", "rmsprop")
 MILESTONES = (24, 36, 48, 66, 72)
@@ -78,6 +84,8 @@ def make_optimizer(name: str, lr: float, weight_decay: float = 0.0,
     used by the momentum schedule.
     """
     if name == "momentum":
+        if not weight_decay:
+            return SGDMomentum.create(multistep_lr(lr, updates_per_epoch), 0.9)
         opt = optax.sgd(multistep_lr(lr, updates_per_epoch), momentum=0.9)
     elif name == "adam":
         opt = optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
@@ -90,3 +98,81 @@ def make_optimizer(name: str, lr: float, weight_decay: float = 0.0,
     if weight_decay:
         opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
     return opt
+
+
+_increment = getattr(optax, "safe_increment", None) or optax.safe_int32_increment
+FUSED_MIN_SIZE = 1 << 16  # arrays this large use the multi-threaded kernel on the CPU
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseRows:
+    """A gradient given as a scatter: g[key[t]] += scale[t] * src[idx[t]] over slots t, zero
+    elsewhere (e.g. the sparse first layer's: src = dL/d(x W1) (B, h), idx = batch row,
+    key = item, scale = rating). :func:`apply_gradients` takes it in place of a dense leaf."""
+
+    src: jax.Array  # (R, h)
+    idx: jax.Array  # (T,) int32 rows of src
+    key: jax.Array  # (T,) int32 rows of the gradient
+    scale: jax.Array  # (T,) float32
+
+    def dense(self, shape) -> jax.Array:
+        rows = self.src[self.idx] * self.scale[:, None]
+        return jnp.zeros(shape, self.src.dtype).at[self.key].add(rows)
+
+    @staticmethod
+    def concat(*parts: "SparseRows") -> "SparseRows":
+        """One scatter holding every part's slots (their sum)."""
+        offsets = [0]
+        for part in parts[:-1]:
+            offsets.append(offsets[-1] + part.src.shape[0])
+        return SparseRows(jnp.concatenate([p.src for p in parts]),
+                          jnp.concatenate([p.idx + o for p, o in zip(parts, offsets)]),
+                          jnp.concatenate([p.key for p in parts]),
+                          jnp.concatenate([p.scale for p in parts]))
+
+
+class SGDMomentum(optax.GradientTransformationExtraArgs):
+    """``optax.sgd(schedule, momentum)`` (same state, same updates) that also knows its schedule
+    and momentum, so that :func:`apply_gradients` can update each array in one pass."""
+
+    @classmethod
+    def create(cls, schedule: optax.Schedule, momentum: float) -> "SGDMomentum":
+        inner = optax.sgd(schedule, momentum=momentum)
+        tx = cls(inner.init, inner.update)
+        tx.schedule, tx.momentum = schedule, float(momentum)
+        return tx
+
+
+def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, params):
+    """(new params, new optimiser state) after one step of ``optimizer`` on ``grads``.
+
+    Equal to ``optimizer.update`` followed by ``optax.apply_updates``; for :class:`SGDMomentum`
+    each array is updated in one pass (trace = g + m * trace; p = p - lr * trace), large float32
+    arrays by the multi-threaded CPU kernel where it is available, and a gradient leaf may be a
+    :class:`SparseRows` (summed inside the update by the CPU kernel, never stored densely).
+    """
+    if not isinstance(optimizer, SGDMomentum):
+        grads = jax.tree.map(lambda p, g: g.dense(p.shape) if isinstance(g, SparseRows) else g,
+                             params, grads)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+    trace_state, schedule_state = opt_state
+    lr = jnp.asarray(optimizer.schedule(schedule_state.count), jnp.float32)
+    mu = optimizer.momentum
+    kernel = cpu_kernels.enabled()
+
+    def leaf(p, t, g):
+        if isinstance(g, SparseRows):
+            if kernel and p.dtype == jnp.float32 and p.ndim == 2:
+                return cpu_kernels.sparse_momentum(p, t, g.src, g.idx, g.key, g.scale, lr, mu)
+            g = g.dense(p.shape)
+        if kernel and p.dtype == jnp.float32 and p.size >= FUSED_MIN_SIZE:
+            return cpu_kernels.momentum(p, t, g, lr, mu)
+        t = g + mu * t
+        return p + (-lr).astype(p.dtype) * t, t
+    pairs = jax.tree.map(leaf, params, trace_state.trace, grads)
+    is_pair = lambda x: isinstance(x, tuple)  # noqa: E731
+    new_params = jax.tree.map(lambda x: x[0], pairs, is_leaf=is_pair)
+    new_trace = jax.tree.map(lambda x: x[1], pairs, is_leaf=is_pair)
+    return new_params, (optax.TraceState(trace=new_trace),
+                        optax.ScaleByScheduleState(count=_increment(schedule_state.count)))

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepae_jax import model
+from deepae_jax import cpu_kernels, model
 
 DTYPES = ("float32", "bfloat16")
 
@@ -106,11 +106,14 @@ def gather_sum(w: jax.Array, cols: jax.Array, vals: jax.Array, rows: jax.Array,
 
     The sparse-times-dense product x @ w, slot chunk by slot chunk (cache-sized blocks, no
     (T, h) intermediate). Differentiable in ``w`` (the gradient is a scatter-add into w's shape).
+    On the CPU both directions run as ``cpu_kernels.scatter_axpy`` where available.
     """
     return _gather_sum_fwd(w, cols, vals, rows, n_rows)[0]
 
 
 def _gather_sum_fwd(w, cols, vals, rows, n_rows):
+    if cpu_kernels.enabled() and w.dtype == jnp.float32:
+        return cpu_kernels.scatter_axpy(w, cols, rows, vals, n_rows), (w.shape, cols, vals, rows)
     chunk, n_chunks = _chunked(cols.shape[0])
     get = _slices(chunk, n_chunks, cols, vals, rows)
 
@@ -124,6 +127,8 @@ def _gather_sum_fwd(w, cols, vals, rows, n_rows):
 
 def _gather_sum_bwd(n_rows, res, g):
     shape, cols, vals, rows = res
+    if cpu_kernels.enabled() and g.dtype == jnp.float32:
+        return cpu_kernels.scatter_axpy(g, rows, cols, vals, shape[0]), None, None, None
     chunk, n_chunks = _chunked(cols.shape[0])
     get = _slices(chunk, n_chunks, cols, vals, rows)
 
@@ -138,16 +143,22 @@ gather_sum.defvjp(_gather_sum_fwd, _gather_sum_bwd)
 
 
 @jax.custom_vjp
-def rowdot(w_rows: jax.Array, b: jax.Array, h: jax.Array, cols: jax.Array,
-           rows: jax.Array) -> jax.Array:
-    """out[t] = h[rows[t]] . w_rows[cols[t]] + b[cols[t]] (T,): a linear layer at chosen outputs.
+def rowdot(w_rows: jax.Array, b: jax.Array, h: jax.Array, cols: jax.Array, rows: jax.Array,
+           active: jax.Array) -> jax.Array:
+    """out[t] = h[rows[t]] . w_rows[cols[t]] + b[cols[t]] where ``active[t]``, else 0 (T,): a
+    linear layer evaluated at chosen outputs only.
 
-    Chunked like :func:`gather_sum`; differentiable in ``w_rows``, ``b`` and ``h``.
+    Chunked like :func:`gather_sum` (``cpu_kernels`` on the CPU); differentiable in ``w_rows``,
+    ``b`` and ``h``.
     """
-    return _rowdot_fwd(w_rows, b, h, cols, rows)[0]
+    return _rowdot_fwd(w_rows, b, h, cols, rows, active)[0]
 
 
-def _rowdot_fwd(w_rows, b, h, cols, rows):
+def _rowdot_fwd(w_rows, b, h, cols, rows, active):
+    res = (w_rows, h, cols, rows, active)
+    bias = jnp.where(active, jnp.take(b, cols), 0.0)
+    if cpu_kernels.enabled() and w_rows.dtype == jnp.float32 and h.dtype == jnp.float32:
+        return cpu_kernels.rowdot(w_rows, h, cols, rows, active) + bias, res
     t = cols.shape[0]
     chunk, n_chunks = _chunked(t)
     get = _slices(chunk, n_chunks, cols, rows)
@@ -155,26 +166,30 @@ def _rowdot_fwd(w_rows, b, h, cols, rows):
     def body(i, out):
         c, r = get(i)
         part = jnp.sum(jnp.take(h, r, axis=0) * jnp.take(w_rows, c, axis=0), axis=-1)
-        return jax.lax.dynamic_update_slice_in_dim(out, part + jnp.take(b, c), i * chunk, 0)
+        return jax.lax.dynamic_update_slice_in_dim(out, part, i * chunk, 0)
     out = jax.lax.fori_loop(0, n_chunks, body, jnp.zeros((chunk * n_chunks,), h.dtype))
-    return out[:t], (w_rows, b, h, cols, rows)
+    return jnp.where(active, out[:t], 0.0) + bias, res
 
 
 def _rowdot_bwd(res, g):
-    w_rows, b, h, cols, rows = res
+    w_rows, h, cols, rows, active = res
+    g = jnp.where(active, g, 0.0)
+    db = jax.ops.segment_sum(g, cols, w_rows.shape[0])
+    if cpu_kernels.enabled() and w_rows.dtype == jnp.float32 and h.dtype == jnp.float32:
+        dw = cpu_kernels.scatter_axpy(h, rows, cols, g, w_rows.shape[0])
+        dh = cpu_kernels.scatter_axpy(w_rows, cols, rows, g, h.shape[0])
+        return dw, db, dh, None, None, None
     chunk, n_chunks = _chunked(cols.shape[0])
     get = _slices(chunk, n_chunks, cols, rows, g)
 
     def body(i, carry):
-        dw, db, dh = carry
+        dw, dh = carry
         c, r, gi = get(i)
         dw = dw.at[c].add(jnp.take(h, r, axis=0) * gi[:, None])
         dh = dh.at[r].add(jnp.take(w_rows, c, axis=0) * gi[:, None])
-        db = db.at[c].add(gi)
-        return dw, db, dh
-    zeros = (jnp.zeros_like(w_rows), jnp.zeros_like(b), jnp.zeros_like(h))
-    dw, db, dh = jax.lax.fori_loop(0, n_chunks, body, zeros)
-    return dw, db, dh, None, None
+        return dw, dh
+    dw, dh = jax.lax.fori_loop(0, n_chunks, body, (jnp.zeros_like(w_rows), jnp.zeros_like(h)))
+    return dw, db, dh, None, None, None
 
 
 rowdot.defvjp(_rowdot_fwd, _rowdot_bwd)
@@ -185,11 +200,13 @@ def decoder_out_layer(params: model.Params) -> tuple[jax.Array, jax.Array]:
     return model.output_rows(params), params["decoder"][-1]["b"]
 
 
-def output_at(params: model.Params, h: jax.Array, cols: jax.Array, rows: jax.Array,
+def output_at(params: model.Params, h: jax.Array, slots: Slots,
               cfg: model.ModelConfig) -> jax.Array:
-    """The decoder's output f[rows[t], cols[t]] (T,) from the output layer's input h (B, h)."""
+    """The decoder's output at the batch's observed items, f[slots.rows, slots.cols] (T,), from
+    the output layer's input h (B, h); 0 at padding slots."""
     w_rows, b = decoder_out_layer(params)
-    return model.output_activation(cfg)(rowdot(w_rows, b, h, cols, rows))
+    pre = rowdot(w_rows, b, h, slots.cols, slots.rows, slots.mask)
+    return jnp.where(slots.mask, model.output_activation(cfg)(pre), 0.0)
 
 
 def encode(params: model.Params, cfg: model.ModelConfig, first_pre: Callable[[jax.Array], jax.Array],

@@ -19,8 +19,9 @@ import numpy as np
 import optax
 import tqdm
 
-from deepae_jax import model, sparse
+from deepae_jax import cpu_kernels, model, sparse
 from deepae_jax.losses import mmse_sums
+from deepae_jax.optim import SGDMomentum, SparseRows, apply_gradients
 
 
 @flax.struct.dataclass
@@ -55,8 +56,11 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
     "rows"}`` (B, K)). The sparse fast path computes the same loss and gradients (up to float
     rounding): the first layer is a gather-sum over the observed items; with ``sparse_output``
     the update on the sparse batch also evaluates the output layer and its gradient only at the
-    observed items (off by default: on XLA:CPU the dense output matmul measured faster). Dropout
-    draws the same mask (same rng, same code-layer shape) in both paths.
+    observed items (default: on where ``cpu_kernels`` run, where it measured faster; plain XLA:CPU
+    was faster with the dense output matmul). Dropout draws the same mask (same rng, same
+    code-layer shape) in both paths. On the CPU with the kernels, the sparse path with
+    ``optim.SGDMomentum`` hands the first and last layers' gradients to the optimiser as
+    ``optim.SparseRows`` (summed inside the update; see ``fused_sparse_update``).
 
     ``noise_prob`` drops entries of the re-fed input; the re-feeding target stays the clean
     output (PAPER.md). ``noisy_target=True`` uses the noised input as the target too, as the
@@ -75,8 +79,8 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
     if aug_step < 0:
         raise ValueError(f"aug_step must be >= 0, got {aug_step}")
     dot = sparse.make_dot(dtype)
-    if sparse_output is None:
-        sparse_output = False  # measured: the dense output matmul beats XLA:CPU gathers
+    if sparse_output is None:  # measured on XLA:CPU: faster with the CPU kernels, slower without
+        sparse_output = cpu_kernels.enabled()
 
     def forward(params, inputs, rng):
         if dtype == "float32":
@@ -97,7 +101,7 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         slots = sparse.Slots.from_batch(batch)
         h = sparse.hidden_sparse(params, slots, model_cfg, dot, train=True, rng=rng)
         if sparse_output:
-            pred = sparse.output_at(params, h, slots.cols, slots.rows, model_cfg)
+            pred = sparse.output_at(params, h, slots, model_cfg)
             dense = None
         else:
             dense = sparse.dense_output(params, h, model_cfg, dot)
@@ -117,10 +121,50 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         if axis_name is not None:
             grads = jax.lax.psum(grads, axis_name)
             loss = jax.lax.psum(loss, axis_name)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, outputs
+        params, opt_state = apply_gradients(optimizer, grads, opt_state, params)
+        return params, opt_state, loss, outputs
+
+    def fused_sparse_update(params, opt_state, batch, rng):
+        """The update on the sparse batch with the item-sized gradients (first layer, output
+        layer) handed to the optimiser as :class:`SparseRows`: differentiating through zero
+        offsets e1 (on x W1) and e2 (on the output at the observed items) gives dL/d(x W1) and
+        dL/d(output) there, from which the optimiser sums the rows itself."""
+        slots = sparse.Slots.from_batch(batch)
+        stop = jax.lax.stop_gradient
+
+        def loss_fn(p, e1, e2):
+            first = lambda w: slots.first_layer(stop(w)) + e1  # noqa: E731
+            code = sparse.encode(p, model_cfg, first, dot, train=True, rng=rng)
+            h = sparse.decode_hidden(p, code, model_cfg, dot)
+            w_rows, b = sparse.decoder_out_layer(p)
+            pre = sparse.rowdot(stop(w_rows), b, h, slots.cols, slots.rows, slots.mask) + e2
+            pred = jnp.where(slots.mask, model.output_activation(model_cfg)(pre), 0.0)
+            err = jnp.where(slots.mask, pred - slots.vals, 0.0)
+            loss = finish(jnp.sum(err * err), jnp.sum(slots.mask.astype(jnp.float32)))
+            return loss, h
+
+        e1 = jnp.zeros((slots.n_rows, params["encoder"][0]["w"].shape[1]), jnp.float32)
+        e2 = jnp.zeros(slots.cols.shape, jnp.float32)
+        (loss, h), (grads, g_first, g_out) = jax.value_and_grad(
+            loss_fn, argnums=(0, 1, 2), has_aux=True)(params, e1, e2)
+        h = stop(h)
+        first = SparseRows(g_first, slots.rows, slots.cols, slots.vals)
+        out = SparseRows(h, slots.rows, slots.cols, g_out)
+        if "w" in grads["decoder"][-1]:
+            grads["encoder"][0]["w"], grads["decoder"][-1]["w"] = first, out
+        else:  # tied: W1 is the output layer's weight too
+            grads["encoder"][0]["w"] = SparseRows.concat(first, out)
+        outputs = (sparse.dense_output(stop(params), h, model_cfg, dot) if aug_step > 0
+                   else None)
+        params, opt_state = apply_gradients(optimizer, grads, opt_state, params)
+        return params, opt_state, loss, outputs
+
+    fused = (sparse_input and sparse_output and axis_name is None and dtype == "float32"
+             and isinstance(optimizer, SGDMomentum) and cpu_kernels.enabled())
 
     def first_update(params, opt_state, x, rng):
+        if fused:
+            return fused_sparse_update(params, opt_state, x, rng)
         if sparse_input:
             return update(params, opt_state, x, None, rng,
                           loss=lambda p, b, _, r: sparse_loss_fn(p, b, r))

@@ -1,0 +1,156 @@
+"""The CPU kernels (csrc/sparse_cpu.cc) against plain jax/numpy, and the fused sparse update."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from deepae_jax import cpu_kernels, model, optim, train
+from deepae_jax.data import batching
+from tests.test_fastpath import BATCH, N_COLS, assert_trees_close, batch_rows, random_csr
+
+needs_kernels = pytest.mark.skipif(not cpu_kernels.enabled(),
+                                   reason="CPU kernels not built here (no C++ compiler?)")
+
+
+def scatter_reference(src, idx, key, scale, m):
+    out = np.zeros((m, src.shape[1]), np.float64)
+    for i, k, a in zip(idx, key, scale):
+        if a != 0 and 0 <= k < m and 0 <= i < src.shape[0]:
+            out[k] += a * np.asarray(src[i], np.float64)
+    return out
+
+
+@needs_kernels
+@pytest.mark.parametrize("m", [1, 7, 200])
+def test_scatter_axpy_matches_loop(m):
+    rng = np.random.default_rng(m)
+    src = rng.normal(size=(30, 33)).astype(np.float32)
+    t = 500
+    idx = rng.integers(0, 30, t).astype(np.int32)
+    key = rng.integers(0, m, t).astype(np.int32)  # many duplicates: sums
+    scale = rng.normal(size=t).astype(np.float32)
+    scale[::7] = 0.0  # skipped
+    key[3], idx[5] = m + 4, -1  # out of range: skipped, like XLA's dropped scatter updates
+    got = jax.jit(cpu_kernels.scatter_axpy, static_argnums=4)(src, idx, key, scale, m)
+    np.testing.assert_allclose(np.asarray(got), scatter_reference(src, idx, key, scale, m),
+                               rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_rowdot_and_momentum_match_formulas():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(50, 70)).astype(np.float32)
+    h = rng.normal(size=(6, 70)).astype(np.float32)
+    cols = rng.integers(0, 50, 40).astype(np.int32)
+    rows = rng.integers(0, 6, 40).astype(np.int32)
+    active = (rng.random(40) > 0.3).astype(np.float32)
+    got = np.asarray(jax.jit(cpu_kernels.rowdot)(w, h, cols, rows, active))
+    want = np.where(active != 0, np.einsum("th,th->t", h[rows], w[cols]), 0.0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    p, tr, g = (rng.normal(size=(300, 400)).astype(np.float32) for _ in range(3))
+    p2, t2 = jax.jit(cpu_kernels.momentum, static_argnums=4)(p, tr, g, 0.01, 0.9)
+    t_want = g + np.float32(0.9) * tr
+    np.testing.assert_allclose(np.asarray(t2), t_want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(p2), p - np.float32(0.01) * t_want, rtol=1e-6,
+                               atol=1e-6)
+
+    src = rng.normal(size=(6, 400)).astype(np.float32)
+    idx = rng.integers(0, 6, 90).astype(np.int32)
+    key = rng.integers(0, 300, 90).astype(np.int32)
+    scale = rng.normal(size=90).astype(np.float32)
+    fused = jax.jit(cpu_kernels.sparse_momentum, static_argnums=7)(p, tr, src, idx, key, scale,
+                                                                   0.01, 0.9)
+    dense_g = cpu_kernels.scatter_axpy(src, idx, key, scale, 300)
+    plain = jax.jit(cpu_kernels.momentum, static_argnums=4)(p, tr, dense_g, 0.01, 0.9)
+    for a, b in zip(fused, plain):  # the same sums in the same order: identical
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@needs_kernels
+def test_sparse_path_same_with_and_without_kernels(monkeypatch):
+    csr = random_csr(4)
+    rows = batch_rows(csr)
+    batch = batching.packed_rows(csr, rows)
+    cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
+    opt = optax.sgd(0.01, momentum=0.9)
+    state = train.create_train_state(jax.random.PRNGKey(0), cfg, opt)
+
+    def run():
+        step = jax.jit(train.make_train_step(cfg, opt, 1, sparse_input=True, sparse_output=True))
+        return step(state, batch)
+    s_kernels, m_kernels = run()
+    monkeypatch.setattr(cpu_kernels, "enabled", lambda: False)
+    s_xla, m_xla = run()
+    np.testing.assert_allclose(m_kernels["loss"], m_xla["loss"], rtol=1e-6)
+    assert_trees_close(s_kernels.params, s_xla.params, tol=1e-6)
+
+
+@needs_kernels
+@pytest.mark.parametrize("aug_step,drop_prob,constrained",
+                         [(0, 0.5, False), (0, 0.0, True), (1, 0.5, True), (2, 0.0, False)])
+def test_fused_momentum_step_matches_dense_optax_step(aug_step, drop_prob, constrained):
+    """make_optimizer("momentum") on the sparse path (gradients of the item-sized layers as
+    SparseRows, fused update kernels) == optax.sgd on the dense path, over three steps with
+    the learning-rate schedule stepping in between."""
+    csr = random_csr(5)
+    cfg = model.ModelConfig((N_COLS, 16, 12), "selu", drop_prob, constrained)
+    fused_opt = optim.make_optimizer("momentum", 0.02, 0.0, updates_per_epoch=1)
+    plain_opt = optax.sgd(optim.multistep_lr(0.02, 1), momentum=0.9)
+    assert isinstance(fused_opt, optim.SGDMomentum)
+    fused = jax.jit(train.make_train_step(cfg, fused_opt, aug_step, sparse_input=True))
+    dense = jax.jit(train.make_train_step(cfg, plain_opt, aug_step))
+    s1 = s2 = train.create_train_state(jax.random.PRNGKey(3), cfg, plain_opt)
+    for i in range(3):
+        rows = batch_rows(csr, i=i)
+        s1, m1 = dense(s1, batching.dense_rows(csr, rows))
+        s2, m2 = fused(s2, batching.packed_rows(csr, rows))
+        np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
+    assert_trees_close(s2.params, s1.params)
+    assert_trees_close(s2.opt_state, s1.opt_state)
+
+
+def test_sparse_rows_gradient_with_other_optimizers():
+    """A SparseRows leaf is densified for optimisers without a fused update."""
+    rng = np.random.default_rng(1)
+    params = {"w": jnp.asarray(rng.normal(size=(9, 4)), jnp.float32)}
+    src = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
+    g = optim.SparseRows(src, jnp.asarray([0, 2, 2]), jnp.asarray([8, 1, 8]),
+                         jnp.asarray([1.0, -2.0, 0.5], jnp.float32))
+    dense = np.zeros((9, 4), np.float32)
+    dense[8] = src[0] + 0.5 * src[2]
+    dense[1] = -2.0 * src[2]
+    np.testing.assert_allclose(np.asarray(g.dense((9, 4))), dense, rtol=1e-6)
+    opt = optax.adam(0.1)
+    state = opt.init(params)
+    got, _ = optim.apply_gradients(opt, {"w": g}, state, params)
+    updates, _ = opt.update({"w": jnp.asarray(dense)}, state, params)
+    want = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(np.asarray(got["w"]), np.asarray(want["w"]), rtol=1e-6)
+
+
+def test_build_is_cached_and_a_missing_compiler_falls_back(tmp_path):
+    if cpu_kernels._compiler() is None:
+        pytest.skip("no C++ compiler here")
+    first = cpu_kernels.build(str(tmp_path))
+    assert os.path.exists(first) and cpu_kernels.build(str(tmp_path)) == first
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".so")] == [os.path.basename(first)]
+    code = ("import logging, jax; logging.basicConfig();"
+            "from deepae_jax import cpu_kernels; print('enabled', cpu_kernels.enabled())")
+    env = dict(os.environ, CXX="/bin/false", DEEPAE_JAX_CACHE=str(tmp_path / "empty"),
+               JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert "enabled False" in done.stdout, done.stderr
+    assert "using plain XLA ops" in done.stderr
+    env = dict(os.environ, DEEPAE_JAX_CPU_KERNELS="0", JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert "enabled False" in done.stdout, done.stderr
