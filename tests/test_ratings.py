@@ -38,6 +38,23 @@ def test_fast_and_slow_parsers_agree(tmp_path):
     np.testing.assert_array_equal(fast, slow)
 
 
+@pytest.mark.parametrize("rating_fmt", ["{:d}", "{:d}.0", "{:d}.50"])
+def test_integer_and_decimal_fast_paths_agree_with_slow_parser(rating_fmt):
+    """Integer fields take _parse_ints (leading zeros, widths 1..9 per column); any decimal
+    point sends the file to _parse_decimals; both equal float() on every field."""
+    rng = np.random.default_rng(1)
+    users = rng.integers(0, 10**9, 3000)
+    items = rng.integers(0, 20, 3000)
+    text = "".join(f"{u}\t{i:03d}\t{rating_fmt.format(int(r))}\t77\n" for u, i, r in zip(
+        users, items, rng.integers(1, 6, 3000)))
+    fast = text_format._parse_fast(text.encode(), "\t")
+    slow = text_format._parse_slow("x", text, "\t")
+    assert fast is not None and fast.shape == (3000, 3)
+    np.testing.assert_array_equal(fast, slow)
+    buf = np.frombuffer(b"12\t3x\t4\n", np.uint8)  # a non-digit: not the integer path
+    assert text_format._parse_ints(buf, np.array([[0, 3, 6]]), np.array([[2, 5, 7]])) is None
+
+
 def test_column_order_item_user(tmp_path):
     p = write(tmp_path / "f.txt", "26\t1718936\t5.0\n26\t187387\t2.0\n")
     t = R.read_ratings_text(p, column_order="item,user,rating")
