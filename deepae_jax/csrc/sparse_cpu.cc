@@ -67,35 +67,42 @@ struct Buckets {
   int64_t m, n_buckets;
   std::vector<int64_t> start;
   std::vector<int32_t> order;
+  std::vector<int32_t> bucket;  // bucket of each output row
 
   Buckets(const int32_t* idx, const int32_t* key, const float* scale, int64_t t, int64_t n_src,
           int64_t m)
       : idx(idx), key(key), scale(scale), m(m),
-        n_buckets(std::max<int64_t>(1, std::min<int64_t>(m, 64))), start(n_buckets + 1, 0) {
+        n_buckets(std::max<int64_t>(1, std::min<int64_t>(m, 128))), start(n_buckets + 1, 0),
+        bucket(m) {
+    for (int64_t b = 0; b < n_buckets; ++b)  // a table: no integer division per slot
+      std::fill(bucket.begin() + first_row(b), bucket.begin() + first_row(b + 1),
+                static_cast<int32_t>(b));
     auto keep = [&](int64_t i) {
       return scale[i] != 0.0f && key[i] >= 0 && key[i] < m && idx[i] >= 0 && idx[i] < n_src;
     };
     for (int64_t i = 0; i < t; ++i)
-      if (keep(i)) ++start[bucket_of(key[i]) + 1];
+      if (keep(i)) ++start[bucket[key[i]] + 1];
     for (int64_t b = 0; b < n_buckets; ++b) start[b + 1] += start[b];
     order.resize(start[n_buckets]);
     std::vector<int64_t> fill(start.begin(), start.end() - 1);
     for (int64_t i = 0; i < t; ++i)
-      if (keep(i)) order[fill[bucket_of(key[i])]++] = static_cast<int32_t>(i);
+      if (keep(i)) order[fill[bucket[key[i]]]++] = static_cast<int32_t>(i);
   }
-  int64_t bucket_of(int64_t k) const { return k * n_buckets / m; }
   // The first output row of bucket b (b == n_buckets gives m).
   int64_t first_row(int64_t b) const { return (b * m + n_buckets - 1) / n_buckets; }
 
   // out[key[i] - lo] += scale[i] * src[idx[i]] for the slots i of bucket b.
   void Accumulate(int64_t b, const float* __restrict__ src, int64_t h, float* __restrict__ out,
                   int64_t lo) const {
-    constexpr int64_t kAhead = 8;  // rows of src to prefetch: the gathers are latency bound
+    // Prefetch the head of the src row kAhead slots ahead (the hardware prefetcher follows
+    // on within the row): the gathers of random rows are latency bound.
+    constexpr int64_t kAhead = 2, kLines = 8;
     const int64_t begin = start[b], end = start[b + 1];
+    const int64_t head = std::min<int64_t>(h * 4, kLines * 64);
     for (int64_t j = begin; j < end; ++j) {
       if (j + kAhead < end) {
         const char* next = reinterpret_cast<const char*>(src + idx[order[j + kAhead]] * h);
-        for (int64_t off = 0; off < h * 4; off += 64) __builtin_prefetch(next + off);
+        for (int64_t off = 0; off < head; off += 64) __builtin_prefetch(next + off);
       }
       const int32_t i = order[j];
       const float a = scale[i];
