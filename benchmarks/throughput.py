@@ -118,7 +118,7 @@ def main(argv=None):
     paths = s1data.ensure(args.users, args.items, args.mean_ratings, args.eval_users,
                           root=args.data_dir)
     prep_s = time.perf_counter() - t0
-    text_s, matrix = timed(ratings.load_matrix, paths["train"], repeat=2)
+    text_s, matrix = timed(ratings.load_matrix, paths["train"], repeat=3)
     bin_s, matrix_b = timed(ratings.load_matrix, paths["npz"], repeat=3)
     assert matrix_b.nnz == matrix.nnz
     eval_triples = ratings.load_triples(paths["eval"])
