@@ -55,6 +55,22 @@ def test_integer_and_decimal_fast_paths_agree_with_slow_parser(rating_fmt):
     assert text_format._parse_ints(buf, np.array([[0, 3, 6]]), np.array([[2, 5, 7]])) is None
 
 
+def test_file_read_in_blocks_equals_whole_file(tmp_path):
+    """Block boundaries (mid-line, CRLF, a last line without newline) change nothing; a bad
+    line in a later block is still named by its line number."""
+    rng = np.random.default_rng(2)
+    lines = [f"{u}\t{i}\t{r}" for u, i, r in zip(rng.integers(1, 999, 400),
+                                                 rng.integers(1, 50, 400), rng.integers(1, 6, 400))]
+    path = write(tmp_path / "r.tsv", "\r\n".join(lines), mode="w")
+    whole = text_format._parse_fast(open(path, "rb").read(), "\t")
+    for size in (7, 64, 1000, 1 << 20):
+        np.testing.assert_array_equal(text_format._parse_fast_file(path, "\t", size), whole)
+    bad = write(tmp_path / "bad.tsv", "\n".join(lines[:300] + ["5\t6\tx"] + lines[300:]))
+    assert text_format._parse_fast_file(bad, "\t", 64) is None
+    with pytest.raises(R.RatingsFormatError, match="bad.tsv:301:"):
+        R.read_ratings_text(bad)
+
+
 def test_column_order_item_user(tmp_path):
     p = write(tmp_path / "f.txt", "26\t1718936\t5.0\n26\t187387\t2.0\n")
     t = R.read_ratings_text(p, column_order="item,user,rating")

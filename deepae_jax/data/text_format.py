@@ -224,6 +224,38 @@ def _parse_fast(raw: bytes, delimiter: str) -> np.ndarray | None:
     return values
 
 
+CHUNK_BYTES = 1 << 27  # text parsed per vectorised pass: bounds the parser's temporaries
+
+
+def _parse_fast_file(path: str, delimiter: str,
+                     chunk_bytes: int = CHUNK_BYTES) -> np.ndarray | None:
+    """:func:`_parse_fast` over a file read in blocks of whole lines (peak memory: the values
+    plus one block's temporaries, not the whole text's); None as soon as a block needs the
+    exact parser."""
+    parts, tail = [], b""
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk_bytes)
+            if not block:
+                break
+            data = tail + block
+            cut = data.rfind(b"\n") + 1
+            data, tail = data[:cut], data[cut:]
+            if data.isspace():  # blank lines: the exact parser keeps line numbers right
+                return None
+            if data:
+                values = _parse_fast(data, delimiter)
+                if values is None:
+                    return None
+                parts.append(values)
+    if tail:
+        values = _parse_fast(tail, delimiter)
+        if values is None:
+            return None
+        parts.append(values)
+    return np.concatenate(parts) if parts else np.zeros((0, 3))
+
+
 def read_ratings_text(path: str, delimiter: str = "\t",
                       column_order: str = "user,item,rating") -> Triples:
     """Reads a rating file or directory of files in the reference's text format.
@@ -237,10 +269,10 @@ def read_ratings_text(path: str, delimiter: str = "\t",
         raise ValueError(f"column_order must be one of {COLUMN_ORDERS}, got {column_order!r}")
     parts = []
     for f in list_rating_files(path):
-        with open(f, "rb") as fh:
-            raw = fh.read()
-        values = _parse_fast(raw, delimiter)
+        values = _parse_fast_file(f, delimiter)
         if values is None:
+            with open(f, "rb") as fh:
+                raw = fh.read()
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
