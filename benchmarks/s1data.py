@@ -28,7 +28,8 @@ def generate(users: int, items: int, mean_ratings: float, eval_users: int, seed:
     draws = (counts * 1.4 + 16).astype(np.int64)
     u = np.repeat(np.arange(users), draws)
     it = np.minimum(np.searchsorted(cdf, rng.random(u.size)), items - 1)
-    key = np.unique(u * items + it)  # distinct (user, item) pairs
+    key = np.sort(u * items + it)  # distinct (user, item) pairs, sorted: np.unique's result
+    key = key[np.concatenate([[True], key[1:] != key[:-1]])]  # (its hash path is far slower)
     u, it = key // items, key % items
     order = np.lexsort((rng.random(u.size), u))  # random priority within each user
     u, it = u[order], it[order]
@@ -36,7 +37,7 @@ def generate(users: int, items: int, mean_ratings: float, eval_users: int, seed:
     rank_in_user = np.arange(u.size) - first[u]
     keep = rank_in_user < counts[u]
     u, it = u[keep], it[keep]
-    o = np.lexsort((it, u))
+    o = np.argsort(u * items + it)  # by (user, item): the keys are distinct, so = lexsort
     u, it = u[o], it[o]
     pu = rng.normal(0, 1, (users, rank)) / np.sqrt(rank)
     qi = rng.normal(0, 1, (items, rank))
@@ -63,8 +64,9 @@ def cache_dir() -> str:
 
 
 def ensure(users: int, items: int, mean_ratings: float, eval_users: int, seed: int = 0,
-           root: str | None = None) -> dict[str, str]:
-    """Writes (once) train.tsv, eval.tsv and train.npz under a folder named by the spec."""
+           root: str | None = None, text: bool = True) -> dict[str, str]:
+    """Writes (once) train.tsv, eval.tsv and train.npz under a folder named by the spec;
+    ``text=False`` skips train.tsv (its path is then None) unless it is there already."""
     spec = dict(users=int(users), items=int(items), mean_ratings=float(mean_ratings),
                 eval_users=int(eval_users),
                 seed=seed, version=1)
@@ -72,12 +74,15 @@ def ensure(users: int, items: int, mean_ratings: float, eval_users: int, seed: i
     folder = os.path.join(root or cache_dir(), f"s1_{users}x{items}_{tag}")
     paths = {"train": os.path.join(folder, "train.tsv"), "eval": os.path.join(folder, "eval.tsv"),
              "npz": os.path.join(folder, "train.npz")}
-    if all(os.path.exists(p) for p in paths.values()):
+    if not text and not os.path.exists(paths["train"]):
+        paths["train"] = None
+    if all(p is None or os.path.exists(p) for p in paths.values()):
         return paths
     os.makedirs(folder, exist_ok=True)
     train, held = generate(users, items, mean_ratings, eval_users, seed)
     ratings.write_ratings_text(paths["eval"], held)
-    ratings.write_ratings_text(paths["train"], train)
+    if paths["train"] is not None:
+        ratings.write_ratings_text(paths["train"], train)
     ratings.build_matrix(train).save(paths["npz"])
     with open(os.path.join(folder, "spec.json"), "w") as fh:
         json.dump(spec, fh)

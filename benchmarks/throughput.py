@@ -54,7 +54,9 @@ def bench_training(csr, args, aug_step):
     n_batches = csr.shape[0] // args.batch_size
     opt = make_optimizer("momentum", args.lr, 0.0, n_batches * (1 + aug_step))
     state = train.create_train_state(jax.random.PRNGKey(0), cfg, opt)
-    step = train.make_train_step(cfg, opt, aug_step, sparse_input=True, dtype=args.dtype)
+    sparse_output = {"auto": None, "on": True, "off": False}[args.sparse_output]
+    step = train.make_train_step(cfg, opt, aug_step, sparse_input=True, dtype=args.dtype,
+                                 sparse_output=sparse_output)
     runner = train.ResidentEpochs(step, csr, args.batch_size, seed=0,
                                   steps_per_call=args.steps_per_call)
     def chunks():
@@ -106,6 +108,11 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=sparse.DTYPES)
     p.add_argument("--eval-batch-size", type=int, default=1024)
     p.add_argument("--data-dir", default=None, help="cache folder for the generated data")
+    p.add_argument("--skip-text", action="store_true",
+                   help="no text file: skip writing train.tsv and the text load measure")
+    p.add_argument("--sparse-output", default="auto", choices=("auto", "on", "off"),
+                   help="output layer at the observed items only (auto: where the CPU kernels "
+                        "run)")
     p.add_argument("--device-report", action="store_true")
     p.add_argument("--no-host-memory-tweak", action="store_true",
                    help="leave glibc's malloc settings alone (see sparse.keep_host_memory_mapped)")
@@ -116,11 +123,14 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     paths = s1data.ensure(args.users, args.items, args.mean_ratings, args.eval_users,
-                          root=args.data_dir)
+                          root=args.data_dir, text=not args.skip_text)
     prep_s = time.perf_counter() - t0
-    text_s, matrix = timed(ratings.load_matrix, paths["train"], repeat=3)
-    bin_s, matrix_b = timed(ratings.load_matrix, paths["npz"], repeat=3)
-    assert matrix_b.nnz == matrix.nnz
+    bin_s, matrix = timed(ratings.load_matrix, paths["npz"], repeat=3)
+    text_s = None
+    if not args.skip_text and paths["train"] is not None:
+        text_s, matrix_t = timed(ratings.load_matrix, paths["train"], repeat=3)
+        assert matrix_t.nnz == matrix.nnz
+        del matrix_t
     eval_triples = ratings.load_triples(paths["eval"])
     split = ratings.align_eval(matrix, eval_triples)
     csr = matrix.csr
@@ -141,23 +151,31 @@ def main(argv=None):
                         repeat=2)
     assert res.count == first.count
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    device_peak = None
+    stats = getattr(jax.devices()[0], "memory_stats", lambda: None)()
+    if stats and "peak_bytes_in_use" in stats:  # GPUs report it; the CPU does not
+        device_peak = stats["peak_bytes_in_use"] / 2 ** 30
 
     print(f"data: {csr.shape[0]:,} users x {csr.shape[1]:,} items, {csr.nnz:,} training ratings "
           f"(mean {csr.nnz / csr.shape[0]:.0f}/user), {res.count:,} evaluation ratings of "
           f"{len(split.rows):,} users; model {csr.shape[1]},{','.join(map(str, args.hidden))},"
-          f"dp({args.drop_prob}),...; batch {args.batch_size}; dtype {args.dtype}")
+          f"dp({args.drop_prob}),...; batch {args.batch_size}; dtype {args.dtype}; "
+          f"sparse output {args.sparse_output}")
     if args.device_report:
         d = jax.devices()[0]
         print(f"jax {jax.__version__}, backend {jax.default_backend()}, device "
               f"{getattr(d, 'device_kind', d.platform)} x{jax.device_count()}")
     print(f"(data generation/cache check {prep_s:.1f} s)")
-    table = [("text load (s)", f"{text_s:.2f}", f"{csr.nnz / 1e6:.1f}M ratings, parse + CSR"),
+    table = [("text load (s)", "-" if text_s is None else f"{text_s:.2f}",
+              f"{csr.nnz / 1e6:.1f}M ratings, parse + CSR" if text_s else "skipped"),
              ("binary load (s)", f"{bin_s:.3f}", ".npz cache"),
              *[(k, *v) for k, v in rows.items()],
              ("eval users/s", f"{len(split.rows) / eval_s:,.0f}",
               f"{eval_s:.2f} s for {len(split.rows):,} users (first call {eval_first:.2f} s), "
               f"RMSE {res.rmse:.4f}"),
              ("peak host memory (GiB)", f"{peak_gib:.2f}", "max RSS")]
+    if device_peak is not None:
+        table.append(("peak device memory (GiB)", f"{device_peak:.2f}", "peak_bytes_in_use"))
     print("| measure | deepae_jax | PyTorch reference | notes |")
     print("|---|---|---|---|")
     for name, ours, note in table:
