@@ -13,8 +13,8 @@ weight decay it does so in one fused pass per array (``cpu_kernels.momentum`` on
 """
 from __future__ import annotations
 
-import inspect
 import dataclasses
+import inspect
 from typing import Sequence
 
 import jax

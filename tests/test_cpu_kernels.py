@@ -13,7 +13,7 @@ import pytest
 
 from deepae_jax import cpu_kernels, model, optim, train
 from deepae_jax.data import batching
-from tests.test_fastpath import BATCH, N_COLS, assert_trees_close, batch_rows, random_csr
+from tests.test_fastpath import N_COLS, assert_trees_close, batch_rows, random_csr
 
 needs_kernels = pytest.mark.skipif(not cpu_kernels.enabled(),
                                    reason="CPU kernels not built here (no C++ compiler?)")
