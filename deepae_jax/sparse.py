@@ -53,7 +53,6 @@ class Slots:
     vals: jax.Array  # (T,) float32; 0 marks padding
     rows: jax.Array  # (T,) int32 in [0, B)
     n_rows: int  # B
-    sorted_rows: bool
 
     @staticmethod
     def from_batch(batch: dict) -> "Slots":
@@ -61,11 +60,9 @@ class Slots:
         b, length = cols.shape
         if "rows" in batch:
             rows = batch["rows"].reshape(-1)
-            sorted_rows = True
         else:
             rows = jnp.repeat(jnp.arange(b, dtype=jnp.int32), length)
-            sorted_rows = True
-        return Slots(cols.reshape(-1), vals.reshape(-1).astype(jnp.float32), rows, b, sorted_rows)
+        return Slots(cols.reshape(-1), vals.reshape(-1).astype(jnp.float32), rows, b)
 
     @property
     def mask(self) -> jax.Array:

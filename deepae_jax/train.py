@@ -97,6 +97,11 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         sse, count = mmse_sums(outputs, targets)
         return finish(sse, count), outputs
 
+    def slots_loss(pred, slots):
+        """MMSE of the predictions at the batch's slots (padding slots masked out)."""
+        err = jnp.where(slots.mask, pred - slots.vals, 0.0)
+        return finish(jnp.sum(err * err), jnp.sum(slots.mask.astype(jnp.float32)))
+
     def sparse_loss_fn(params, batch, rng):
         slots = sparse.Slots.from_batch(batch)
         h = sparse.hidden_sparse(params, slots, model_cfg, dot, train=True, rng=rng)
@@ -106,8 +111,7 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         else:
             dense = sparse.dense_output(params, h, model_cfg, dot)
             pred = dense[slots.rows, slots.cols]
-        err = jnp.where(slots.mask, pred - slots.vals, 0.0)
-        loss = finish(jnp.sum(err * err), jnp.sum(slots.mask.astype(jnp.float32)))
+        loss = slots_loss(pred, slots)
         outputs = None
         if aug_step > 0:  # the re-feeding input: the dense output, no gradient through it
             outputs = jax.lax.stop_gradient(dense) if dense is not None else (
@@ -138,10 +142,7 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
             h = sparse.decode_hidden(p, code, model_cfg, dot)
             w_rows, b = sparse.decoder_out_layer(p)
             pre = sparse.rowdot(stop(w_rows), b, h, slots.cols, slots.rows, slots.mask) + e2
-            pred = jnp.where(slots.mask, model.output_activation(model_cfg)(pre), 0.0)
-            err = jnp.where(slots.mask, pred - slots.vals, 0.0)
-            loss = finish(jnp.sum(err * err), jnp.sum(slots.mask.astype(jnp.float32)))
-            return loss, h
+            return slots_loss(model.output_activation(model_cfg)(pre), slots), h
 
         e1 = jnp.zeros((slots.n_rows, params["encoder"][0]["w"].shape[1]), jnp.float32)
         e2 = jnp.zeros(slots.cols.shape, jnp.float32)

@@ -113,6 +113,17 @@ struct Buckets {
   }
 };
 
+// trace = g + momentum * trace; p = p + (-lr) * trace over n elements: optax.sgd's arithmetic.
+// p_out / trace_out may alias p / trace (each element is read before it is written).
+inline void MomentumUpdate(const float* g, const float* p, const float* trace, float* p_out,
+                           float* trace_out, int64_t n, float momentum, float neg_lr) {
+  for (int64_t e = 0; e < n; ++e) {
+    const float tr = g[e] + momentum * trace[e];
+    trace_out[e] = tr;
+    p_out[e] = p[e] + neg_lr * tr;
+  }
+}
+
 ffi::Error ScatterAxpyImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
                            ffi::Buffer<ffi::S32> idx, ffi::Buffer<ffi::S32> key,
                            ffi::Buffer<ffi::F32> scale, ffi::ResultBuffer<ffi::F32> out) {
@@ -197,12 +208,8 @@ ffi::Error MomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buff
   const float neg_lr = -lr.typed_data()[0];
   constexpr int64_t kChunk = 1 << 16;
   ParallelFor(pool, (n + kChunk - 1) / kChunk, [&](int64_t task) {
-    const int64_t end = std::min(n, (task + 1) * kChunk);
-    for (int64_t i = task * kChunk; i < end; ++i) {
-      const float t = gd[i] + momentum * td[i];
-      to[i] = t;
-      po[i] = pd[i] + neg_lr * t;
-    }
+    const int64_t lo = task * kChunk, size = std::min(n, lo + kChunk) - lo;
+    MomentumUpdate(gd + lo, pd + lo, td + lo, po + lo, to + lo, size, momentum, neg_lr);
   });
   return ffi::Error::Success();
 }
@@ -240,15 +247,8 @@ ffi::Error SparseMomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p,
     float* __restrict__ g = scratch.data();
     std::memset(g, 0, sizeof(float) * size);
     buckets.Accumulate(b, sd, h, g, lo);
-    const float* pb = pd + lo * h;  // may alias pob (same index read, then written)
-    const float* tb = td + lo * h;
-    float* pob = po + lo * h;
-    float* tob = to + lo * h;
-    for (int64_t e = 0; e < size; ++e) {
-      const float tr = g[e] + momentum * tb[e];
-      tob[e] = tr;
-      pob[e] = pb[e] + neg_lr * tr;
-    }
+    MomentumUpdate(g, pd + lo * h, td + lo * h, po + lo * h, to + lo * h, size, momentum,
+                   neg_lr);
   });
   return ffi::Error::Success();
 }
