@@ -25,6 +25,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -124,22 +125,29 @@ def rowdot(w: jax.Array, h: jax.Array, cols: jax.Array, rows: jax.Array,
         rows.astype(jnp.int32), active.astype(jnp.float32))
 
 
-def momentum(p: jax.Array, trace: jax.Array, g: jax.Array, lr: jax.Array,
-             mu: float) -> tuple[jax.Array, jax.Array]:
+def momentum(p: jax.Array, trace: jax.Array, g: jax.Array, lr: jax.Array, mu: float,
+             after: Sequence[jax.Array] = ()) -> tuple[jax.Array, jax.Array]:
     """(p - lr * t, t) with t = g + mu * trace: one SGD-with-momentum update (optax.sgd's and
-    PyTorch's formula) of a float32 array, in place where the buffers can be reused."""
+    PyTorch's formula) of a float32 array, in place where the buffers can be reused.
+
+    ``after``: arrays the update waits for (the kernel does not read them). An in-place update
+    of p that XLA cannot order after every other reader of p makes XLA copy p first; passing an
+    array that those readers feed (e.g. the backward pass's last gradient) removes the copy.
+    """
     shape = jax.ShapeDtypeStruct(p.shape, jnp.float32)
     return jax.ffi.ffi_call("deepae_momentum", (shape, shape),
                             input_output_aliases={0: 0, 1: 1})(
-        p, trace, g.astype(jnp.float32), jnp.asarray(lr, jnp.float32), momentum=np.float32(mu))
+        p, trace, g.astype(jnp.float32), jnp.asarray(lr, jnp.float32), *after,
+        momentum=np.float32(mu))
 
 
 def sparse_momentum(p: jax.Array, trace: jax.Array, src: jax.Array, idx: jax.Array,
-                    key: jax.Array, scale: jax.Array, lr: jax.Array,
-                    mu: float) -> tuple[jax.Array, jax.Array]:
+                    key: jax.Array, scale: jax.Array, lr: jax.Array, mu: float,
+                    after: Sequence[jax.Array] = ()) -> tuple[jax.Array, jax.Array]:
     """:func:`momentum` with g = scatter_axpy(src, idx, key, scale, p.shape[0]), g never stored."""
     shape = jax.ShapeDtypeStruct(p.shape, jnp.float32)
     return jax.ffi.ffi_call("deepae_sparse_momentum", (shape, shape),
                             input_output_aliases={0: 0, 1: 1})(
         p, trace, src.astype(jnp.float32), idx.astype(jnp.int32), key.astype(jnp.int32),
-        scale.astype(jnp.float32), jnp.asarray(lr, jnp.float32), momentum=np.float32(mu))
+        scale.astype(jnp.float32), jnp.asarray(lr, jnp.float32), *after,
+        momentum=np.float32(mu))

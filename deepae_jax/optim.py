@@ -143,13 +143,19 @@ class SGDMomentum(optax.GradientTransformationExtraArgs):
         return tx
 
 
-def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, params):
+def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, params,
+                    after: Sequence[jax.Array] = ()):
     """(new params, new optimiser state) after one step of ``optimizer`` on ``grads``.
 
     Equal to ``optimizer.update`` followed by ``optax.apply_updates``; for :class:`SGDMomentum`
     each array is updated in one pass (trace = g + m * trace; p = p - lr * trace), large float32
     arrays by the multi-threaded CPU kernel where it is available, and a gradient leaf may be a
     :class:`SparseRows` (summed inside the update by the CPU kernel, never stored densely).
+
+    ``after`` (CPU kernels only): arrays every weight matrix's in-place update waits for, such
+    as the backward pass's last gradient. XLA cannot always tell that the backward pass has read
+    a weight before its update; it then copies the weight first (measured: ~15% of a sparse
+    training step).
     """
     if not isinstance(optimizer, SGDMomentum):
         grads = jax.tree.map(lambda p, g: g.dense(p.shape) if isinstance(g, SparseRows) else g,
@@ -164,10 +170,12 @@ def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, p
     def leaf(p, t, g):
         if isinstance(g, SparseRows):
             if kernel and p.dtype == jnp.float32 and p.ndim == 2:
-                return cpu_kernels.sparse_momentum(p, t, g.src, g.idx, g.key, g.scale, lr, mu)
+                return cpu_kernels.sparse_momentum(p, t, g.src, g.idx, g.key, g.scale, lr, mu,
+                                                   after)
             g = g.dense(p.shape)
-        if kernel and p.dtype == jnp.float32 and p.size >= FUSED_MIN_SIZE:
-            return cpu_kernels.momentum(p, t, g, lr, mu)
+        if kernel and p.dtype == jnp.float32 and (p.size >= FUSED_MIN_SIZE
+                                                  or (after and p.ndim == 2)):
+            return cpu_kernels.momentum(p, t, g, lr, mu, after)
         t = g + mu * t
         return p + (-lr).astype(p.dtype) * t, t
     pairs = jax.tree.map(leaf, params, trace_state.trace, grads)

@@ -125,7 +125,9 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         if axis_name is not None:
             grads = jax.lax.psum(grads, axis_name)
             loss = jax.lax.psum(loss, axis_name)
-        params, opt_state = apply_gradients(optimizer, grads, opt_state, params)
+        # the first layer's weight gradient comes last: every weight has been read by then
+        params, opt_state = apply_gradients(optimizer, grads, opt_state, params,
+                                            after=(grads["encoder"][0]["w"],))
         return params, opt_state, loss, outputs
 
     def fused_sparse_update(params, opt_state, batch, rng):
@@ -157,7 +159,10 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
             grads["encoder"][0]["w"] = SparseRows.concat(first, out)
         outputs = (sparse.dense_output(stop(params), h, model_cfg, dot) if aug_step > 0
                    else None)
-        params, opt_state = apply_gradients(optimizer, grads, opt_state, params)
+        # g_first is the backward pass's last result: after it (and after the re-feeding
+        # input), every weight has been read
+        after = (g_first,) if outputs is None else (g_first, outputs)
+        params, opt_state = apply_gradients(optimizer, grads, opt_state, params, after=after)
         return params, opt_state, loss, outputs
 
     fused = (sparse_input and sparse_output and axis_name is None and dtype == "float32"
@@ -283,6 +288,7 @@ class ResidentEpochs:
         self.data = sparse.DeviceRatings.from_csr(csr, device)
         self.n_batches = batching.num_batches(csr.shape[0], self.batch_size)
         self.width = 0
+        self.device = next(iter(self.data.indptr.devices()))
 
         def multi(state, data, rows, width):
             def body(st, r):
@@ -303,10 +309,13 @@ class ResidentEpochs:
         width = self.width
         perm = self._batching.epoch_permutation(self.csr.shape[0], self.seed, epoch)
         rows = perm[:self.n_batches * b].astype(np.int32).reshape(self.n_batches, b)
-        rows = jax.device_put(rows, next(iter(self.data.indptr.devices())))
+        rows = jax.device_put(rows, self.device)
         for start in range(0, self.n_batches, self.steps_per_call):
             yield rows[start:start + self.steps_per_call], width
 
     def step_fn(self, state: TrainState, item) -> tuple[TrainState, dict]:
         rows, width = item
+        # committed to the data's device like the outputs will be: a fresh (uncommitted) state
+        # would otherwise compile the step a second time on the next call
+        state = jax.device_put(state, self.device)
         return self._multi(state, self.data, rows, width)

@@ -128,6 +128,9 @@ def test_resident_epoch_matches_host_batches():
                                    epoch=1)
     assert losses.shape == (N_ROWS // BATCH,)
     assert_trees_close(s2.params, s1.params)
+    # full calls and the remainder: two programs (a fresh, uncommitted state must not make
+    # the second call compile again)
+    assert runner._multi._cache_size() == 2
 
 
 def test_packed_layout_and_sharding():

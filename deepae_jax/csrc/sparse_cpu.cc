@@ -18,6 +18,9 @@
 //                        this elementwise update on one thread, at a third of the memory
 //                        bandwidth of two.
 //
+// The two momentum handlers take any number of further operands and ignore them: they only
+// make the in-place update wait for those arrays (see cpu_kernels.momentum's ``after``).
+//
 // Slots are bucketed by output row first, so that each task owns a range of output rows (no
 // atomics, and the sums are deterministic: within a row, slots are added in slot order).
 #include <algorithm>
@@ -113,6 +116,33 @@ struct Buckets {
   }
 };
 
+// The kept slots of a scatter sorted by source row (stable counting sort over the n_src rows),
+// for scatters into a few output rows, such as a batch's hidden rows gathered from an item
+// table: each source row is then read once per batch, in increasing address order (nearly a
+// stream when the batch touches much of the table), instead of once per slot.
+struct BySource {
+  std::vector<int32_t> order;
+
+  BySource(const int32_t* idx, const int32_t* key, const float* scale, int64_t t, int64_t n_src,
+           int64_t m) {
+    std::vector<int32_t> next(n_src + 1, 0);
+    auto keep = [&](int64_t i) {
+      return scale[i] != 0.0f && key[i] >= 0 && key[i] < m && idx[i] >= 0 && idx[i] < n_src;
+    };
+    for (int64_t i = 0; i < t; ++i)
+      if (keep(i)) ++next[idx[i] + 1];
+    for (int64_t r = 0; r < n_src; ++r) next[r + 1] += next[r];
+    order.resize(next[n_src]);
+    for (int64_t i = 0; i < t; ++i)
+      if (keep(i)) order[next[idx[i]]++] = static_cast<int32_t>(i);
+  }
+};
+
+// Column blocks of a row of h floats for n_tasks tasks: whole 64-byte lines each.
+inline int64_t BlockWidth(int64_t h, int64_t n_tasks) {
+  return ((h + n_tasks - 1) / n_tasks + 15) / 16 * 16;
+}
+
 // trace = g + momentum * trace; p = p + (-lr) * trace over n elements: optax.sgd's arithmetic.
 // p_out / trace_out may alias p / trace (each element is read before it is written).
 inline void MomentumUpdate(const float* g, const float* p, const float* trace, float* p_out,
@@ -123,6 +153,10 @@ inline void MomentumUpdate(const float* g, const float* p, const float* trace, f
     p_out[e] = p[e] + neg_lr * tr;
   }
 }
+
+constexpr int64_t kFewRows = 1 << 18;  // output elements (1 MB) that stay in cache
+constexpr int64_t kColumnTasks = 2;
+constexpr int64_t kSourceAhead = 32;
 
 ffi::Error ScatterAxpyImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
                            ffi::Buffer<ffi::S32> idx, ffi::Buffer<ffi::S32> key,
@@ -144,6 +178,28 @@ ffi::Error ScatterAxpyImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
   const float* sc = scale.typed_data();
   float* __restrict__ o = out->typed_data();
 
+  if (m * h <= kFewRows && n_src > m) {  // source-major: each task owns a column block
+    const BySource sorted(ix, ky, sc, t, n_src, m);
+    const int32_t* order = sorted.order.data();
+    const int64_t kept = static_cast<int64_t>(sorted.order.size());
+    const int64_t width = BlockWidth(h, std::min<int64_t>(kColumnTasks, (h + 15) / 16));
+    ParallelFor(pool, (h + width - 1) / width, [&](int64_t task) {
+      const int64_t c0 = task * width, w = std::min(h, c0 + width) - c0;
+      for (int64_t r = 0; r < m; ++r) std::memset(o + r * h + c0, 0, sizeof(float) * w);
+      for (int64_t j = 0; j < kept; ++j) {
+        if (j + kSourceAhead < kept) {
+          const char* next = reinterpret_cast<const char*>(s + ix[order[j + kSourceAhead]] * h + c0);
+          for (int64_t off = 0; off < w * 4; off += 64) __builtin_prefetch(next + off);
+        }
+        const int32_t i = order[j];
+        const float a = sc[i];
+        float* __restrict__ row = o + static_cast<int64_t>(ky[i]) * h + c0;
+        const float* __restrict__ x = s + static_cast<int64_t>(ix[i]) * h + c0;
+        for (int64_t c = 0; c < w; ++c) row[c] += a * x[c];
+      }
+    });
+    return ffi::Error::Success();
+  }
   const Buckets buckets(ix, ky, sc, t, n_src, m);
   ParallelFor(pool, buckets.n_buckets, [&](int64_t b) {
     const int64_t lo = buckets.first_row(b), hi = buckets.first_row(b + 1);
@@ -172,14 +228,16 @@ ffi::Error RowDotImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w, ffi::Buffer
   const int32_t* r = rows.typed_data();
   const float* act = active.typed_data();
   float* o = out->typed_data();
+  // in column order: each row of w is read once per batch, in increasing address order
+  std::fill(o, o + t, 0.0f);
+  const BySource sorted(c, r, act, t, n, b);
+  const int32_t* order = sorted.order.data();
+  const int64_t kept = static_cast<int64_t>(sorted.order.size());
   constexpr int64_t kChunk = 1024;
-  ParallelFor(pool, (t + kChunk - 1) / kChunk, [&](int64_t task) {
-    const int64_t end = std::min(t, (task + 1) * kChunk);
-    for (int64_t i = task * kChunk; i < end; ++i) {
-      if (act[i] == 0.0f || c[i] < 0 || c[i] >= n || r[i] < 0 || r[i] >= b) {
-        o[i] = 0.0f;
-        continue;
-      }
+  ParallelFor(pool, (kept + kChunk - 1) / kChunk, [&](int64_t task) {
+    const int64_t end = std::min(kept, (task + 1) * kChunk);
+    for (int64_t j = task * kChunk; j < end; ++j) {
+      const int32_t i = order[j];
       const float* __restrict__ x = wd + static_cast<int64_t>(c[i]) * h;
       const float* __restrict__ y = hd + static_cast<int64_t>(r[i]) * h;
       float acc = 0.0f;
@@ -193,8 +251,8 @@ ffi::Error RowDotImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w, ffi::Buffer
 
 ffi::Error MomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> trace,
                         ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> lr,
-                        ffi::ResultBuffer<ffi::F32> p_out, ffi::ResultBuffer<ffi::F32> trace_out,
-                        float momentum) {
+                        ffi::RemainingArgs /*after*/, ffi::ResultBuffer<ffi::F32> p_out,
+                        ffi::ResultBuffer<ffi::F32> trace_out, float momentum) {
   const int64_t n = p.element_count();
   if (trace.element_count() != n || g.element_count() != n || p_out->element_count() != n ||
       trace_out->element_count() != n || lr.element_count() != 1) {
@@ -218,7 +276,7 @@ ffi::Error SparseMomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p,
                               ffi::Buffer<ffi::F32> trace, ffi::Buffer<ffi::F32> src,
                               ffi::Buffer<ffi::S32> idx, ffi::Buffer<ffi::S32> key,
                               ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> lr,
-                              ffi::ResultBuffer<ffi::F32> p_out,
+                              ffi::RemainingArgs /*after*/, ffi::ResultBuffer<ffi::F32> p_out,
                               ffi::ResultBuffer<ffi::F32> trace_out, float momentum) {
   auto p_dims = p.dimensions();
   auto src_dims = src.dimensions();
@@ -265,6 +323,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DeepaeSparseMomentum, SparseMomentumImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .RemainingArgs()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<float>("momentum"));
@@ -276,6 +335,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DeepaeMomentum, MomentumImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .RemainingArgs()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<float>("momentum"));
