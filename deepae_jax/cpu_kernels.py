@@ -13,6 +13,7 @@ compare the two).
     rowdot(w, h, cols, rows, active)        # out (T,); h[rows[t]] . w[cols[t]] where active
     momentum(p, trace, g, lr, mu)           # SGD with momentum on one parameter array
     sparse_momentum(p, trace, src, idx, key, scale, lr, mu)  # the same, g given as a scatter
+    sparse_momentum_grad(...)  # the same, plus the gradient with respect to src (old p)
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ import numpy as np
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "sparse_cpu.cc")
 ENV_SWITCH = "DEEPAE_JAX_CPU_KERNELS"
 _TARGETS = {"deepae_scatter_axpy": "DeepaeScatterAxpy", "deepae_rowdot": "DeepaeRowDot",
-            "deepae_momentum": "DeepaeMomentum", "deepae_sparse_momentum": "DeepaeSparseMomentum"}
+            "deepae_momentum": "DeepaeMomentum", "deepae_sparse_momentum": "DeepaeSparseMomentum",
+            "deepae_sparse_momentum_grad": "DeepaeSparseMomentumGrad"}
 _FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w"]
 
 log = logging.getLogger(__name__)
@@ -147,6 +149,22 @@ def sparse_momentum(p: jax.Array, trace: jax.Array, src: jax.Array, idx: jax.Arr
     """:func:`momentum` with g = scatter_axpy(src, idx, key, scale, p.shape[0]), g never stored."""
     shape = jax.ShapeDtypeStruct(p.shape, jnp.float32)
     return jax.ffi.ffi_call("deepae_sparse_momentum", (shape, shape),
+                            input_output_aliases={0: 0, 1: 1})(
+        p, trace, src.astype(jnp.float32), idx.astype(jnp.int32), key.astype(jnp.int32),
+        scale.astype(jnp.float32), jnp.asarray(lr, jnp.float32), *after,
+        momentum=np.float32(mu))
+
+
+def sparse_momentum_grad(p: jax.Array, trace: jax.Array, src: jax.Array, idx: jax.Array,
+                         key: jax.Array, scale: jax.Array, lr: jax.Array, mu: float,
+                         after: Sequence[jax.Array] = ()) -> tuple[jax.Array, jax.Array,
+                                                                   jax.Array]:
+    """:func:`sparse_momentum`, plus d_src (R, h) with d_src[idx[t]] += scale[t] * p[key[t]] at
+    the p before the update (the gradient of sum_t scale[t] <src[idx[t]], p[key[t]]> with
+    respect to src), summed while the update streams through p."""
+    shape = jax.ShapeDtypeStruct(p.shape, jnp.float32)
+    d_src = jax.ShapeDtypeStruct(src.shape, jnp.float32)
+    return jax.ffi.ffi_call("deepae_sparse_momentum_grad", (shape, shape, d_src),
                             input_output_aliases={0: 0, 1: 1})(
         p, trace, src.astype(jnp.float32), idx.astype(jnp.int32), key.astype(jnp.int32),
         scale.astype(jnp.float32), jnp.asarray(lr, jnp.float32), *after,

@@ -131,6 +131,16 @@ class SparseRows:
                           jnp.concatenate([p.scale for p in parts]))
 
 
+@dataclasses.dataclass(frozen=True)
+class Updated:
+    """A gradient leaf saying that the caller has already updated this parameter (e.g. in a
+    kernel that also computes something else): :func:`apply_gradients` takes the new value and
+    momentum trace as they are. :class:`SGDMomentum` only."""
+
+    param: jax.Array
+    trace: jax.Array
+
+
 class SGDMomentum(optax.GradientTransformationExtraArgs):
     """``optax.sgd(schedule, momentum)`` (same state, same updates) that also knows its schedule
     and momentum, so that :func:`apply_gradients` can update each array in one pass."""
@@ -141,6 +151,16 @@ class SGDMomentum(optax.GradientTransformationExtraArgs):
         tx = cls(inner.init, inner.update)
         tx.schedule, tx.momentum = schedule, float(momentum)
         return tx
+
+
+def momentum_lr(optimizer: SGDMomentum, opt_state) -> jax.Array:
+    """The learning rate of :class:`SGDMomentum`'s next update (float32 scalar)."""
+    return jnp.asarray(optimizer.schedule(opt_state[1].count), jnp.float32)
+
+
+def momentum_trace(opt_state):
+    """:class:`SGDMomentum`'s momentum traces (a pytree like the parameters)."""
+    return opt_state[0].trace
 
 
 def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, params,
@@ -158,16 +178,20 @@ def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, p
     training step).
     """
     if not isinstance(optimizer, SGDMomentum):
+        if any(isinstance(g, Updated) for g in jax.tree.leaves(grads)):
+            raise TypeError("an Updated gradient leaf needs an SGDMomentum optimiser")
         grads = jax.tree.map(lambda p, g: g.dense(p.shape) if isinstance(g, SparseRows) else g,
                              params, grads)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
     trace_state, schedule_state = opt_state
-    lr = jnp.asarray(optimizer.schedule(schedule_state.count), jnp.float32)
+    lr = momentum_lr(optimizer, opt_state)
     mu = optimizer.momentum
     kernel = cpu_kernels.enabled()
 
     def leaf(p, t, g):
+        if isinstance(g, Updated):
+            return g.param, g.trace
         if isinstance(g, SparseRows):
             if kernel and p.dtype == jnp.float32 and p.ndim == 2:
                 return cpu_kernels.sparse_momentum(p, t, g.src, g.idx, g.key, g.scale, lr, mu,

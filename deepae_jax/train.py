@@ -21,7 +21,8 @@ import tqdm
 
 from deepae_jax import cpu_kernels, model, sparse
 from deepae_jax.losses import mmse_sums
-from deepae_jax.optim import SGDMomentum, SparseRows, apply_gradients
+from deepae_jax.optim import (SGDMomentum, SparseRows, Updated, apply_gradients, momentum_lr,
+                              momentum_trace)
 
 
 @flax.struct.dataclass
@@ -132,33 +133,56 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
 
     def fused_sparse_update(params, opt_state, batch, rng):
         """The update on the sparse batch with the item-sized gradients (first layer, output
-        layer) handed to the optimiser as :class:`SparseRows`: differentiating through zero
-        offsets e1 (on x W1) and e2 (on the output at the observed items) gives dL/d(x W1) and
-        dL/d(output) there, from which the optimiser sums the rows itself."""
+        layer) summed inside the optimiser's kernels: differentiating through zero offsets e1
+        (on x W1) and e2 (on the output at the observed items) gives dL/d(x W1) and
+        dL/d(output) there, from which the kernels sum the gradient rows themselves
+        (:class:`SparseRows`). Untied, the output layer is updated first, and its kernel also
+        returns the output layer's input gradient (it reads every old weight row anyway); the
+        backward pass through the other layers then starts from there."""
         slots = sparse.Slots.from_batch(batch)
         stop = jax.lax.stop_gradient
 
-        def loss_fn(p, e1, e2):
+        def hidden(p, e1):  # the output layer's input
             first = lambda w: slots.first_layer(stop(w)) + e1  # noqa: E731
             code = sparse.encode(p, model_cfg, first, dot, train=True, rng=rng)
-            h = sparse.decode_hidden(p, code, model_cfg, dot)
-            w_rows, b = sparse.decoder_out_layer(p)
-            pre = sparse.rowdot(stop(w_rows), b, h, slots.cols, slots.rows, slots.mask) + e2
-            return slots_loss(model.output_activation(model_cfg)(pre), slots), h
+            return sparse.decode_hidden(p, code, model_cfg, dot)
+
+        def head(w_rows, b, h, e2):  # MMSE of the output at the observed items
+            pre = sparse.rowdot(w_rows, b, h, slots.cols, slots.rows, slots.mask) + e2
+            return slots_loss(model.output_activation(model_cfg)(pre), slots)
+
+        def refeed_input(h):
+            return (sparse.dense_output(stop(params), h, model_cfg, dot) if aug_step > 0
+                    else None)
 
         e1 = jnp.zeros((slots.n_rows, params["encoder"][0]["w"].shape[1]), jnp.float32)
         e2 = jnp.zeros(slots.cols.shape, jnp.float32)
-        (loss, h), (grads, g_first, g_out) = jax.value_and_grad(
-            loss_fn, argnums=(0, 1, 2), has_aux=True)(params, e1, e2)
-        h = stop(h)
-        first = SparseRows(g_first, slots.rows, slots.cols, slots.vals)
-        out = SparseRows(h, slots.rows, slots.cols, g_out)
-        if "w" in grads["decoder"][-1]:
-            grads["encoder"][0]["w"], grads["decoder"][-1]["w"] = first, out
-        else:  # tied: W1 is the output layer's weight too
-            grads["encoder"][0]["w"] = SparseRows.concat(first, out)
-        outputs = (sparse.dense_output(stop(params), h, model_cfg, dot) if aug_step > 0
-                   else None)
+        w_rows, b_out = sparse.decoder_out_layer(params)
+        if "w" not in params["decoder"][-1]:  # tied: W1 is the output layer's weight too
+            def loss_fn(p, e1, e2):
+                h = hidden(p, e1)
+                return head(stop(sparse.decoder_out_layer(p)[0]), p["decoder"][-1]["b"], h,
+                            e2), h
+            (loss, h), (grads, g_first, g_out) = jax.value_and_grad(
+                loss_fn, argnums=(0, 1, 2), has_aux=True)(params, e1, e2)
+            h = stop(h)
+            outputs = refeed_input(h)
+            grads["encoder"][0]["w"] = SparseRows.concat(
+                SparseRows(g_first, slots.rows, slots.cols, slots.vals),
+                SparseRows(h, slots.rows, slots.cols, g_out))
+        else:
+            h, backward = jax.vjp(hidden, params, e1)
+            loss, (g_b, g_out) = jax.value_and_grad(head, argnums=(1, 3))(
+                stop(w_rows), b_out, h, e2)
+            outputs = refeed_input(h)
+            # the output layer's update waits for the re-feeding input, which reads its weight
+            w_new, trace_new, dh = cpu_kernels.sparse_momentum_grad(
+                w_rows, momentum_trace(opt_state)["decoder"][-1]["w"], h, slots.rows,
+                slots.cols, g_out, momentum_lr(optimizer, opt_state), optimizer.momentum,
+                after=() if outputs is None else (outputs,))
+            grads, g_first = backward(dh)
+            grads["encoder"][0]["w"] = SparseRows(g_first, slots.rows, slots.cols, slots.vals)
+            grads["decoder"][-1] = {"w": Updated(w_new, trace_new), "b": g_b}
         # g_first is the backward pass's last result: after it (and after the re-feeding
         # input), every weight has been read
         after = (g_first,) if outputs is None else (g_first, outputs)

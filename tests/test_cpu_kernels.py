@@ -80,6 +80,16 @@ def test_rowdot_and_momentum_match_formulas():
     plain = jax.jit(cpu_kernels.momentum, static_argnums=4)(p, tr, dense_g, 0.01, 0.9)
     for a, b in zip(fused, plain):  # the same sums in the same order: identical
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    key[:3] = 299  # several slots on one row, and rows in every task
+    with_grad = jax.jit(cpu_kernels.sparse_momentum_grad, static_argnums=7)(
+        p, tr, src, idx, key, scale, 0.01, 0.9)
+    fused = jax.jit(cpu_kernels.sparse_momentum, static_argnums=7)(p, tr, src, idx, key, scale,
+                                                                   0.01, 0.9)
+    for a, b in zip(with_grad[:2], fused):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    d_src = np.zeros(src.shape)
+    np.add.at(d_src, idx, scale[:, None].astype(np.float64) * p[key])  # at the old p
+    np.testing.assert_allclose(np.asarray(with_grad[2]), d_src, rtol=1e-5, atol=1e-5)
 
 
 @needs_kernels
@@ -103,7 +113,8 @@ def test_sparse_path_same_with_and_without_kernels(monkeypatch):
 
 @needs_kernels
 @pytest.mark.parametrize("aug_step,drop_prob,constrained",
-                         [(0, 0.5, False), (0, 0.0, True), (1, 0.5, True), (2, 0.0, False)])
+                         [(0, 0.5, False), (0, 0.0, True), (1, 0.5, True), (1, 0.5, False),
+                          (2, 0.0, False)])
 def test_fused_momentum_step_matches_dense_optax_step(aug_step, drop_prob, constrained):
     """make_optimizer("momentum") on the sparse path (gradients of the item-sized layers as
     SparseRows, fused update kernels) == optax.sgd on the dense path, over three steps with
@@ -159,6 +170,8 @@ def test_sparse_rows_gradient_with_other_optimizers():
     np.testing.assert_allclose(np.asarray(g.dense((9, 4))), dense, rtol=1e-6)
     opt = optax.adam(0.1)
     state = opt.init(params)
+    with pytest.raises(TypeError, match="SGDMomentum"):
+        optim.apply_gradients(opt, {"w": optim.Updated(params["w"], params["w"])}, state, params)
     got, _ = optim.apply_gradients(opt, {"w": g}, state, params)
     updates, _ = opt.update({"w": jnp.asarray(dense)}, state, params)
     want = optax.apply_updates(params, updates)

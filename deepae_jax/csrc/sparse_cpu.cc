@@ -1,7 +1,7 @@
 // CPU kernels for the sparse fast path (deepae_jax/cpu_kernels.py builds and registers them).
 //
 // XLA:CPU runs gathers and scatters over (T, h) row blocks on one thread, one element at a
-// time. These two XLA FFI handlers do the same work row by row, vectorised, on XLA's intra-op
+// time. These XLA FFI handlers do the same work row by row, vectorised, on XLA's intra-op
 // thread pool:
 //
 //   deepae_scatter_axpy: out (M, h) = 0; out[key[t]] += scale[t] * src[idx[t]] for every slot t
@@ -10,19 +10,23 @@
 //                        gradient of the sparse layers (key = item or batch row) are this.
 //   deepae_rowdot:       out (T,) = active[t] != 0 ? h[rows[t]] . w[cols[t]] : 0, the output
 //                        layer evaluated at the observed items only.
-//   deepae_sparse_momentum: the same update with g given as a scatter (src, idx, key, scale)
-//                        as in deepae_scatter_axpy: g is summed bucket by bucket in a
-//                        cache-sized buffer and never written to memory.
 //   deepae_momentum:     trace = g + momentum * trace; p = p - lr * trace (PyTorch's SGD with
 //                        momentum, optax.sgd's formula), in place on all cores: XLA:CPU runs
 //                        this elementwise update on one thread, at a third of the memory
 //                        bandwidth of two.
+//   deepae_sparse_momentum: the same update with g given as a scatter (src, idx, key, scale)
+//                        as in deepae_scatter_axpy: g is summed block by block in a
+//                        cache-sized buffer and never written to memory.
+//   deepae_sparse_momentum_grad: the same, and also the gradient with respect to src of
+//                        sum_t scale[t] <src[idx[t]], p[key[t]]> at the old p (the output
+//                        layer's input gradient), summed while the update reads p.
 //
-// The two momentum handlers take any number of further operands and ignore them: they only
-// make the in-place update wait for those arrays (see cpu_kernels.momentum's ``after``).
+// The momentum handlers take any number of further operands and ignore them: they only make
+// the in-place update wait for those arrays (see cpu_kernels.momentum's ``after``).
 //
-// Slots are bucketed by output row first, so that each task owns a range of output rows (no
-// atomics, and the sums are deterministic: within a row, slots are added in slot order).
+// Slots are sorted (counting sort) by output row, so that each task owns a range of output
+// rows, or, for outputs of a few rows, by source row, so that each source row is read once;
+// no atomics, and every sum adds its terms in a fixed order (deterministic).
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -60,83 +64,63 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n_tasks, F&& fn) {
   while (counters->done.load(std::memory_order_acquire) < n_tasks) std::this_thread::yield();
 }
 
-// The slots of a scatter, bucketed by output row range (counting sort; slot order is kept
-// within a bucket, so every output row adds its slots in slot order). Slots with scale 0 or an
-// out-of-range key or idx are left out.
-struct Buckets {
-  const int32_t* idx;
-  const int32_t* key;
-  const float* scale;
-  int64_t m, n_buckets;
-  std::vector<int64_t> start;
-  std::vector<int32_t> order;
-  std::vector<int32_t> bucket;  // bucket of each output row
+// The kept slots of a scatter (scale != 0, key in [0, m), idx in [0, n_src)) in a stable
+// counting sort by one of the two indices, `by` in [0, n_by): the slots with by[i] == v are
+// order[start[v]:start[v + 1]], in slot order (so every sum below adds its terms in slot order
+// and is deterministic).
+//   by key: each task owns a range of output rows (no atomics);
+//   by idx: for scatters into a few output rows, such as a batch's hidden rows gathered from an
+//           item table, each source row is read once per batch, in increasing address order.
+struct SortedSlots {
+  std::vector<int32_t> start, order;
 
-  Buckets(const int32_t* idx, const int32_t* key, const float* scale, int64_t t, int64_t n_src,
-          int64_t m)
-      : idx(idx), key(key), scale(scale), m(m),
-        n_buckets(std::max<int64_t>(1, std::min<int64_t>(m, 128))), start(n_buckets + 1, 0),
-        bucket(m) {
-    for (int64_t b = 0; b < n_buckets; ++b)  // a table: no integer division per slot
-      std::fill(bucket.begin() + first_row(b), bucket.begin() + first_row(b + 1),
-                static_cast<int32_t>(b));
+  SortedSlots(const int32_t* by, int64_t n_by, const int32_t* idx, int64_t n_src,
+              const int32_t* key, int64_t m, const float* scale, int64_t t)
+      : start(n_by + 1, 0) {
     auto keep = [&](int64_t i) {
       return scale[i] != 0.0f && key[i] >= 0 && key[i] < m && idx[i] >= 0 && idx[i] < n_src;
     };
     for (int64_t i = 0; i < t; ++i)
-      if (keep(i)) ++start[bucket[key[i]] + 1];
-    for (int64_t b = 0; b < n_buckets; ++b) start[b + 1] += start[b];
-    order.resize(start[n_buckets]);
-    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+      if (keep(i)) ++start[by[i] + 1];
+    for (int64_t v = 0; v < n_by; ++v) start[v + 1] += start[v];
+    order.resize(start[n_by]);
+    std::vector<int32_t> fill(start.begin(), start.end() - 1);
     for (int64_t i = 0; i < t; ++i)
-      if (keep(i)) order[fill[bucket[key[i]]]++] = static_cast<int32_t>(i);
+      if (keep(i)) order[fill[by[i]]++] = static_cast<int32_t>(i);
   }
-  // The first output row of bucket b (b == n_buckets gives m).
-  int64_t first_row(int64_t b) const { return (b * m + n_buckets - 1) / n_buckets; }
-
-  // out[key[i] - lo] += scale[i] * src[idx[i]] for the slots i of bucket b.
-  void Accumulate(int64_t b, const float* __restrict__ src, int64_t h, float* __restrict__ out,
-                  int64_t lo) const {
-    // Prefetch the head of the src row kAhead slots ahead (the hardware prefetcher follows
-    // on within the row): the gathers of random rows are latency bound.
-    constexpr int64_t kAhead = 2, kLines = 8;
-    const int64_t begin = start[b], end = start[b + 1];
-    const int64_t head = std::min<int64_t>(h * 4, kLines * 64);
-    for (int64_t j = begin; j < end; ++j) {
-      if (j + kAhead < end) {
-        const char* next = reinterpret_cast<const char*>(src + idx[order[j + kAhead]] * h);
-        for (int64_t off = 0; off < head; off += 64) __builtin_prefetch(next + off);
-      }
-      const int32_t i = order[j];
-      const float a = scale[i];
-      float* __restrict__ row = out + (static_cast<int64_t>(key[i]) - lo) * h;
-      const float* __restrict__ x = src + static_cast<int64_t>(idx[i]) * h;
-      for (int64_t c = 0; c < h; ++c) row[c] += a * x[c];
-    }
-  }
+  int64_t size() const { return static_cast<int64_t>(order.size()); }
 };
 
-// The kept slots of a scatter sorted by source row (stable counting sort over the n_src rows),
-// for scatters into a few output rows, such as a batch's hidden rows gathered from an item
-// table: each source row is then read once per batch, in increasing address order (nearly a
-// stream when the batch touches much of the table), instead of once per slot.
-struct BySource {
-  std::vector<int32_t> order;
+// Prefetches the first `bytes` of a row into L2 (L2 holds more misses in flight than L1: the
+// gathers of random rows are latency bound).
+inline void PrefetchRow(const float* row, int64_t bytes) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 1);
+}
 
-  BySource(const int32_t* idx, const int32_t* key, const float* scale, int64_t t, int64_t n_src,
-           int64_t m) {
-    std::vector<int32_t> next(n_src + 1, 0);
-    auto keep = [&](int64_t i) {
-      return scale[i] != 0.0f && key[i] >= 0 && key[i] < m && idx[i] >= 0 && idx[i] < n_src;
-    };
-    for (int64_t i = 0; i < t; ++i)
-      if (keep(i)) ++next[idx[i] + 1];
-    for (int64_t r = 0; r < n_src; ++r) next[r + 1] += next[r];
-    order.resize(next[n_src]);
-    for (int64_t i = 0; i < t; ++i)
-      if (keep(i)) order[next[idx[i]]++] = static_cast<int32_t>(i);
+// out (hi - lo, h) = the sums scale[i] * src[idx[i]] over the slots i of output rows [lo, hi),
+// the slots sorted by key, each row's in slot order.
+inline void SumRows(const SortedSlots& by_key, int64_t lo, int64_t hi, const int32_t* idx,
+                    const int32_t* key, const float* scale, const float* __restrict__ src,
+                    int64_t h, float* __restrict__ out) {
+  constexpr int64_t kAhead = 2, kLines = 8;  // the head of the src row two slots ahead
+  std::memset(out, 0, sizeof(float) * (hi - lo) * h);
+  const int64_t begin = by_key.start[lo], end = by_key.start[hi];
+  for (int64_t j = begin; j < end; ++j) {
+    if (j + kAhead < end)
+      PrefetchRow(src + static_cast<int64_t>(idx[by_key.order[j + kAhead]]) * h,
+                  std::min<int64_t>(h * 4, kLines * 64));
+    const int32_t i = by_key.order[j];
+    const float a = scale[i];
+    float* __restrict__ row = out + (static_cast<int64_t>(key[i]) - lo) * h;
+    const float* __restrict__ x = src + static_cast<int64_t>(idx[i]) * h;
+    for (int64_t c = 0; c < h; ++c) row[c] += a * x[c];
   }
-};
+}
+
+// Output rows [RowsBegin(task), RowsBegin(task + 1)) of m belong to task < n_tasks.
+inline int64_t RowsBegin(int64_t task, int64_t m, int64_t n_tasks) { return task * m / n_tasks; }
+constexpr int64_t kRowTasks = 128;
 
 // Column blocks of a row of h floats for n_tasks tasks: whole 64-byte lines each.
 inline int64_t BlockWidth(int64_t h, int64_t n_tasks) {
@@ -179,18 +163,16 @@ ffi::Error ScatterAxpyImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
   float* __restrict__ o = out->typed_data();
 
   if (m * h <= kFewRows && n_src > m) {  // source-major: each task owns a column block
-    const BySource sorted(ix, ky, sc, t, n_src, m);
-    const int32_t* order = sorted.order.data();
-    const int64_t kept = static_cast<int64_t>(sorted.order.size());
+    const SortedSlots by_src(ix, n_src, ix, n_src, ky, m, sc, t);
+    const int32_t* order = by_src.order.data();
+    const int64_t kept = by_src.size();
     const int64_t width = BlockWidth(h, std::min<int64_t>(kColumnTasks, (h + 15) / 16));
     ParallelFor(pool, (h + width - 1) / width, [&](int64_t task) {
       const int64_t c0 = task * width, w = std::min(h, c0 + width) - c0;
       for (int64_t r = 0; r < m; ++r) std::memset(o + r * h + c0, 0, sizeof(float) * w);
       for (int64_t j = 0; j < kept; ++j) {
-        if (j + kSourceAhead < kept) {
-          const char* next = reinterpret_cast<const char*>(s + ix[order[j + kSourceAhead]] * h + c0);
-          for (int64_t off = 0; off < w * 4; off += 64) __builtin_prefetch(next + off);
-        }
+        if (j + kSourceAhead < kept)
+          PrefetchRow(s + static_cast<int64_t>(ix[order[j + kSourceAhead]]) * h + c0, w * 4);
         const int32_t i = order[j];
         const float a = sc[i];
         float* __restrict__ row = o + static_cast<int64_t>(ky[i]) * h + c0;
@@ -200,11 +182,11 @@ ffi::Error ScatterAxpyImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> src,
     });
     return ffi::Error::Success();
   }
-  const Buckets buckets(ix, ky, sc, t, n_src, m);
-  ParallelFor(pool, buckets.n_buckets, [&](int64_t b) {
-    const int64_t lo = buckets.first_row(b), hi = buckets.first_row(b + 1);
-    std::memset(o + lo * h, 0, sizeof(float) * (hi - lo) * h);
-    buckets.Accumulate(b, s, h, o + lo * h, lo);
+  const SortedSlots by_key(ky, m, ix, n_src, ky, m, sc, t);
+  const int64_t n_tasks = std::min(kRowTasks, m);
+  ParallelFor(pool, n_tasks, [&](int64_t task) {
+    const int64_t lo = RowsBegin(task, m, n_tasks), hi = RowsBegin(task + 1, m, n_tasks);
+    SumRows(by_key, lo, hi, ix, ky, sc, s, h, o + lo * h);
   });
   return ffi::Error::Success();
 }
@@ -230,13 +212,15 @@ ffi::Error RowDotImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> w, ffi::Buffer
   float* o = out->typed_data();
   // in column order: each row of w is read once per batch, in increasing address order
   std::fill(o, o + t, 0.0f);
-  const BySource sorted(c, r, act, t, n, b);
-  const int32_t* order = sorted.order.data();
-  const int64_t kept = static_cast<int64_t>(sorted.order.size());
+  const SortedSlots by_col(c, n, c, n, r, b, act, t);
+  const int32_t* order = by_col.order.data();
+  const int64_t kept = by_col.size();
   constexpr int64_t kChunk = 1024;
   ParallelFor(pool, (kept + kChunk - 1) / kChunk, [&](int64_t task) {
     const int64_t end = std::min(kept, (task + 1) * kChunk);
     for (int64_t j = task * kChunk; j < end; ++j) {
+      if (j + kSourceAhead < end)
+        PrefetchRow(wd + static_cast<int64_t>(c[order[j + kSourceAhead]]) * h, h * 4);
       const int32_t i = order[j];
       const float* __restrict__ x = wd + static_cast<int64_t>(c[i]) * h;
       const float* __restrict__ y = hd + static_cast<int64_t>(r[i]) * h;
@@ -272,43 +256,112 @@ ffi::Error MomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buff
   return ffi::Error::Success();
 }
 
-ffi::Error SparseMomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p,
-                              ffi::Buffer<ffi::F32> trace, ffi::Buffer<ffi::F32> src,
-                              ffi::Buffer<ffi::S32> idx, ffi::Buffer<ffi::S32> key,
-                              ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> lr,
-                              ffi::RemainingArgs /*after*/, ffi::ResultBuffer<ffi::F32> p_out,
-                              ffi::ResultBuffer<ffi::F32> trace_out, float momentum) {
+// The sparse momentum update of p (m, h) with g = scatter(src, idx, key, scale), in row blocks:
+// each block's gradient rows are summed in a cache-sized buffer and never stored. With src_grad (R, h) it also
+// writes src_grad[idx[t]] += scale[t] * p[key[t]] at the p before the update (the gradient with
+// respect to src of sum_t scale[t] * <src[idx[t]], p[key[t]]>, e.g. the output layer's input
+// gradient) while each old row is at hand. Each of kGradGroups tasks then owns a fixed range
+// of rows and its own partial src_grad, summed in task order afterwards: deterministic.
+constexpr int64_t kGradGroups = 4;
+
+ffi::Error SparseMomentum(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& p,
+                          ffi::Buffer<ffi::F32>& trace, ffi::Buffer<ffi::F32>& src,
+                          ffi::Buffer<ffi::S32>& idx, ffi::Buffer<ffi::S32>& key,
+                          ffi::Buffer<ffi::F32>& scale, ffi::Buffer<ffi::F32>& lr,
+                          ffi::ResultBuffer<ffi::F32>& p_out,
+                          ffi::ResultBuffer<ffi::F32>& trace_out, float* src_grad,
+                          float momentum) {
   auto p_dims = p.dimensions();
   auto src_dims = src.dimensions();
   if (p_dims.size() != 2 || src_dims.size() != 2 || p_dims[1] != src_dims[1] ||
       trace.element_count() != p.element_count() || lr.element_count() != 1) {
     return ffi::Error::InvalidArgument("sparse_momentum: p, trace (n, h), src (R, h) expected");
   }
-  const int64_t m = p_dims[0], h = p_dims[1], t = idx.element_count();
+  const int64_t m = p_dims[0], h = p_dims[1], t = idx.element_count(), n_src = src_dims[0];
   if (key.element_count() != t || scale.element_count() != t) {
     return ffi::Error::InvalidArgument("sparse_momentum: idx, key and scale differ in length");
   }
+  if (src_grad != nullptr) std::fill(src_grad, src_grad + n_src * h, 0.0f);
   if (m == 0 || h == 0) return ffi::Error::Success();
-  const Buckets buckets(idx.typed_data(), key.typed_data(), scale.typed_data(), t, src_dims[0],
-                        m);
+  const int32_t* ix = idx.typed_data();
+  const int32_t* ky = key.typed_data();
+  const float* sc = scale.typed_data();
+  const SortedSlots by_key(ky, m, ix, n_src, ky, m, sc, t);
   const float* pd = p.typed_data();
   const float* td = trace.typed_data();
   const float* sd = src.typed_data();
   float* po = p_out->typed_data();  // may alias pd / td (each element read before written)
   float* to = trace_out->typed_data();
   const float neg_lr = -lr.typed_data()[0];
-  ParallelFor(pool, buckets.n_buckets, [&](int64_t b) {
-    const int64_t lo = buckets.first_row(b), hi = buckets.first_row(b + 1);
-    thread_local std::vector<float> scratch;  // this bucket's gradient rows (cache-sized)
+  // Rows [lo, hi): their gradient rows are summed in a cache-sized buffer, then updated in one
+  // streaming pass (faster than row by row, measured).
+  auto update_rows = [&](int64_t lo, int64_t hi, float* __restrict__ partial) {
+    thread_local std::vector<float> scratch;
     const int64_t size = (hi - lo) * h;
     if (static_cast<int64_t>(scratch.size()) < size) scratch.resize(size);
     float* __restrict__ g = scratch.data();
-    std::memset(g, 0, sizeof(float) * size);
-    buckets.Accumulate(b, sd, h, g, lo);
-    MomentumUpdate(g, pd + lo * h, td + lo * h, po + lo * h, to + lo * h, size, momentum,
-                   neg_lr);
+    SumRows(by_key, lo, hi, ix, ky, sc, sd, h, g);
+    if (partial == nullptr) {
+      MomentumUpdate(g, pd + lo * h, td + lo * h, po + lo * h, to + lo * h, size, momentum,
+                     neg_lr);
+      return;
+    }
+    for (int64_t r = lo; r < hi; ++r) {  // each old row once, for src_grad and the update
+      const float* __restrict__ w = pd + r * h;
+      for (int64_t j = by_key.start[r]; j < by_key.start[r + 1]; ++j) {
+        const int32_t i = by_key.order[j];
+        const float a = sc[i];
+        float* __restrict__ out = partial + static_cast<int64_t>(ix[i]) * h;
+        for (int64_t c = 0; c < h; ++c) out[c] += a * w[c];
+      }
+      MomentumUpdate(g + (r - lo) * h, w, td + r * h, po + r * h, to + r * h, h, momentum,
+                     neg_lr);
+    }
+  };
+  if (src_grad == nullptr) {
+    const int64_t n_tasks = std::min(kRowTasks, m);
+    ParallelFor(pool, n_tasks, [&](int64_t task) {
+      update_rows(RowsBegin(task, m, n_tasks), RowsBegin(task + 1, m, n_tasks), nullptr);
+    });
+    return ffi::Error::Success();
+  }
+  const int64_t groups = std::min(kGradGroups, m), n_tasks = std::min(kRowTasks, m);
+  std::vector<float> partials(groups * n_src * h, 0.0f);
+  ParallelFor(pool, groups, [&](int64_t group) {
+    for (int64_t task = group * n_tasks / groups; task < (group + 1) * n_tasks / groups; ++task)
+      update_rows(RowsBegin(task, m, n_tasks), RowsBegin(task + 1, m, n_tasks),
+                  partials.data() + group * n_src * h);
   });
+  for (int64_t group = 0; group < groups; ++group) {
+    const float* __restrict__ part = partials.data() + group * n_src * h;
+    for (int64_t e = 0; e < n_src * h; ++e) src_grad[e] += part[e];
+  }
   return ffi::Error::Success();
+}
+
+ffi::Error SparseMomentumImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p,
+                              ffi::Buffer<ffi::F32> trace, ffi::Buffer<ffi::F32> src,
+                              ffi::Buffer<ffi::S32> idx, ffi::Buffer<ffi::S32> key,
+                              ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> lr,
+                              ffi::RemainingArgs /*after*/, ffi::ResultBuffer<ffi::F32> p_out,
+                              ffi::ResultBuffer<ffi::F32> trace_out, float momentum) {
+  return SparseMomentum(pool, p, trace, src, idx, key, scale, lr, p_out, trace_out, nullptr,
+                        momentum);
+}
+
+ffi::Error SparseMomentumGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p,
+                                  ffi::Buffer<ffi::F32> trace, ffi::Buffer<ffi::F32> src,
+                                  ffi::Buffer<ffi::S32> idx, ffi::Buffer<ffi::S32> key,
+                                  ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> lr,
+                                  ffi::RemainingArgs /*after*/,
+                                  ffi::ResultBuffer<ffi::F32> p_out,
+                                  ffi::ResultBuffer<ffi::F32> trace_out,
+                                  ffi::ResultBuffer<ffi::F32> src_grad, float momentum) {
+  if (src_grad->element_count() != src.element_count()) {
+    return ffi::Error::InvalidArgument("sparse_momentum_grad: src_grad differs from src in size");
+  }
+  return SparseMomentum(pool, p, trace, src, idx, key, scale, lr, p_out, trace_out,
+                        src_grad->typed_data(), momentum);
 }
 
 }  // namespace
@@ -358,3 +411,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DeepaeRowDot, RowDotImpl,
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DeepaeSparseMomentumGrad, SparseMomentumGradImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .RemainingArgs()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("momentum"));
