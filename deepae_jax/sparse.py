@@ -294,7 +294,10 @@ def gather_packed(data: DeviceRatings, rows: jax.Array, width: int) -> dict:
     counts = data.indptr[rows + 1] - starts
     ends = jnp.cumsum(counts)
     slot = jnp.arange(b * width, dtype=jnp.int32)
-    seg = jnp.searchsorted(ends, slot, side="right").astype(jnp.int32)
+    # seg[s] = #{rows whose ratings end at or before slot s} (= searchsorted(ends, s, "right"),
+    # without a binary search per slot)
+    seg = jnp.cumsum(jnp.zeros(b * width, jnp.int32).at[ends].add(1, mode="drop"),
+                     dtype=jnp.int32)
     valid = seg < b
     seg = jnp.minimum(seg, b - 1)
     src = starts[seg] + slot - (ends[seg] - counts[seg])

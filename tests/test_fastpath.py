@@ -184,3 +184,27 @@ def test_bfloat16_option_is_close():
     np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=3e-2)
     with pytest.raises(ValueError):
         train.make_train_step(cfg, opt, 1, sparse_input=True, dtype="float16")
+
+
+def test_gather_packed_with_empty_rows_and_overflow():
+    """Rows without ratings, and a width too small for the batch (the excess is dropped), give
+    the host layout's slots: rows filled in order, row ids as a binary search would find."""
+    rng = np.random.default_rng(7)
+    counts = np.array([0, 3, 0, 0, 5, 1, 0, 4])
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    csr = sp.csr_matrix((rng.integers(1, 6, indptr[-1]).astype(np.float32),
+                         rng.integers(0, N_COLS, indptr[-1]), indptr), shape=(8, N_COLS))
+    data = sparse.DeviceRatings.from_csr(csr)
+    rows = jnp.arange(8, dtype=jnp.int32)
+    for width in (2, 1):  # 16 slots for 13 ratings; 8 slots: the last 5 are dropped
+        got = sparse.gather_packed(data, rows, width)
+        slot = np.arange(8 * width)
+        ends = np.cumsum(counts)
+        seg = np.minimum(np.searchsorted(ends, slot, side="right"), 7)
+        valid = slot < ends[-1]
+        np.testing.assert_array_equal(np.asarray(got["rows"]).ravel(), seg)
+        src = np.where(valid, indptr[seg] + slot - (ends[seg] - counts[seg]), 0)
+        np.testing.assert_array_equal(np.asarray(got["cols"]).ravel(),
+                                      np.where(valid, csr.indices[src], 0))
+        np.testing.assert_array_equal(np.asarray(got["vals"]).ravel(),
+                                      np.where(valid, csr.data[src], 0.0))
