@@ -32,7 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc", "sparse_cpu.cc")
+CSRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "csrc")
+SOURCE = os.path.join(CSRC, "sparse_cpu.cc")
+HEADERS = (os.path.join(CSRC, "sparse_kernels.h"),)
 ENV_SWITCH = "DEEPAE_JAX_CPU_KERNELS"
 _TARGETS = {"deepae_scatter_axpy": "DeepaeScatterAxpy", "deepae_rowdot": "DeepaeRowDot",
             "deepae_momentum": "DeepaeMomentum", "deepae_sparse_momentum": "DeepaeSparseMomentum",
@@ -63,8 +65,10 @@ def build(cache_dir: str | None = None) -> str:
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX)")
-    with open(SOURCE, "rb") as fh:
-        source = fh.read()
+    source = b""
+    for path in (SOURCE, *HEADERS):  # the cache key covers every file the build reads
+        with open(path, "rb") as fh:
+            source += fh.read() + b"\0"
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256(b"\0".join([source, jaxlib.__version__.encode(), version.encode(),
                                      _cpu_signature().encode(), " ".join(_FLAGS).encode()]))
