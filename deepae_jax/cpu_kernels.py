@@ -151,8 +151,13 @@ def sparse_momentum(p: jax.Array, trace: jax.Array, src: jax.Array, idx: jax.Arr
                     key: jax.Array, scale: jax.Array, lr: jax.Array, mu: float,
                     after: Sequence[jax.Array] = ()) -> tuple[jax.Array, jax.Array]:
     """:func:`momentum` with g = scatter_axpy(src, idx, key, scale, p.shape[0]), g never stored."""
+    return _sparse_momentum("deepae_sparse_momentum", (), p, trace, src, idx, key, scale, lr, mu,
+                            after)
+
+
+def _sparse_momentum(target, extra_results, p, trace, src, idx, key, scale, lr, mu, after):
     shape = jax.ShapeDtypeStruct(p.shape, jnp.float32)
-    return jax.ffi.ffi_call("deepae_sparse_momentum", (shape, shape),
+    return jax.ffi.ffi_call(target, (shape, shape, *extra_results),
                             input_output_aliases={0: 0, 1: 1})(
         p, trace, src.astype(jnp.float32), idx.astype(jnp.int32), key.astype(jnp.int32),
         scale.astype(jnp.float32), jnp.asarray(lr, jnp.float32), *after,
@@ -166,10 +171,6 @@ def sparse_momentum_grad(p: jax.Array, trace: jax.Array, src: jax.Array, idx: ja
     """:func:`sparse_momentum`, plus d_src (R, h) with d_src[idx[t]] += scale[t] * p[key[t]] at
     the p before the update (the gradient of sum_t scale[t] <src[idx[t]], p[key[t]]> with
     respect to src), summed while the update streams through p."""
-    shape = jax.ShapeDtypeStruct(p.shape, jnp.float32)
     d_src = jax.ShapeDtypeStruct(src.shape, jnp.float32)
-    return jax.ffi.ffi_call("deepae_sparse_momentum_grad", (shape, shape, d_src),
-                            input_output_aliases={0: 0, 1: 1})(
-        p, trace, src.astype(jnp.float32), idx.astype(jnp.int32), key.astype(jnp.int32),
-        scale.astype(jnp.float32), jnp.asarray(lr, jnp.float32), *after,
-        momentum=np.float32(mu))
+    return _sparse_momentum("deepae_sparse_momentum_grad", (d_src,), p, trace, src, idx, key,
+                            scale, lr, mu, after)

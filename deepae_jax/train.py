@@ -157,7 +157,6 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
 
         e1 = jnp.zeros((slots.n_rows, params["encoder"][0]["w"].shape[1]), jnp.float32)
         e2 = jnp.zeros(slots.cols.shape, jnp.float32)
-        w_rows, b_out = sparse.decoder_out_layer(params)
         if "w" not in params["decoder"][-1]:  # tied: W1 is the output layer's weight too
             def loss_fn(p, e1, e2):
                 h = hidden(p, e1)
@@ -171,6 +170,7 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
                 SparseRows(g_first, slots.rows, slots.cols, slots.vals),
                 SparseRows(h, slots.rows, slots.cols, g_out))
         else:
+            w_rows, b_out = sparse.decoder_out_layer(params)
             h, backward = jax.vjp(hidden, params, e1)
             loss, (g_b, g_out) = jax.value_and_grad(head, argnums=(1, 3))(
                 stop(w_rows), b_out, h, e2)
