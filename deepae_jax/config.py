@@ -1,7 +1,15 @@
-"""One frozen dataclass with every setting of a run, validated once with the flag's name."""
+"""Every setting of a run, defined once: a frozen dataclass whose fields carry the flag's help.
+
+The absl flags of ``python -m deepae_jax.main`` (names, help, defaults, choices) are generated
+from :class:`Config` by :func:`define_flags`, and validated by ``Config.__post_init__``: the
+command line, the Python API, ``config.json`` and the checkpoint metadata share one definition.
+To add a setting, add a field with :func:`setting` and, if needed, a check in ``__post_init__``.
+"""
 from __future__ import annotations
 
 import dataclasses
+import types
+from typing import Any, Sequence
 
 from deepae_jax.data.ratings import COLUMN_ORDERS, MAJORS
 from deepae_jax.model import ACTIVATIONS, ModelConfig
@@ -14,76 +22,111 @@ class ConfigError(ValueError):
     """A setting with a bad value; the message names the flag and the value."""
 
 
-def parse_hidden_layers(text: str) -> tuple[int, ...]:
-    """``"512,512,1024"`` -> (512, 512, 1024); raises ConfigError on anything else."""
+def setting(default: Any, help: str, choices: Sequence[str] | None = None):
+    """A Config field: its default, the flag's help text and, for enums, the allowed values."""
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "choices": tuple(choices or ())})
+
+
+def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
+    """``"512,512,1024"`` -> (512, 512, 1024); raises ConfigError naming ``--flag``."""
     try:
         sizes = tuple(int(s) for s in str(text).split(","))
     except ValueError:
         sizes = ()
     if not sizes or any(s < 1 for s in sizes):
-        raise ConfigError(f"--hidden_layers={text!r}: expected comma-separated positive "
+        raise ConfigError(f"--{flag}={text!r}: expected comma-separated positive "
                           "integers, e.g. 512,512,1024")
     return sizes
+
+
+def parse_hidden_layers(text: str) -> tuple[int, ...]:
+    """``"512,512,1024"`` -> (512, 512, 1024); raises ConfigError on anything else."""
+    return parse_int_list(text, "hidden_layers")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Every setting, named after the reference's run.py flags where it has one."""
 
-    path_to_train_data: str = ""
-    path_to_eval_data: str = ""
-    logdir: str = "logs"
-    mode: str = "train"
-    hidden_layers: tuple[int, ...] = (1024, 512, 512, 128)
-    non_linearity_type: str = "selu"
-    drop_prob: float = 0.0
-    constrained: bool = False
-    skip_last_layer_nl: bool = False
-    optimizer: str = "momentum"
-    lr: float = 0.00001
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    num_epochs: int = 50
-    aug_step: int = 0
-    noise_prob: float = 0.0
-    summary_frequency: int = 100
-    save_every: int = 3
-    seed: int = 0
-    major: str = "users"
-    delimiter: str = "\t"
-    column_order: str = "user,item,rating"
-    resume: bool = False
-    save_path: str = ""
-    predictions_path: str = ""
-    eval_batch_size: int = 256
-    progress: bool = True
-    make_synthetic_data: bool = False
-    dtype: str = "float32"
-    noisy_refeed_target: bool = False
-    num_devices: int = 0
-    num_processes: int = 1
-    coordinator_address: str = ""
-    process_id: int = -1
-    ratings_file: str = ""
-    top_k: int = 10
-    users: str = ""
-    recommendations_path: str = ""
+    mode: str = setting("train", "What to do: train, evaluate (metrics of a saved model on "
+                        "--path_to_eval_data), infer (a predictions file) or recommend (top-K "
+                        "unrated items per user).", MODES)
+    path_to_train_data: str = setting(
+        "", "Training ratings: a file, a directory of files, or a .npz cache.")
+    path_to_eval_data: str = setting(
+        "", "Evaluation ratings (same formats); empty: nothing is evaluated.")
+    logdir: str = setting("logs", "Checkpoints, metrics.jsonl and TensorBoard events of ONE run.")
+    hidden_layers: tuple[int, ...] = setting(
+        (1024, 512, 512, 128),
+        "Encoder hidden sizes, e.g. 512,512,1024 (the decoder mirrors them).")
+    non_linearity_type: str = setting("selu", "Activation of every layer.", sorted(ACTIVATIONS))
+    drop_prob: float = setting(0.0, "Dropout probability on the code layer.")
+    constrained: bool = setting(False, "Tie decoder weights to the encoder's.")
+    skip_last_layer_nl: bool = setting(False, "Linear last decoder layer (no activation).")
+    optimizer: str = setting("momentum", "Optimiser (the reference's four).", OPTIMIZERS)
+    lr: float = setting(0.00001, "Learning rate.")
+    weight_decay: float = setting(0.0, "L2 weight decay (PyTorch style: on every parameter).")
+    batch_size: int = setting(64, "Mini-batch size (rows); the GLOBAL batch on several devices.")
+    num_epochs: int = setting(50, "Epochs to train.")
+    aug_step: int = setting(0, "Dense re-feeding steps per iteration (0: off; -1 means 0).")
+    noise_prob: float = setting(0.0, "Dropout noise on the re-fed input.")
+    summary_frequency: int = setting(100, "Iterations between training-RMSE summaries.")
+    save_every: int = setting(
+        3, "Checkpoint after 0-based epochs divisible by this, and after the last.")
+    seed: int = setting(0, "Seed of initialisation, shuffling and dropout.")
+    major: str = setting("users", "Rows are users (U-AutoRec, default) or items (I-AutoRec).",
+                         MAJORS)
+    delimiter: str = setting("\t", "Field separator of text rating files.")
+    column_order: str = setting("user,item,rating", "Column order of text rating files.",
+                                COLUMN_ORDERS)
+    resume: bool = setting(False, "Continue from the latest checkpoint in --logdir.")
+    save_path: str = setting(
+        "", "Checkpoint for evaluate/infer/recommend (default: the latest in --logdir).")
+    predictions_path: str = setting("", "Output file of --mode=infer.")
+    eval_batch_size: int = setting(256, "Rows per evaluation batch.")
+    progress: bool = setting(True, "Show a progress bar per epoch.")
+    make_synthetic_data: bool = setting(
+        False, "Write the deterministic synthetic data set to --path_to_train_data and "
+        "--path_to_eval_data first if they do not exist (the quickstart).")
+    dtype: str = setting(
+        "float32", "Matmul operands of the training step: float32 (exact, default) or bfloat16 "
+        "with float32 accumulation and float32 master weights (for GPUs).",
+        ("float32", "bfloat16"))
+    noisy_refeed_target: bool = setting(
+        False, "With --noise_prob: use the noised re-fed input as the target too, as the "
+        "published run.py does (default: the clean output, as PAPER.md states).")
+    num_devices: int = setting(
+        0, "Devices per process for data-parallel training, evaluation and inference (0: all "
+        "local devices; 1: the plain single-device step). --batch_size is the GLOBAL batch and "
+        "must divide among all devices of all processes.")
+    num_processes: int = setting(
+        1, "Processes (usually nodes) of a multi-host run on jax.distributed (1: no distributed "
+        "runtime; 0: detect from the cluster, e.g. SLURM).")
+    coordinator_address: str = setting(
+        "", "host:port of process 0's coordinator for a multi-host run (empty: detect from the "
+        "cluster when --num_processes is not 1).")
+    process_id: int = setting(
+        -1, "This process's rank 0..num_processes-1 (-1: detect from the cluster).")
+    ratings_file: str = setting(
+        "", "--mode=recommend: score the users of this ratings file (user<TAB>item<TAB>rating, "
+        "any user ids) from these ratings alone: new users, no retraining.")
+    top_k: int = setting(10, "--mode=recommend: items to recommend per user.")
+    users: str = setting(
+        "", "--mode=recommend: comma-separated ORIGINAL user ids (default: all users).")
+    recommendations_path: str = setting(
+        "", "--mode=recommend: output file (user<TAB>item<TAB>prediction<TAB>rank); default: "
+        "standard output.")
 
     def __post_init__(self):
         def bad(flag, why):
             raise ConfigError(f"--{flag}={getattr(self, flag)!r}: {why}")
-        if self.mode not in MODES:
-            bad("mode", f"choose one of {MODES}")
-        if self.non_linearity_type not in ACTIVATIONS:
-            bad("non_linearity_type", f"unknown activation; choose one of {sorted(ACTIVATIONS)}")
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", f"unknown optimizer; choose one of {OPTIMIZERS}")
-        if self.major not in MAJORS:
-            bad("major", f"choose one of {MAJORS}")
-        if self.column_order not in COLUMN_ORDERS:
-            bad("column_order", f"choose one of {COLUMN_ORDERS}")
-        if self.dtype not in ("float32", "bfloat16"):
-            bad("dtype", "choose float32 or bfloat16")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                what = {"non_linearity_type": "unknown activation; ",
+                        "optimizer": "unknown optimizer; "}.get(f.name, "")
+                bad(f.name, f"{what}choose one of {list(choices)}")
         if not 0.0 <= self.drop_prob < 1.0:
             bad("drop_prob", "must be in [0, 1)")
         if not 0.0 <= self.noise_prob < 1.0:
@@ -129,8 +172,59 @@ class Config:
                            constrained=self.constrained,
                            last_layer_linear=self.skip_last_layer_nl)
 
+    def to_dict(self) -> dict:
+        """Every setting as JSON-ready values (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
 
-def defaults():
+    @classmethod
+    def from_dict(cls, values: dict, **overrides) -> "Config":
+        """A Config from :meth:`to_dict`'s output (unknown keys are ignored: another version
+        may have written them); ``overrides`` replace stored values."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in {**values, **overrides}.items() if k in names}
+        for f in dataclasses.fields(cls):
+            if f.name in kept and isinstance(f.default, tuple):
+                kept[f.name] = tuple(kept[f.name])
+        return cls(**kept)
+
+
+def defaults() -> types.SimpleNamespace:
     """The default of every setting (a namespace; a default Config would fail validation)."""
-    import types
     return types.SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(Config)})
+
+
+def define_flags(flag_values=None) -> None:
+    """Defines one absl flag per Config field in ``flag_values`` (default: absl's global
+    FLAGS): booleans, integers, floats and strings; integer tuples are comma-separated strings.
+    Choices are listed in the help and checked by Config (one error format for every flag)."""
+    from absl import flags
+    fv = flag_values if flag_values is not None else flags.FLAGS
+    for f in dataclasses.fields(Config):
+        default, help_text = f.default, f.metadata["help"]
+        choices = f.metadata.get("choices")
+        if choices:
+            help_text += f" One of: {', '.join(choices)}."
+        if isinstance(default, bool):
+            flags.DEFINE_boolean(f.name, default, help_text, flag_values=fv)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(f.name, default, help_text, flag_values=fv)
+        elif isinstance(default, float):
+            flags.DEFINE_float(f.name, default, help_text, flag_values=fv)
+        elif isinstance(default, tuple):
+            flags.DEFINE_string(f.name, ",".join(map(str, default)), help_text, flag_values=fv)
+        else:
+            flags.DEFINE_string(f.name, default, help_text, flag_values=fv)
+
+
+def config_from_flags(flag_values=None) -> Config:
+    """The parsed flags as a validated Config (errors name the flag)."""
+    from absl import flags
+    fv = flag_values if flag_values is not None else flags.FLAGS
+    values = {}
+    for f in dataclasses.fields(Config):
+        value = fv[f.name].value
+        if isinstance(f.default, tuple):
+            value = parse_int_list(value, f.name)
+        values[f.name] = value
+    return Config(**values)

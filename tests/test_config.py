@@ -1,0 +1,53 @@
+"""config.py: one definition of every setting; the absl flags are generated from it."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from absl import flags
+
+from deepae_jax import config as config_lib
+from deepae_jax.config import Config, ConfigError
+
+
+def fresh_flags(*argv):
+    fv = flags.FlagValues()
+    config_lib.define_flags(fv)
+    fv(["prog", *argv])
+    return fv
+
+
+def test_every_field_is_a_flag_with_its_default_and_help():
+    fv = fresh_flags("--path_to_train_data=x")
+    for f in dataclasses.fields(Config):
+        assert f.name in fv, f.name
+        assert fv[f.name].help.startswith(f.metadata["help"][:20])
+    cfg = config_lib.config_from_flags(fv)
+    expected = Config(path_to_train_data="x")
+    assert cfg == expected
+
+
+def test_flags_parse_into_typed_fields():
+    fv = fresh_flags("--path_to_train_data=x", "--hidden_layers=8,4", "--lr=0.5",
+                     "--noprogress", "--batch_size=3", "--major=items")
+    cfg = config_lib.config_from_flags(fv)
+    assert cfg.hidden_layers == (8, 4) and cfg.lr == 0.5 and cfg.progress is False
+    assert cfg.batch_size == 3 and cfg.major == "items"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--major=columns"], "--major='columns': choose one of"),
+    (["--hidden_layers=3,,x"], "--hidden_layers='3,,x'"),
+    (["--non_linearity_type=gelu"], "unknown activation"),
+])
+def test_bad_values_name_the_flag(argv, needle):
+    fv = fresh_flags("--path_to_train_data=x", *argv)
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        config_lib.config_from_flags(fv)
+
+
+def test_dict_round_trip_ignores_unknown_keys():
+    cfg = Config(path_to_train_data="x", hidden_layers=(5, 3), seed=7)
+    again = Config.from_dict({**cfg.to_dict(), "from_a_newer_version": 1})
+    assert again == cfg
+    assert Config.from_dict(cfg.to_dict(), seed=8).seed == 8
