@@ -54,6 +54,8 @@ def format_epoch_line(epoch: int, num_epochs: int, values: dict[str, Any]) -> st
         parts.append(f"train RMSE {values['train_rmse']:.4f}")
     if values.get("eval_rmse") is not None:
         parts.append(f"eval RMSE {values['eval_rmse']:.4f}")
+    if values.get("eval_metrics"):
+        parts.append(values["eval_metrics"])
     parts.append(f"time {values['epoch_time_s']:.1f} s")
     parts.append(f"{values['rows_per_s']:,.0f} {values.get('row_name', 'users')}/s")
     return "  ".join(parts)
