@@ -26,8 +26,9 @@ class MetricsLogger:
             self._tb = SummaryWriter(logdir=logdir, flush_secs=10)
 
     def scalar(self, name: str, value: float, step: int) -> None:
+        """A TensorBoard scalar; ``@`` (as in ndcg@10, not allowed in tags) becomes ``_at_``."""
         if self._tb is not None and math.isfinite(value):
-            self._tb.add_scalar(name, value, step)
+            self._tb.add_scalar(name.replace("@", "_at_"), value, step)
 
     def record(self, kind: str, values: dict[str, Any], step: int) -> None:
         """One jsonl line ``{"kind", "step", **values}`` plus a TensorBoard scalar per number."""
