@@ -28,8 +28,9 @@ def pointwise(params: model.Params, model_cfg: model.ModelConfig, train_csr: sp.
     for _, _, pred, actual in predict_eval_ratings(params, model_cfg, train_csr, eval_csr,
                                                    rows, batch_size):
         err = pred.astype(np.float64) - actual
-        sse, sae, count = sse + float(np.sum(err ** 2)), sae + float(np.sum(np.abs(err))), \
-            count + actual.size
+        sse += float(np.sum(err ** 2))
+        sae += float(np.sum(np.abs(err)))
+        count += actual.size
     return {"rmse": EvalResult(sse, count).rmse, "mae": sae / count if count else float("nan"),
             "eval_ratings": count}
 

@@ -34,7 +34,6 @@ from deepae_jax import model, scoring
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import bucket_length, dense_rows
 from deepae_jax.io_utils import atomic_write
-from deepae_jax.ranking import top_k_masked
 from deepae_jax.run_config import load_run_config
 
 log = logging.getLogger("deepae_jax")
@@ -62,10 +61,7 @@ def top_k_unrated(params: model.Params, x: jax.Array, model_cfg: model.ModelConf
     return jax.lax.top_k(jnp.where(x != 0, -jnp.inf, out), k)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg",))
-def predict_dense(params: model.Params, x: jax.Array, model_cfg: model.ModelConfig) -> jax.Array:
-    """f(x) in evaluation mode: predicted ratings (batch, n_items)."""
-    return model.apply(params, x, model_cfg, train=False)
+predict_dense = scoring.reconstruct  # f(x) in evaluation mode: predicted ratings (batch, n_items)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,15 +312,8 @@ class Recommender:
         """Top k of training users of an item-based model (columns of the reconstruction)."""
         if not 1 <= k <= self.n_items:
             raise RecommendError(f"k={k}: must be in 1..{self.n_items} (the number of items)")
-        static_k = min(self.n_items, bucket_length(k))
-        idx, scores = [np.zeros((0, k), np.int64)], [np.zeros((0, k), np.float32)]
-        for _, s, rated, real in scoring.user_score_batches(
-                self.params, self.model_cfg, self.train.csr, "items", rows, self.batch_size,
-                self._full_scores()):
-            top_s, top_i = top_k_masked(s, jnp.asarray(rated), static_k)
-            idx.append(np.asarray(top_i)[:real, :k])
-            scores.append(np.asarray(top_s)[:real, :k])
-        idx, scores = np.concatenate(idx), np.concatenate(scores)
+        idx, scores = scoring.top_k_unrated(self.params, self.model_cfg, self.train.csr, "items",
+                                            rows, k, self.batch_size, self._full_scores())
         items = np.where(np.isfinite(scores), self.item_ids[idx], -1)
         return TopK(np.asarray(users, np.int64), items, scores)
 

@@ -172,12 +172,14 @@ def train_and_evaluate(cfg: Config) -> dict:
             epoch_time = time.time() - t0
             evaluation = _evaluate_split(state.params, model_cfg, cfg, data, par)
             extra = metrics_lib.evaluate_metrics(parallel.to_host(state.params) if par else
-                                                 state.params, model_cfg, data, cfg, evaluation)
-            result = {**{f"eval_{k}": v for k, v in extra.items()},"epoch": epoch + 1, "train_rmse": float(np.sqrt(np.mean(losses))),
+                                                 state.params, model_cfg, data, cfg,
+                                                 evaluation) if cfg.metrics else {}
+            result = {"epoch": epoch + 1, "train_rmse": float(np.sqrt(np.mean(losses))),
                       "eval_rmse": evaluation.rmse if evaluation else None,
                       "epoch_time_s": epoch_time,
                       "rows_per_s": steps_per_epoch * cfg.batch_size / max(epoch_time, 1e-9),
-                      "lr": learning_rate_at_epoch(cfg.lr, cfg.optimizer, epoch)}
+                      "lr": learning_rate_at_epoch(cfg.lr, cfg.optimizer, epoch),
+                      **{f"eval_{k}": v for k, v in extra.items()}}
             if main:
                 print(format_epoch_line(epoch, cfg.num_epochs,
                                         {**result, "row_name": cfg.major,

@@ -22,7 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from deepae_jax import model
-from deepae_jax.data.batching import dense_rows
+from deepae_jax.data.batching import bucket_length, dense_rows
+from deepae_jax.ranking import top_k_masked
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg",))
@@ -88,3 +89,19 @@ def user_scores(params: model.Params, model_cfg: model.ModelConfig, train_csr: s
     parts = [np.asarray(s)[:real] for _, s, _, real in user_score_batches(
         params, model_cfg, train_csr, major, users, batch_size, full)]
     return np.concatenate(parts) if parts else np.zeros((0, n_items), np.float32)
+
+
+def top_k_unrated(params: model.Params, model_cfg: model.ModelConfig, train_csr: sp.csr_matrix,
+                  major: str, users: np.ndarray, k: int, batch_size: int = 256,
+                  full: jax.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(item indices, scores), each (len(users), k), best first: the users' k best items among
+    those they did not rate in training (-inf scores where fewer remain). ``k`` <= n_items."""
+    n_items = train_csr.shape[1] if major == "users" else train_csr.shape[0]
+    static_k = min(n_items, bucket_length(k))  # few compiled shapes for many k
+    idx, scores = [np.zeros((0, k), np.int64)], [np.zeros((0, k), np.float32)]
+    for _, s, rated, real in user_score_batches(params, model_cfg, train_csr, major, users,
+                                                batch_size, full):
+        top_s, top_i = top_k_masked(s, jnp.asarray(rated), static_k)
+        idx.append(np.asarray(top_i)[:real, :k])
+        scores.append(np.asarray(top_s)[:real, :k])
+    return np.concatenate(idx), np.concatenate(scores)
