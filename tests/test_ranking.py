@@ -35,16 +35,20 @@ def test_hand_worked_example():
 
 
 def test_hand_worked_few_relevant_and_few_candidates():
-    # one relevant item at rank 1: perfect ndcg and map although K = 4 > R = 1;
-    # user 2 has only 2 candidates (items 2, 3) and no hit; user 3 is padding (weight 0)
-    scores = [[4, 3, 2, 1], [4, 3, 2, 1], [1, 2, 3, 4]]
-    rated = [[0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]]
-    relevant = [[1, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]]
-    sums, shown = run(scores, rated, relevant, (4,), weight=[1, 1, 0])
-    assert sums["ndcg@4"] == pytest.approx(1.0) and sums["map@4"] == pytest.approx(1.0)
-    assert sums["precision@4"] == pytest.approx(0.25) and sums["recall@4"] == 1.0
-    assert sums["hit@4"] == 1.0
-    assert shown[0].tolist() == [True] * 4  # padding rows add nothing; user 2 adds items 2, 3
+    # user 1: one relevant item at rank 1: perfect ndcg and map although K = 2 > R = 1;
+    # user 2: items 0, 1 rated, so its top 2 are items 2, 3, no hit;
+    # row 3 is padding (weight 0): its top item 4 must count nowhere, not even in coverage
+    scores = [[5, 4, 3, 2, 1], [5, 4, 3, 2, 1], [0, 0, 0, 1, 9]]
+    rated = [[0, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]]
+    relevant = [[1, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1]]
+    sums, shown = run(scores, rated, relevant, (2,), weight=[1, 1, 0])
+    assert sums["ndcg@2"] == pytest.approx(1.0) and sums["map@2"] == pytest.approx(1.0)
+    assert sums["precision@2"] == pytest.approx(0.5) and sums["recall@2"] == 1.0
+    assert sums["hit@2"] == 1.0
+    assert shown[0].tolist() == [True, True, True, True, False]
+    # 5 candidates at most: K = 7 keeps precision's denominator 7 and finds the same hit
+    sums, _ = run(scores, rated, relevant, (7,), weight=[1, 0, 0])
+    assert sums["precision@7"] == pytest.approx(1 / 7) and sums["ndcg@7"] == pytest.approx(1.0)
 
 
 def plain_metrics(scores, rated, relevant, k):
