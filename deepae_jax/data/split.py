@@ -145,8 +145,9 @@ def _flags():
     flags.DEFINE_integer("seed", 0, "Seed of every random choice.", flag_values=fv)
     flags.DEFINE_float("test_share", 0.1, "Share of the ratings in TEST (per user for the "
                        "user_* methods; unused by leave_one_out and kfold).", flag_values=fv)
-    flags.DEFINE_float("valid_share", 0.1, "Share of the TRAINING part set aside as VALID "
-                       "(0: no VALID).", flag_values=fv)
+    flags.DEFINE_float("valid_share", 0.1, "Share of the TRAINING part set aside as VALID by "
+                       "the same method (0: no VALID; leave_one_out: any value > 0 takes each "
+                       "user's latest remaining rating; kfold: a random share).", flag_values=fv)
     flags.DEFINE_integer("folds", 5, "kfold: number of folds.", flag_values=fv)
     flags.DEFINE_string("delimiter", "\t", "Field separator of a text INPUT.", flag_values=fv)
     flags.DEFINE_string("name", "", "Prefix of the part folders (NAME_TRAIN, ...).",
