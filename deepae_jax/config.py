@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from deepae_jax.data.ratings import COLUMN_ORDERS, MAJORS
 from deepae_jax.model import ACTIVATIONS, ModelConfig
 from deepae_jax.optim import OPTIMIZERS
+from deepae_jax.ranking import parse_metrics
 
 MODES = ("train", "evaluate", "infer", "recommend")
 
@@ -117,6 +118,18 @@ class Config:
     recommendations_path: str = setting(
         "", "--mode=recommend: output file (user<TAB>item<TAB>prediction<TAB>rank); default: "
         "standard output.")
+    # ranking metrics
+    metrics: str = setting(
+        "", "Extra metrics on --path_to_eval_data, every epoch and in --mode=evaluate: "
+        "comma-separated rmse, mae and NAME@K with NAME one of precision, recall, ndcg, map, "
+        "hit, coverage (any K, several Ks), e.g. mae,ndcg@10,recall@20. Ranking: for every user, "
+        "the items not rated in training ranked by the model; relevant = held-out items rated "
+        ">= --relevance_threshold. Empty: only the eval RMSE.")
+    relevance_threshold: float = setting(
+        0.0, "Ranking metrics: held-out items rated at least this are relevant (0: every "
+        "held-out item is relevant).")
+    metrics_path: str = setting(
+        "", "--mode=evaluate: also write every metric as one JSON object to this file.")
 
     def __post_init__(self):
         def bad(flag, why):
@@ -158,6 +171,10 @@ class Config:
             bad("predictions_path", "--mode=infer needs a file to write the predictions to")
         if self.top_k < 1:
             bad("top_k", "must be >= 1")
+        try:
+            parse_metrics(self.metrics)
+        except ValueError as e:
+            bad("metrics", str(e))
         if self.users.strip() and not all(t.strip().lstrip("-").isdigit()
                                           for t in self.users.split(",")):
             bad("users", "expected comma-separated integer user ids, e.g. 17,42")

@@ -26,8 +26,9 @@ class MetricsLogger:
             self._tb = SummaryWriter(logdir=logdir, flush_secs=10)
 
     def scalar(self, name: str, value: float, step: int) -> None:
+        """A TensorBoard scalar; ``@`` (as in ndcg@10, not allowed in tags) becomes ``_at_``."""
         if self._tb is not None and math.isfinite(value):
-            self._tb.add_scalar(name, value, step)
+            self._tb.add_scalar(name.replace("@", "_at_"), value, step)
 
     def record(self, kind: str, values: dict[str, Any], step: int) -> None:
         """One jsonl line ``{"kind", "step", **values}`` plus a TensorBoard scalar per number."""
@@ -54,6 +55,8 @@ def format_epoch_line(epoch: int, num_epochs: int, values: dict[str, Any]) -> st
         parts.append(f"train RMSE {values['train_rmse']:.4f}")
     if values.get("eval_rmse") is not None:
         parts.append(f"eval RMSE {values['eval_rmse']:.4f}")
+    if values.get("eval_metrics"):
+        parts.append(values["eval_metrics"])
     parts.append(f"time {values['epoch_time_s']:.1f} s")
     parts.append(f"{values['rows_per_s']:,.0f} {values.get('row_name', 'users')}/s")
     return "  ".join(parts)

@@ -10,8 +10,10 @@ user gets bit-for-bit the same recommendations whether scored alone or with all 
 whether the vector came from the training data or from a ratings file. Ties are broken by the
 smaller item index.
 
-Only user-based models (``--major=users``) can recommend items to users: an item-based model's
-rows are items.
+Item-based models (``--major=items``: rows are items, columns users) recommend to their TRAINING
+users: a user's scores over all items are the user's column of the reconstructed item matrix
+(:mod:`deepae_jax.scoring`; computed once, n_users x n_items float32 kept in memory). They cannot
+score new users (a new user is a new input column the model does not have).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from deepae_jax import checkpoint as ckpt
-from deepae_jax import model
+from deepae_jax import model, scoring
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import bucket_length, dense_rows
 from deepae_jax.io_utils import atomic_write
@@ -59,10 +61,7 @@ def top_k_unrated(params: model.Params, x: jax.Array, model_cfg: model.ModelConf
     return jax.lax.top_k(jnp.where(x != 0, -jnp.inf, out), k)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg",))
-def predict_dense(params: model.Params, x: jax.Array, model_cfg: model.ModelConfig) -> jax.Array:
-    """f(x) in evaluation mode: predicted ratings (batch, n_items)."""
-    return model.apply(params, x, model_cfg, train=False)
+predict_dense = scoring.reconstruct  # f(x) in evaluation mode: predicted ratings (batch, n_items)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,14 +139,21 @@ class NewUsers:
 
 
 class Recommender:
-    """A trained user-based model with its id maps, and (optionally) the training ratings."""
+    """A trained model with its id maps, and (optionally) the training ratings.
+
+    ``major="items"`` (an item-based model) needs ``train``: its rows are the item vectors."""
 
     def __init__(self, params: model.Params, model_cfg: model.ModelConfig, item_ids: np.ndarray,
                  train: ratings.RatingMatrix | None = None, batch_size: int = 256,
-                 checkpoint: str = ""):
-        if model_cfg.layer_sizes[0] != len(item_ids):
+                 checkpoint: str = "", major: str = "users"):
+        n_inputs = len(item_ids) if major == "users" else (
+            len(train.col_ids) if train is not None else -1)
+        if major == "items" and (train is None or train.major != "items"):
+            raise RecommendError("an item-based model (--major=items) recommends from its "
+                                 "training matrix (items x users): give the training data")
+        if model_cfg.layer_sizes[0] != n_inputs:
             raise ValueError(f"the model has {model_cfg.layer_sizes[0]} inputs but there are "
-                             f"{len(item_ids)} item ids")
+                             f"{n_inputs} {'item' if major == 'users' else 'user'} ids")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.params = jax.device_put(params)
@@ -156,6 +162,8 @@ class Recommender:
         self.train = train
         self.batch_size = int(batch_size)
         self.checkpoint = checkpoint
+        self.major = major
+        self._item_major_scores = None  # (n_users, n_items) on the device, computed once
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -172,10 +180,6 @@ class Recommender:
                                        "with --save_path")
         folder = os.path.dirname(os.path.abspath(path))
         row_ids, col_ids, major = ckpt.load_vocab(folder)
-        if major != "users":
-            raise RecommendError(f"{path}: recommend needs a user-based model (trained with "
-                                 f"--major=users); this one was trained with --major={major}, "
-                                 "so its rows are items")
         meta = ckpt.read_checkpoint(path)["meta"]
         model_cfg = model_config_from_meta(path, meta)
         target = model.init(jax.random.PRNGKey(0), model_cfg.layer_sizes, model_cfg.constrained)
@@ -185,12 +189,17 @@ class Recommender:
         column_order = column_order or saved.get("column_order", "user,item,rating")
         train = None
         data_path = path_to_train_data or saved.get("path_to_train_data") or ""
-        if load_train and data_path:
-            train = load_training_matrix(data_path, row_ids, col_ids, delimiter, column_order)
+        if major == "items" and not data_path:
+            raise RecommendError(f"{path}: an item-based model (--major=items) recommends from "
+                                 "its training matrix: give --path_to_train_data")
+        if (load_train or major == "items") and data_path:
+            train = load_training_matrix(data_path, row_ids, col_ids, delimiter, column_order,
+                                         major)
         elif load_train:
             log.warning("%s: no training data given (--path_to_train_data) nor recorded in "
                         "config.json: only new users (given ratings) can be scored", logdir)
-        return cls(params, model_cfg, col_ids, train, batch_size, path)
+        item_ids = col_ids if major == "users" else row_ids
+        return cls(params, model_cfg, item_ids, train, batch_size, path, major)
 
     @property
     def n_items(self) -> int:
@@ -198,7 +207,9 @@ class Recommender:
 
     @property
     def user_ids(self) -> np.ndarray:
-        return self.train.row_ids if self.train is not None else np.zeros(0, np.int64)
+        if self.train is None:
+            return np.zeros(0, np.int64)
+        return self.train.row_ids if self.major == "users" else self.train.col_ids
 
     # ---- id maps ------------------------------------------------------------------------
     def user_rows(self, user_ids: Sequence[int]) -> np.ndarray:
@@ -207,7 +218,7 @@ class Recommender:
             raise RecommendError("no training data loaded: known users cannot be scored (give "
                                  "--path_to_train_data, or score the users from their ratings: "
                                  "--ratings_file, or \"ratings\" in a service request)")
-        rows, known = _lookup(self.train.row_ids, np.asarray(user_ids))
+        rows, known = _lookup(self.user_ids, np.asarray(user_ids))
         if not known.all():
             raise UnknownIdError("user", np.asarray(user_ids)[~known],
                                  " (not in the training data; send their ratings instead)")
@@ -235,6 +246,7 @@ class Recommender:
     def new_users(self, triples: ratings.Triples, source: str = "ratings") -> NewUsers:
         """Vectors of the users in ``triples`` (any ids; not looked up in the training data);
         ratings of items the model does not know are dropped and reported."""
+        self._user_based_only(f"{source}: scoring new users")
         _, known = _lookup(self.item_ids, triples.items)
         unknown = np.unique(triples.items[~known])
         user_ids = np.unique(triples.users)
@@ -253,6 +265,7 @@ class Recommender:
 
     def top_k_dense(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(item indices, scores), each (rows, k), for dense rating vectors x (rows, n_items)."""
+        self._user_based_only("scoring a rating vector")
         if not 1 <= k <= self.n_items:
             raise RecommendError(f"k={k}: must be in 1..{self.n_items} (the number of items)")
         static_k = min(self.n_items, bucket_length(k))  # few compiled shapes for many k
@@ -274,13 +287,46 @@ class Recommender:
         items = np.where(np.isfinite(scores), self.item_ids[idx], -1)
         return TopK(np.asarray(users, np.int64), items, scores)
 
+    def _user_based_only(self, what: str) -> None:
+        if self.major != "users":
+            raise RecommendError(f"{what}: an item-based model (--major=items) scores only its "
+                                 "training users (a new user would be an input column the model "
+                                 "does not have); ask for training users by id")
+
+    def _full_scores(self) -> jax.Array:
+        """Item-based model: every training user's scores (n_users, n_items), computed once."""
+        if self._item_major_scores is None:
+            self._item_major_scores = scoring.item_major_scores(
+                self.params, self.model_cfg, self.train.csr, self.batch_size)
+        return self._item_major_scores
+
+    def user_scores(self, user_ids: Sequence[int]) -> np.ndarray:
+        """Predicted ratings (len(user_ids), n_items) of TRAINING users over all items, for
+        user- and item-based models alike (what a service calls for a known user)."""
+        rows = self.user_rows(user_ids)
+        full = self._full_scores() if self.major == "items" else None
+        return scoring.user_scores(self.params, self.model_cfg, self.train.csr, self.major,
+                                   rows, self.batch_size, full)
+
+    def _top_k_item_major(self, rows: np.ndarray, users: np.ndarray, k: int) -> TopK:
+        """Top k of training users of an item-based model (columns of the reconstruction)."""
+        if not 1 <= k <= self.n_items:
+            raise RecommendError(f"k={k}: must be in 1..{self.n_items} (the number of items)")
+        idx, scores = scoring.top_k_unrated(self.params, self.model_cfg, self.train.csr, "items",
+                                            rows, k, self.batch_size, self._full_scores())
+        items = np.where(np.isfinite(scores), self.item_ids[idx], -1)
+        return TopK(np.asarray(users, np.int64), items, scores)
+
     def recommend_users(self, user_ids: Sequence[int] | None, k: int) -> TopK:
-        """Top k unrated items of training users (all of them when ``user_ids`` is None)."""
+        """Top k unrated items of training users (all of them when ``user_ids`` is None), for
+        user- and item-based models alike."""
         if self.train is None:
             self.user_rows([])  # raises: no training data
         if user_ids is None:
-            user_ids = self.train.row_ids
+            user_ids = self.user_ids
         rows = self.user_rows(user_ids)
+        if self.major == "items":
+            return self._top_k_item_major(rows, np.asarray(user_ids), k)
         return self._top_k_csr(self.train.csr, rows, np.asarray(user_ids), k)
 
     def recommend_new_users(self, new: NewUsers, k: int, user_ids: Sequence[int] | None = None
@@ -303,10 +349,12 @@ class Recommender:
 
     def training_vector(self, user_id: int) -> np.ndarray:
         """A training user's input vector (1, n_items)."""
+        self._user_based_only("a user's input vector")
         return dense_rows(self.train.csr, self.user_rows([user_id]))
 
     def predict_dense(self, x: np.ndarray) -> np.ndarray:
         """Predicted ratings (rows, n_items) of dense vectors x, in fixed-size batches."""
+        self._user_based_only("scoring a rating vector")
         out = [np.asarray(predict_dense(self.params, self._padded(x[s:s + self.batch_size]),
                                         self.model_cfg))[:len(x[s:s + self.batch_size])]
                for s in range(0, x.shape[0], self.batch_size)]
@@ -314,6 +362,10 @@ class Recommender:
 
     def warm_up(self, ks: Sequence[int] = (10,)) -> None:
         """Compiles the scoring functions (first requests are then fast)."""
+        if self.major == "items":
+            for k in ks:
+                self.recommend_users(self.user_ids[:1], min(k, self.n_items))
+            return
         x = np.zeros((1, self.n_items), np.float32)
         self.predict_dense(x)
         for k in ks:
@@ -321,11 +373,11 @@ class Recommender:
 
 
 def load_training_matrix(path: str, row_ids: np.ndarray, col_ids: np.ndarray,
-                         delimiter: str = "\t", column_order: str = "user,item,rating"
-                         ) -> ratings.RatingMatrix:
+                         delimiter: str = "\t", column_order: str = "user,item,rating",
+                         major: str = "users") -> ratings.RatingMatrix:
     """The training ratings on the trained model's id maps (as evaluate/infer lay them out)."""
     from deepae_jax.runner import reindex  # the same re-indexing as restore_for_inference
-    train = ratings.load_matrix(path, "users", delimiter, column_order)
+    train = ratings.load_matrix(path, major, delimiter, column_order)
     if not (np.array_equal(train.row_ids, row_ids) and np.array_equal(train.col_ids, col_ids)):
         log.warning("%s: the users or items differ from the model's id maps (vocab.npz); is this "
                     "the data the model was trained on?", path)

@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from deepae_jax import checkpoint as ckpt
+from deepae_jax import eval_metrics as metrics_lib
 from deepae_jax import model
 from deepae_jax import parallel
 from deepae_jax.config import Config
@@ -170,14 +171,20 @@ def train_and_evaluate(cfg: Config) -> dict:
             jax.block_until_ready(state.params)
             epoch_time = time.time() - t0
             evaluation = _evaluate_split(state.params, model_cfg, cfg, data, par)
+            extra = metrics_lib.evaluate_metrics(parallel.to_host(state.params) if par else
+                                                 state.params, model_cfg, data, cfg,
+                                                 evaluation) if cfg.metrics else {}
             result = {"epoch": epoch + 1, "train_rmse": float(np.sqrt(np.mean(losses))),
                       "eval_rmse": evaluation.rmse if evaluation else None,
                       "epoch_time_s": epoch_time,
                       "rows_per_s": steps_per_epoch * cfg.batch_size / max(epoch_time, 1e-9),
-                      "lr": learning_rate_at_epoch(cfg.lr, cfg.optimizer, epoch)}
+                      "lr": learning_rate_at_epoch(cfg.lr, cfg.optimizer, epoch),
+                      **{f"eval_{k}": v for k, v in extra.items()}}
             if main:
                 print(format_epoch_line(epoch, cfg.num_epochs,
-                                        {**result, "row_name": cfg.major}), flush=True)
+                                        {**result, "row_name": cfg.major,
+                                         "eval_metrics": metrics_lib.format_metrics(extra)}),
+                      flush=True)
             logger.record("epoch", {k: v for k, v in result.items() if v is not None}, epoch + 1)
             if main and (epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1):
                 last_good = ckpt.save_checkpoint(cfg.logdir, parallel.to_host(state), epoch + 1,
@@ -206,12 +213,19 @@ def restore_for_inference(cfg: Config):
 
 
 def run_evaluate(cfg: Config) -> EvalResult:
-    """RMSE of a saved model on ``--path_to_eval_data``."""
+    """RMSE (and ``--metrics``) of a saved model on ``--path_to_eval_data``; the metrics also go
+    to ``--metrics_path`` as one JSON object."""
     par = parallel.setup_from_config(cfg, train=False)
     data, model_cfg, params = restore_for_inference(cfg)
     result = _evaluate_split(params, model_cfg, cfg, data, par)
+    extra = metrics_lib.evaluate_metrics(params, model_cfg, data, cfg, result)
     if parallel.is_main_process():
         print(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings", flush=True)
+        if extra:
+            print(metrics_lib.format_metrics(extra), flush=True)
+        if cfg.metrics_path:
+            metrics_lib.write_metrics_json(cfg.metrics_path, {
+                "rmse": result.rmse, "eval_ratings": result.count, **extra})
     return result
 
 

@@ -6,7 +6,6 @@ import dataclasses
 import numpy as np
 import pytest
 
-from deepae_jax import checkpoint as ckpt
 from deepae_jax import model
 from deepae_jax.config import Config, ConfigError
 from deepae_jax.data import ratings
@@ -159,15 +158,35 @@ def test_duplicate_ratings_in_the_file_are_an_error(trained, tmp_path):
         run_recommend(rec_cfg(trained, tmp_path, ratings_file=str(tmp_path / "dup.tsv")))
 
 
-def test_item_based_model_is_refused(trained, tmp_path):
+def test_item_based_model_recommends_like_a_user_based_one(trained, tmp_path):
+    from deepae_jax import runner
     root, cfg = trained
-    import shutil
-    items_dir = tmp_path / "items"
-    shutil.copytree(cfg.logdir, items_dir)
-    row_ids, col_ids, _ = ckpt.load_vocab(str(items_dir))
-    ckpt.save_vocab(str(items_dir), row_ids, col_ids, "items")
-    with pytest.raises(RecommendError, match="user-based model"):
-        Recommender.from_logdir(str(items_dir), cfg.path_to_train_data)
+    items_cfg = dataclasses.replace(cfg, major="items", logdir=str(tmp_path / "items"),
+                                    batch_size=8)
+    runner.train_and_evaluate(items_cfg)
+    rec = Recommender.from_logdir(items_cfg.logdir, batch_size=BATCH)
+    assert rec.major == "items" and len(rec.user_ids) == SPEC.n_users
+    assert rec.n_items == SPEC.n_items
+    x = rec.train.csr.toarray()  # items x users
+    full = np.asarray(model.apply(rec.params, x, rec.model_cfg)).T  # users x items
+    users = rec.user_ids[[0, 7, 50, len(rec.user_ids) - 1]]
+    top = rec.recommend_users(users, k=4)
+    np.testing.assert_allclose(rec.user_scores(users), full[[0, 7, 50, -1]], atol=1e-5)
+    for u, row in zip(range(len(users)), [0, 7, 50, len(rec.user_ids) - 1]):
+        masked = np.where(x[:, row] != 0, -np.inf, full[row])
+        best = np.argsort(-masked, kind="stable")[:4]
+        assert [i for i, _ in top.for_user(u)] == list(rec.item_ids[best])
+        np.testing.assert_allclose(top.scores[u], full[row, best], atol=1e-5)
+    out = tmp_path / "rec.tsv"
+    run_recommend(Config(mode="recommend", logdir=items_cfg.logdir, major="items", top_k=4,
+                         users=",".join(map(str, users)), recommendations_path=str(out)))
+    assert [int(r[1]) for r in read_tsv(out)] == list(top.items.ravel())
+    with pytest.raises(RecommendError, match="item-based model"):
+        rec.recommend_vector(np.zeros((1, rec.n_items), np.float32), 3)
+    (tmp_path / "new.tsv").write_text("5\t1\t4\n")
+    with pytest.raises(RecommendError, match="item-based model"):
+        run_recommend(Config(mode="recommend", logdir=items_cfg.logdir, major="items",
+                             ratings_file=str(tmp_path / "new.tsv")))
 
 
 def test_training_data_path_read_from_config_json(trained, tmp_path):
