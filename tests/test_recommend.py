@@ -189,5 +189,17 @@ def test_config_validation_names_the_flag():
     with pytest.raises(ConfigError, match="--top_k"):
         Config(mode="recommend", top_k=0)
     with pytest.raises(ConfigError, match="--users"):
-        Config(mode="recommend", users="3,x")
+        Config(mode="recommend", users="3,,17")  # an empty id
     Config(mode="recommend", users="3, 17,-2")
+    Config(mode="recommend", users="u_3,x")  # string ids are ids too
+
+
+def test_parse_ids_types_ids_as_the_readers_do():
+    from deepae_jax.recommend import parse_ids
+    assert parse_ids("") is None
+    assert parse_ids("3, 17").dtype == np.int64 and parse_ids("3, 17").tolist() == [3, 17]
+    assert parse_ids("u_3,17").tolist() == ["u_3", "17"]  # not all integers: strings
+    big = "12345678901234567890"  # beyond int64: kept exactly as a string
+    assert parse_ids(big).tolist() == [big]
+    with pytest.raises(RecommendError, match="an id is empty"):
+        parse_ids("3,,4")
