@@ -187,3 +187,55 @@ def test_movielens_100k_u1(shared_data):
     split = R.align_eval(train, R.read_ratings_text(str(shared_data / "movielens-100k" / "u1.test")))
     assert split.nnz + split.dropped_unknown_cols + split.dropped_unknown_rows == 20000
     assert len(split.rows) == 459
+
+
+def saved_parts(tmp_path, **changes) -> str:
+    """A valid saved matrix (3 users x 3 items) with some of its stored arrays replaced."""
+    m = R.build_matrix(R.Triples(np.array([1, 1, 2, 3]), np.array([5, 6, 5, 7]),
+                                 np.array([1, 2, 3, 4], np.float32)))
+    parts = dict(indptr=m.csr.indptr.astype(np.int64), indices=m.csr.indices, data=m.csr.data,
+                 shape=np.asarray(m.shape, np.int64), row_ids=m.row_ids, col_ids=m.col_ids,
+                 major=np.asarray("users"))
+    parts.update(changes)
+    path = str(tmp_path / "m.npz")
+    np.savez(path, **parts)
+    return path
+
+
+def test_valid_saved_matrix_loads(tmp_path):
+    assert R.RatingMatrix.load(saved_parts(tmp_path)).validate().nnz == 4
+
+
+def test_truncated_npz_names_the_file(tmp_path):
+    path = saved_parts(tmp_path)
+    raw = open(path, "rb").read()
+    with open(path, "wb") as fh:
+        fh.write(raw[:len(raw) // 2])
+    with pytest.raises(R.RatingsFormatError, match=r"m.npz: not a rating matrix"):
+        R.load_matrix(path)
+    with open(path, "wb") as fh:
+        fh.write(b"")
+    with pytest.raises(R.RatingsFormatError, match=r"m.npz: not a rating matrix"):
+        R.load_matrix(path)
+
+
+@pytest.mark.parametrize("changes,needle", [
+    (dict(indices=np.array([0, 1, 0, 9], np.int32)), "column index 9 outside 0..2"),
+    (dict(indices=np.array([0, 1, 0, -1], np.int32)), "column index -1"),
+    (dict(data=np.array([1, np.nan, 3, 4], np.float32)), "finite and non-zero"),
+    (dict(data=np.array([1, 0, 3, 4], np.float32)), "finite and non-zero"),
+    (dict(indptr=np.array([0, 3, 2, 4])), "indptr must rise"),
+    (dict(indptr=np.array([0, 2, 3, 5])), "indptr must rise from 0 to the 4 entries"),
+    (dict(indptr=np.array([0, 2, 4])), "indptr has 3"),
+    (dict(indices=np.array([1, 0, 0, 2], np.int32)), "not strictly increasing"),
+    (dict(row_ids=np.array([1, 3, 2])), "row_ids are not sorted and unique"),
+    (dict(col_ids=np.array([5, 6])), "col_ids holds 2"),
+    (dict(shape=np.array([3])), "shape [3]"),
+    (dict(major=np.asarray("both")), "major 'both'"),
+    (dict(data=np.array([1, 2, 3], np.float32)), "3 values"),
+])
+def test_corrupt_npz_is_refused_naming_the_file(tmp_path, changes, needle):
+    path = saved_parts(tmp_path, **changes)
+    with pytest.raises(R.RatingsFormatError) as e:
+        R.load_matrix(path)
+    assert str(e.value).startswith(f"{path}:") and needle in str(e.value)

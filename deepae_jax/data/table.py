@@ -203,20 +203,21 @@ def _read_file(path: str, fmt: TableFormat) -> Triples:
     return table_arrow.read_arrow(path, d, header, cols)
 
 
-def check_ratings(path: str, ratings: np.ndarray, line_of) -> None:
+def check_ratings(path: str, ratings: np.ndarray, line_of, unit: str = ":") -> None:
     """Refuses non-finite and zero ratings naming the line (``line_of(rows)`` maps data rows to
-    file lines); warns once, naming the line, when some are negative."""
+    file lines; ``unit`` separates path and line); warns once, naming the line, when some are
+    negative."""
     bad = ~np.isfinite(ratings) | (ratings == 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         what = ("0 (indistinguishable from 'unrated')" if ratings[i] == 0
                 else repr(float(ratings[i])))
-        raise RatingsFormatError(f"{path}:{int(line_of(np.array([i]))[0])}: rating {what} is "
-                                 "not allowed")
+        raise RatingsFormatError(f"{path}{unit}{int(line_of(np.array([i]))[0])}: rating {what} "
+                                 "is not allowed")
     if ratings.size and ratings.min() < 0:
         i = int(np.flatnonzero(ratings < 0)[0])
-        log.warning("%s:%d: negative rating %g: %d negative ratings read as they are (0 means "
-                    "'unrated'; any other real value is a rating)", path,
+        log.warning("%s%s%d: negative rating %g: %d negative ratings read as they are (0 means "
+                    "'unrated'; any other real value is a rating)", path, unit,
                     int(line_of(np.array([i]))[0]), float(ratings[i]), int((ratings < 0).sum()))
 
 

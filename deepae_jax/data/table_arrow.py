@@ -69,18 +69,20 @@ class _LineMap:
         return self.lines[rows]
 
 
-def typed_ids(ids: pa.ChunkedArray | pa.Array, role: str, source: str, line_of) -> np.ndarray:
+def typed_ids(ids: pa.ChunkedArray | pa.Array, role: str, source: str, line_of,
+              unit: str = ":") -> np.ndarray:
     """Exact ids: int64 when every id is ASCII digits fitting int64, else the strings ('U').
 
-    Refuses empty ids and negative integer ids (naming the line via ``line_of(rows)``).
+    Refuses empty ids and negative integer ids (naming ``source``, ``unit`` and the line
+    ``line_of(rows)``).
     """
     if len(ids) == 0:
         return np.zeros(0, np.int64)
     where = lambda mask: int(np.flatnonzero(np.asarray(mask))[0])  # noqa: E731
     empty = pc.equal(pc.utf8_length(ids), 0).to_numpy(zero_copy_only=False)
     if empty.any():
-        raise RatingsFormatError(f"{source}:{int(line_of(np.array([where(empty)]))[0])}: empty "
-                                 f"{role} id")
+        raise RatingsFormatError(f"{source}{unit}{int(line_of(np.array([where(empty)]))[0])}: "
+                                 f"empty {role} id")
     if pc.all(pc.match_substring_regex(ids, r"^[0-9]{1,19}$")).as_py():
         try:
             return pc.cast(ids, pa.int64()).to_numpy()
@@ -88,9 +90,11 @@ def typed_ids(ids: pa.ChunkedArray | pa.Array, role: str, source: str, line_of) 
             pass  # beyond int64: kept as the strings
     elif pc.all(pc.match_substring_regex(ids, r"^-?[0-9]+$")).as_py():
         negative = pc.starts_with(ids, "-").to_numpy(zero_copy_only=False)
-        k = where(negative)
-        raise RatingsFormatError(f"{source}:{int(line_of(np.array([k]))[0])}: negative {role} "
-                                 f"id {ids[k].as_py()} (ids must be >= 0, or not integers)")
+        if negative.any():
+            k = where(negative)
+            raise RatingsFormatError(f"{source}{unit}{int(line_of(np.array([k]))[0])}: negative "
+                                     f"{role} id {ids[k].as_py()} (ids must be >= 0, or not "
+                                     "integers)")
     return np.asarray(ids.to_numpy(zero_copy_only=False), dtype=str)
 
 
@@ -102,24 +106,25 @@ def triples_from_dataframe(df, user_col, item_col, rating_col, timestamp_col=Non
         if c not in df.columns:
             raise RatingsFormatError(f"{source}: no column {c!r} (columns: {list(df.columns)})")
     rows = lambda k: k  # noqa: E731  (0-based row positions stand in for lines)
-    src = f"{source} row"
+    src = source
 
     def ids(col, role):
         values = df[col].to_numpy()
         if values.dtype.kind in "iu":
             if values.size and values.min() < 0:
                 k = int(np.flatnonzero(values < 0)[0])
-                raise RatingsFormatError(f"{src} {k}: negative {role} id {values[k]}")
+                raise RatingsFormatError(f"{src} row {k}: negative {role} id {values[k]}")
             return values.astype(np.int64)
         if values.dtype.kind == "f" or any(v is None for v in values[:1]):
             raise RatingsFormatError(f"{source}: column {col!r} holds {values.dtype} {role} "
                                      "ids; give integers or strings")
-        return typed_ids(pc.utf8_trim_whitespace(pa.array(values.astype(str))), role, src, rows)
+        return typed_ids(pc.utf8_trim_whitespace(pa.array(values.astype(str))), role, src, rows,
+                         " row ")
     try:
         rating = np.asarray(df[rating_col].to_numpy(), np.float64)
     except (TypeError, ValueError) as e:
         raise RatingsFormatError(f"{source}: column {rating_col!r} is not numeric ({e})") from None
-    check_ratings(src, rating, rows)
+    check_ratings(src, rating, rows, " row ")
     stamps = (np.asarray(df[timestamp_col].to_numpy(), np.int64) if timestamp_col else None)
     return Triples(ids(user_col, "user"), ids(item_col, "item"), rating.astype(np.float32),
                    stamps)
