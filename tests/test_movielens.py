@@ -175,3 +175,25 @@ def test_real_movielens_100k_convert_u1(shared_data, tmp_path):
     movielens_convert.convert(str(shared_data / "movielens-100k"), str(whole), "u1",
                               valid_share=0)
     assert RatingMatrix.load(str(whole / "ML_TRAIN.npz")).nnz == 80000
+
+
+def test_predefined_split_names_the_folder_given(tmp_path):
+    """A folder without u1.base/u1.test: the error names that folder, not '/u1.base'."""
+    given = tmp_path / "ml"
+    given.mkdir()
+    (given / "u.data").write_text("1\t2\t3\t4\n")
+    with pytest.raises(RatingsFormatError) as e:
+        movielens.predefined_split(str(given), "u1")
+    assert str(e.value).startswith(f"{given}: no u1.base and u1.test in '{given}'")
+    assert "'/u1.base'" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        movielens.predefined_split(str(tmp_path / "nowhere"), "u1")
+
+
+def test_predefined_split_found_in_a_subfolder(tmp_path):
+    inner = tmp_path / "download" / "ml-100k"
+    inner.mkdir(parents=True)
+    (inner / "u1.base").write_text("1\t2\t3\t4\n1\t3\t4\t5\n")
+    (inner / "u1.test").write_text("1\t4\t5\t6\n")
+    base, test = movielens.predefined_split(str(tmp_path / "download"), "u1")
+    assert len(base) == 2 and test.items.tolist() == [4]

@@ -243,10 +243,26 @@ def predefined_split(folder: str, name: str) -> tuple[Triples, Triples]:
     """ML-100K's ``NAME.base`` / ``NAME.test`` pair (e.g. ``u1``): (TRAIN, TEST)."""
     if name not in PREDEFINED:
         raise ValueError(f"predefined splits are {PREDEFINED}, got {name!r}")
-    if os.path.isfile(folder):
-        folder = os.path.dirname(folder)
+    folder = predefined_folder(folder, name)
     return (read_movielens(os.path.join(folder, name + ".base")).triples,
             read_movielens(os.path.join(folder, name + ".test")).triples)
+
+
+def predefined_folder(path: str, name: str) -> str:
+    """The folder holding ``NAME.base`` and ``NAME.test``: ``path`` (or the folder of file
+    ``path``) or one of its subfolders (an unpacked ``ml-100k.zip``). Errors name the path given
+    and the folders searched."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"MovieLens data not found: {path!r}")
+    top = os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else path
+    candidates = [top] + sorted(os.path.join(top, d) for d in os.listdir(top)
+                                if os.path.isdir(os.path.join(top, d)))
+    for folder in candidates:
+        if all(os.path.isfile(os.path.join(folder, name + ext)) for ext in (".base", ".test")):
+            return folder
+    raise RatingsFormatError(
+        f"{path}: no {name}.base and {name}.test in {os.path.abspath(top)!r} or its subfolders; "
+        "the predefined splits need the unpacked ML-100K folder (ml-100k/)")
 
 
 def stats(t: Triples) -> dict:

@@ -16,7 +16,6 @@ selection never sees TEST (``--valid_share 0`` keeps TRAIN whole and writes TEST
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Sequence
 
@@ -42,8 +41,8 @@ def make_split(input_path: str, split: str, seed: int = 0, duplicates: str = "er
     if not 0 <= valid_share < 1:
         raise ValueError(f"--valid_share={valid_share}: must be in [0, 1)")
     if split in movielens.PREDEFINED:
-        folder = input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
-        parts, note = _with_valid(*movielens.predefined_split(folder, split), valid_share, seed)
+        parts, note = _with_valid(*movielens.predefined_split(input_path, split), valid_share,
+                                  seed)
         return parts, f"predefined ML-100K split {split}.base / {split}.test; {note}"
     data = movielens.check_duplicates(movielens.read_movielens(input_path), duplicates)
     if split == "time70":
