@@ -194,3 +194,12 @@ def test_write_string_ids_round_trip_and_refuse_delimiter(tmp_path):
     bad = R.Triples(np.array(["a\tb"]), np.array(["i"]), np.ones(1, np.float32))
     with pytest.raises(ValueError, match="holds the delimiter"):
         R.write_ratings_text(str(tmp_path / "x.tsv"), bad)
+
+
+def test_space_delimiter_runs_of_blanks_and_a_bom(tmp_path):
+    p = write(tmp_path / "sp.txt", "1  2 3\n 4 5   6 \n")  # detected: space
+    t = read_table(p)
+    assert t.users.tolist() == [1, 4] and t.items.tolist() == [2, 5]
+    assert t.ratings.tolist() == [3.0, 6.0]
+    bom = write(tmp_path / "bom.csv", "\ufeffuserId,movieId,rating\nu1,2,3\n")
+    assert read_table(bom, TableFormat(columns="userId,movieId,rating")).users.tolist() == ["u1"]

@@ -7,7 +7,8 @@ A table is a file, or a directory of files, with one rating per line. What it ma
 - any delimiter: tab, ``,``, ``;``, ``|``, space or a multi-character one such as MovieLens-1M's
   ``::`` (``delimiter="auto"`` picks the first of :data:`AUTO_DELIMITERS` that splits the first
   line into >= 3 fields and at least half of the first lines into as many);
-- CRLF line ends, blank lines, ``"quoted"`` fields;
+- CRLF line ends, blank lines, ``"quoted"`` fields; with ``delimiter=" "`` any run of blanks
+  (spaces, tabs) separates fields and blanks at line ends are ignored;
 - the user, item and rating columns (and optionally a timestamp column) named by header name or
   0-based position (``columns="userId,movieId,rating"`` or ``"0,1,2"``; default: the first three
   columns in ``column_order``);
@@ -107,7 +108,10 @@ class TableFormat:
 
 
 def _split(line: str, delimiter: str) -> list[str]:
-    """The fields of one line (quotes honoured for one-character delimiters)."""
+    """The fields of one line (quotes honoured for one-character delimiters; with a space,
+    runs of blanks separate fields, as in ``str.split()``)."""
+    if delimiter == " ":
+        return line.split()
     if len(delimiter) > 1:
         return line.split(delimiter)
     return next(csv.reader([line], delimiter=delimiter, quotechar='"'), [])

@@ -3,9 +3,12 @@
 pyarrow (multi-threaded C++) reads every needed column as strings; ids are then typed exactly
 (:func:`typed_ids`) and ratings and timestamps converted with pyarrow's strict number parsers
 (``1_0`` is not a number there, unlike Python's ``float``). A multi-character delimiter (``::``)
-is replaced by a control byte absent from the file first, as pyarrow takes one character.
+is replaced by a control byte absent from the file first, as pyarrow takes one character; with
+a space delimiter, runs of blanks are collapsed first.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -20,10 +23,14 @@ _SUBSTITUTES = (b"\x1f", b"\x1e", b"\x1d", b"\x1c")
 
 def _source(path: str, delimiter: str):
     """(what pyarrow reads, its one-character delimiter)."""
-    if len(delimiter) == 1:
+    if len(delimiter) == 1 and delimiter != " ":
         return path, delimiter
     with open(path, "rb") as fh:
         raw = fh.read()
+    if delimiter == " ":  # runs of blanks separate fields; none at line ends
+        raw = re.sub(rb"[ \t]+", b" ", raw)
+        raw = re.sub(rb"(?m)^ | (?=\r?$)", b"", raw)
+        return pa.BufferReader(raw), " "
     sub = next((s for s in _SUBSTITUTES if s not in raw), None)
     if sub is None:
         raise RatingsFormatError(f"{path}: the delimiter {delimiter!r} cannot be read (the file "
