@@ -181,6 +181,10 @@ def test_from_dataframe():
     assert m.csr.toarray().tolist() == [[4.5, 1.0], [2.0, 0.0]]
     with pytest.raises(R.RatingsFormatError, match="no column 'user'"):
         R.from_dataframe(df, user_col="user")
+    with pytest.raises(R.RatingsFormatError, match="DataFrame row 1: missing item id"):
+        R.from_dataframe(df.assign(movieId=["a", None, "b"]))
+    with pytest.raises(R.RatingsFormatError, match="float64 user ids"):
+        R.from_dataframe(df.assign(userId=[1.0, 2.0, 3.0]))
     df.loc[2, "rating"] = float("nan")
     with pytest.raises(R.RatingsFormatError, match="DataFrame row 2: rating nan"):
         R.from_dataframe(df)

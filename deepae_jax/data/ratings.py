@@ -25,8 +25,8 @@ from deepae_jax.io_utils import atomic_write
 MAJORS = ("users", "items")
 
 __all__ = ["MAJORS", "COLUMN_ORDERS", "RatingsFormatError", "Triples", "RatingMatrix", "EvalSplit",
-           "TableFormat", "build_matrix", "align_eval", "dense_ids", "load_matrix", "load_triples",
-           "from_dataframe", "read_table", "read_ratings_text", "write_ratings_text",
+           "TableFormat", "build_matrix", "align_eval", "check_csr_parts", "dense_ids",
+           "lookup_ids", "load_matrix", "load_triples", "from_dataframe", "read_table", "read_ratings_text", "write_ratings_text",
            "format_ratings_lines", "list_rating_files", "unify_ids"]
 
 

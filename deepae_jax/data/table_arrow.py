@@ -122,7 +122,11 @@ def triples_from_dataframe(df, user_col, item_col, rating_col, timestamp_col=Non
                 k = int(np.flatnonzero(values < 0)[0])
                 raise RatingsFormatError(f"{src} row {k}: negative {role} id {values[k]}")
             return values.astype(np.int64)
-        if values.dtype.kind == "f" or any(v is None for v in values[:1]):
+        missing = df[col].isna().to_numpy()
+        if missing.any():
+            raise RatingsFormatError(f"{src} row {int(np.flatnonzero(missing)[0])}: missing "
+                                     f"{role} id")
+        if values.dtype.kind == "f":
             raise RatingsFormatError(f"{source}: column {col!r} holds {values.dtype} {role} "
                                      "ids; give integers or strings")
         return typed_ids(pc.utf8_trim_whitespace(pa.array(values.astype(str))), role, src, rows,
