@@ -207,3 +207,9 @@ def test_space_delimiter_runs_of_blanks_and_a_bom(tmp_path):
     assert t.ratings.tolist() == [3.0, 6.0]
     bom = write(tmp_path / "bom.csv", "\ufeffuserId,movieId,rating\nu1,2,3\n")
     assert read_table(bom, TableFormat(columns="userId,movieId,rating")).users.tolist() == ["u1"]
+
+
+def test_column_position_beyond_the_fields_names_the_line(tmp_path):
+    p = write(tmp_path / "r.tsv", "1\t2\t3\n4\t5\t6\n")
+    with pytest.raises(R.RatingsFormatError, match=r"r.tsv:1: expected 6 fields"):
+        read_table(p, TableFormat(columns="0,1,5"))
