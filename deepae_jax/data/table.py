@@ -44,7 +44,7 @@ DELIMITER_NAMES = {"auto": "auto", "tab": "\t", "\\t": "\t", "comma": ",", "semi
 HEADERS = ("auto", "true", "false")
 ROLES = ("user", "item", "rating")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(nan|inf|infinity)$", re.I)
-_INTEGER = re.compile(r"^[+-]?\d+$")
+_INTEGER = re.compile(r"^-?\d+$")  # as pyarrow casts to int64 (no "+")
 SNIFF_BYTES = 1 << 16
 
 
