@@ -14,22 +14,35 @@ flags.DEFINE_boolean("round", False, "Round predictions to the nearest integer f
 
 
 def rmse_of_predictions(path: str, round_predictions: bool = False) -> tuple[float, int]:
-    """(RMSE, number of lines) of a predictions file; errors name the file and line."""
+    """(RMSE, number of lines) of a predictions file; errors name the file and line: bytes that
+    are not UTF-8 text, short lines, and predictions or actual ratings that are not finite
+    numbers (a NaN prediction would make the RMSE nan)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise RatingsFormatError(f"{path}:{line}: not valid UTF-8 text ({e.reason}); expected "
+                                 "the predictions file of --mode=infer") from None
     predictions, actual = [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            parts = line.split("\t")
-            if not line.strip():
-                continue
-            if len(parts) < 4:
-                raise RatingsFormatError(f"{path}:{lineno}: expected 4 tab-separated fields "
-                                         f"(user, item, prediction, actual), got {len(parts)}")
-            try:
-                predictions.append(float(parts[2]))
-                actual.append(float(parts[3]))
-            except ValueError:
-                raise RatingsFormatError(f"{path}:{lineno}: prediction and actual rating must "
-                                         "be numbers") from None
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        parts = line.rstrip("\r").split("\t")
+        if not line.strip():
+            continue
+        if len(parts) < 4:
+            raise RatingsFormatError(f"{path}:{lineno}: expected 4 tab-separated fields "
+                                     f"(user, item, prediction, actual), got {len(parts)}")
+        try:
+            p, a = float(parts[2]), float(parts[3])
+        except ValueError:
+            raise RatingsFormatError(f"{path}:{lineno}: prediction and actual rating must "
+                                     "be numbers") from None
+        if not (np.isfinite(p) and np.isfinite(a)):
+            raise RatingsFormatError(f"{path}:{lineno}: prediction {parts[2]!r} and actual "
+                                     f"rating {parts[3].strip()!r} must be finite numbers")
+        predictions.append(p)
+        actual.append(a)
     if not actual:
         raise RatingsFormatError(f"{path}: no predictions")
     p = np.asarray(predictions)

@@ -11,7 +11,7 @@ import dataclasses
 import types
 from typing import Any, Sequence
 
-from deepae_jax.data.ratings import COLUMN_ORDERS, MAJORS
+from deepae_jax.data.ratings import COLUMN_ORDERS, MAJORS, TableFormat
 from deepae_jax.model import ACTIVATIONS, ModelConfig
 from deepae_jax.optim import OPTIMIZERS
 from deepae_jax.ranking import parse_metrics
@@ -78,9 +78,13 @@ class Config:
     seed: int = setting(0, "Seed of initialisation, shuffling and dropout.")
     major: str = setting("users", "Rows are users (U-AutoRec, default) or items (I-AutoRec).",
                          MAJORS)
-    delimiter: str = setting("\t", "Field separator of text rating files.")
-    column_order: str = setting("user,item,rating", "Column order of text rating files.",
-                                COLUMN_ORDERS)
+    delimiter: str = setting(
+        "auto", "Field separator of rating tables: auto (detect: tab, ::, comma, semicolon, "
+        "pipe or space), a name (tab, comma, semicolon, pipe, space) or the characters (e.g. "
+        ", or ::).")
+    column_order: str = setting(
+        "user,item,rating", "Column order of rating tables without --columns (the first three "
+        "columns).", COLUMN_ORDERS)
     resume: bool = setting(False, "Continue from the latest checkpoint in --logdir.")
     save_path: str = setting(
         "", "Checkpoint for evaluate/infer/recommend (default: the latest in --logdir).")
@@ -130,6 +134,18 @@ class Config:
         "held-out item is relevant).")
     metrics_path: str = setting(
         "", "--mode=evaluate: also write every metric as one JSON object to this file.")
+    # reading ratings tables
+    header: str = setting(
+        "auto", "Whether rating tables start with a header line: auto (detected: no field of the "
+        "first line at the user, item or rating column is a number), true or false.",
+        ("auto", "true", "false"))
+    columns: str = setting(
+        "", "The user, item and rating columns of rating tables, in that order: header names "
+        "(e.g. userId,movieId,rating) or 0-based positions (e.g. 0,1,2); empty: the first three "
+        "columns in --column_order.")
+    timestamp_column: str = setting(
+        "", "The timestamp column (header name or 0-based position) of rating tables, read "
+        "along for splitting; empty: none.")
 
     def __post_init__(self):
         def bad(flag, why):
@@ -175,9 +191,12 @@ class Config:
             parse_metrics(self.metrics)
         except ValueError as e:
             bad("metrics", str(e))
-        if self.users.strip() and not all(t.strip().lstrip("-").isdigit()
-                                          for t in self.users.split(",")):
-            bad("users", "expected comma-separated integer user ids, e.g. 17,42")
+        if self.users.strip() and not all(t.strip() for t in self.users.split(",")):
+            bad("users", "expected comma-separated user ids, e.g. 17,42 or u_17,u_42")
+        try:
+            TableFormat.from_config(self)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     @property
     def refeed_steps(self) -> int:

@@ -46,8 +46,8 @@ class RecommendError(ValueError):
 class UnknownIdError(RecommendError):
     """User or item ids that the model does not know; ``ids`` lists them."""
 
-    def __init__(self, kind: str, ids: Sequence[int], hint: str = ""):
-        self.kind, self.ids = kind, [int(i) for i in ids]
+    def __init__(self, kind: str, ids: Sequence[int | str], hint: str = ""):
+        self.kind, self.ids = kind, [i.item() if isinstance(i, np.generic) else i for i in ids]
         shown = ", ".join(map(str, self.ids[:10])) + (" ..." if len(self.ids) > 10 else "")
         super().__init__(f"{len(self.ids)} unknown {kind} id(s): {shown}{hint}")
 
@@ -69,8 +69,8 @@ class TopK:
     """Recommendations of several users, ORIGINAL ids.
 
     ``items[u, j]`` is user ``users[u]``'s (j+1)-th recommendation and ``scores[u, j]`` its
-    predicted rating; ``items`` is -1 and ``scores`` -inf where the user had fewer than k unrated
-    items.
+    predicted rating; ``items`` is -1 (or "" for string ids) and ``scores`` -inf where the user
+    had fewer than k unrated items.
     """
 
     users: np.ndarray
@@ -80,9 +80,9 @@ class TopK:
     def __len__(self) -> int:
         return int(self.users.shape[0])
 
-    def for_user(self, u: int) -> list[tuple[int, float]]:
-        keep = self.items[u] >= 0
-        return [(int(i), float(s)) for i, s in zip(self.items[u][keep], self.scores[u][keep])]
+    def for_user(self, u: int) -> list[tuple[int | str, float]]:
+        keep = np.isfinite(self.scores[u])
+        return [(i.item(), float(s)) for i, s in zip(self.items[u][keep], self.scores[u][keep])]
 
     def tsv(self) -> str:
         """``user<TAB>item<TAB>predicted rating<TAB>rank`` per recommendation (rank 1 = best);
@@ -108,24 +108,25 @@ def model_config_from_meta(path: str, meta: dict) -> model.ModelConfig:
 
 
 def parse_ids(text: str, flag: str = "users") -> np.ndarray | None:
-    """``"3,17,42"`` -> array([3, 17, 42]); "" -> None (all)."""
+    """``"3,17,42"`` -> array([3, 17, 42]) (int64 when every id is ASCII digits fitting int64,
+    else the strings, e.g. ``"u_3,u_17"``, as the rating readers type ids); "" -> None (all)."""
     text = str(text).strip()
     if not text:
         return None
-    try:
-        return np.asarray([int(t) for t in text.split(",") if t.strip()], np.int64)
-    except ValueError:
-        raise RecommendError(f"--{flag}={text!r}: expected comma-separated integer ids") from None
+    tokens = [t.strip() for t in text.split(",")]
+    if not all(tokens):
+        raise RecommendError(f"--{flag}={text!r}: expected comma-separated ids (an id is empty)")
+    if all(t.isascii() and t.isdigit() and int(t) < 2 ** 63 for t in tokens):
+        return np.asarray([int(t) for t in tokens], np.int64)
+    return np.asarray(tokens, str)
 
 
 def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(dense indices, known mask) of ``ids`` in the sorted id map."""
-    ids = np.asarray(ids, np.int64)
-    if len(sorted_ids) == 0:
-        return np.zeros(ids.shape, np.int64), np.zeros(ids.shape, bool)
-    pos = np.searchsorted(sorted_ids, ids)
-    known = (pos < len(sorted_ids)) & (sorted_ids[np.minimum(pos, len(sorted_ids) - 1)] == ids)
-    return pos, known
+    """(dense indices, known mask) of ``ids`` in the sorted id map (ints or strings)."""
+    ids = np.asarray(ids)
+    if ids.size == 0:
+        ids = ids.astype(sorted_ids.dtype)
+    return ratings.lookup_ids(sorted_ids, ids)
 
 
 @dataclasses.dataclass
@@ -158,7 +159,7 @@ class Recommender:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.params = jax.device_put(params)
         self.model_cfg = model_cfg
-        self.item_ids = np.asarray(item_ids, np.int64)
+        self.item_ids = np.asarray(item_ids)
         self.train = train
         self.batch_size = int(batch_size)
         self.checkpoint = checkpoint
@@ -193,8 +194,9 @@ class Recommender:
             raise RecommendError(f"{path}: an item-based model (--major=items) recommends from "
                                  "its training matrix: give --path_to_train_data")
         if (load_train or major == "items") and data_path:
+            read_as_trained = {k: saved[k] for k in ("header", "columns") if k in saved}
             train = load_training_matrix(data_path, row_ids, col_ids, delimiter, column_order,
-                                         major)
+                                         major, **read_as_trained)
         elif load_train:
             log.warning("%s: no training data given (--path_to_train_data) nor recorded in "
                         "config.json: only new users (given ratings) can be scored", logdir)
@@ -284,8 +286,9 @@ class Recommender:
                  for s in range(0, len(rows), self.batch_size)]
         idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k), np.int64)
         scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k), np.float32)
-        items = np.where(np.isfinite(scores), self.item_ids[idx], -1)
-        return TopK(np.asarray(users, np.int64), items, scores)
+        missing = "" if self.item_ids.dtype.kind == "U" else -1
+        items = np.where(np.isfinite(scores), self.item_ids[idx], missing)
+        return TopK(np.asarray(users), items, scores)
 
     def _user_based_only(self, what: str) -> None:
         if self.major != "users":
@@ -314,8 +317,9 @@ class Recommender:
             raise RecommendError(f"k={k}: must be in 1..{self.n_items} (the number of items)")
         idx, scores = scoring.top_k_unrated(self.params, self.model_cfg, self.train.csr, "items",
                                             rows, k, self.batch_size, self._full_scores())
-        items = np.where(np.isfinite(scores), self.item_ids[idx], -1)
-        return TopK(np.asarray(users, np.int64), items, scores)
+        missing = "" if self.item_ids.dtype.kind == "U" else -1
+        items = np.where(np.isfinite(scores), self.item_ids[idx], missing)
+        return TopK(np.asarray(users), items, scores)
 
     def recommend_users(self, user_ids: Sequence[int] | None, k: int) -> TopK:
         """Top k unrated items of training users (all of them when ``user_ids`` is None), for
@@ -345,7 +349,7 @@ class Recommender:
         """One user's top k [(item id, predicted rating)] from a dense vector (1, n_items)."""
         idx, scores = self.top_k_dense(x, k)
         keep = np.isfinite(scores[0])
-        return [(int(i), float(s)) for i, s in zip(self.item_ids[idx[0][keep]], scores[0][keep])]
+        return [(i.item(), float(s)) for i, s in zip(self.item_ids[idx[0][keep]], scores[0][keep])]
 
     def training_vector(self, user_id: int) -> np.ndarray:
         """A training user's input vector (1, n_items)."""
@@ -373,11 +377,12 @@ class Recommender:
 
 
 def load_training_matrix(path: str, row_ids: np.ndarray, col_ids: np.ndarray,
-                         delimiter: str = "\t", column_order: str = "user,item,rating",
-                         major: str = "users") -> ratings.RatingMatrix:
-    """The training ratings on the trained model's id maps (as evaluate/infer lay them out)."""
+                         delimiter: str = "auto", column_order: str = "user,item,rating",
+                         major: str = "users", **options) -> ratings.RatingMatrix:
+    """The training ratings on the trained model's id maps (as evaluate/infer lay them out);
+    ``options``: header, columns, timestamp_column of :class:`ratings.TableFormat`."""
     from deepae_jax.runner import reindex  # the same re-indexing as restore_for_inference
-    train = ratings.load_matrix(path, major, delimiter, column_order)
+    train = ratings.load_matrix(path, major, delimiter, column_order, **options)
     if not (np.array_equal(train.row_ids, row_ids) and np.array_equal(train.col_ids, col_ids)):
         log.warning("%s: the users or items differ from the model's id maps (vocab.npz); is this "
                     "the data the model was trained on?", path)
@@ -394,7 +399,7 @@ def run_recommend(cfg) -> int:
                                   cfg.delimiter, cfg.column_order, cfg.eval_batch_size,
                                   load_train=not cfg.ratings_file)
     if cfg.ratings_file:
-        triples = ratings.read_ratings_text(cfg.ratings_file, cfg.delimiter, cfg.column_order)
+        triples = ratings.read_table(cfg.ratings_file, ratings.TableFormat.from_config(cfg))
         new = rec.new_users(triples, source=cfg.ratings_file)
         if new.ignored_ratings:
             shown = ", ".join(map(str, new.unknown_items[:20]))

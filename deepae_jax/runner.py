@@ -43,7 +43,7 @@ def load_data(cfg: Config, vocab: tuple[np.ndarray, np.ndarray] | None = None) -
     those ids, so that a model is always fed vectors in the layout it was trained on.
     """
     t0 = time.time()
-    train = ratings.load_matrix(cfg.path_to_train_data, cfg.major, cfg.delimiter, cfg.column_order)
+    train = ratings.load_matrix(cfg.path_to_train_data, cfg.major, **table_options(cfg))
     if vocab is not None:
         train = reindex(train, *vocab)
     log.info("training data %s: %d %s x %d columns, %d ratings (%.2f s)",
@@ -51,12 +51,17 @@ def load_data(cfg: Config, vocab: tuple[np.ndarray, np.ndarray] | None = None) -
              time.time() - t0)
     split = None
     if cfg.path_to_eval_data:
-        triples = ratings.load_triples(cfg.path_to_eval_data, cfg.delimiter, cfg.column_order)
+        triples = ratings.load_triples(cfg.path_to_eval_data, **table_options(cfg))
         split = ratings.align_eval(train, triples, source=cfg.path_to_eval_data)
         log.info("evaluation data %s: %d ratings of %d rows kept; dropped %d ratings of rows and "
                  "%d of columns unknown to training", cfg.path_to_eval_data, split.nnz,
                  len(split.rows), split.dropped_unknown_rows, split.dropped_unknown_cols)
     return Data(train, split)
+
+
+def table_options(cfg: Config) -> dict:
+    """The reading settings of ``cfg`` as keywords of load_matrix / load_triples."""
+    return dataclasses.asdict(ratings.TableFormat.from_config(cfg))
 
 
 def reindex(matrix: ratings.RatingMatrix, row_ids: np.ndarray, col_ids: np.ndarray

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from deepae_jax.data import synthetic
@@ -89,3 +90,38 @@ def test_compute_rmse_round(tmp_path):
     rounded = run("-m", "deepae_jax.compute_rmse", f"--path_to_predictions={preds}", "--round")
     assert plain.stdout.split()[1] == f"{((0.4**2 + 0.6**2) / 2) ** 0.5:.6f}"
     assert rounded.stdout.split()[1] == f"{(1 / 2) ** 0.5:.6f}"
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"1\t2\t3.5\t3\n\x89PNG\r\n\x1a\n\x00\x00", ":2: not valid UTF-8"),
+    (b"1\t2\t3.5\t3\n1\t3\tnan\t4\n", ":2: prediction 'nan' and actual rating '4' must be finite"),
+    (b"1\t2\tinf\t3\n", ":1: prediction 'inf'"),
+])
+def test_compute_rmse_refuses_binary_and_non_finite_input(tmp_path, content, needle):
+    preds = tmp_path / "p.tsv"
+    preds.write_bytes(content)
+    proc = run("-m", "deepae_jax.compute_rmse", f"--path_to_predictions={preds}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{preds}{needle}" in proc.stderr and "RMSE: nan" not in proc.stdout
+
+
+def test_train_on_a_movielens_csv_with_header_and_string_ids(tmp_path):
+    """ratings.csv (header userId,movieId,rating,timestamp, CRLF, half stars) trains with just
+    --path_to_train_data; string user ids come back in the predictions."""
+    rng = np.random.default_rng(0)
+    pairs = {(int(u), int(i)): int(r) for u, i, r in zip(
+        rng.integers(0, 40, 600), rng.integers(0, 30, 600), rng.integers(1, 11, 600))}
+    lines = ["userId,movieId,rating,timestamp"] + [
+        f"u_{u},{i},{r / 2:g},{1260759144 + k}" for k, ((u, i), r) in enumerate(pairs.items())]
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    common = [f"--path_to_train_data={path}", f"--logdir={tmp_path / 'logs'}",
+              "--hidden_layers=8", "--batch_size=8", "--num_epochs=1", "--noprogress"]
+    train = run("-m", "deepae_jax.main", *common)
+    assert train.returncode == 0, train.stderr
+    preds = tmp_path / "preds.tsv"
+    infer = run("-m", "deepae_jax.main", *common, "--mode=infer", f"--path_to_eval_data={path}",
+                f"--predictions_path={preds}")
+    assert infer.returncode == 0, infer.stderr
+    first = preds.read_text().splitlines()[0].split("\t")
+    assert first[0].startswith("u_") and len(first) == 4

@@ -35,10 +35,26 @@ def test_flags_parse_into_typed_fields():
     assert cfg.batch_size == 3 and cfg.major == "items"
 
 
+def test_reading_flags_parse():
+    fv = fresh_flags("--path_to_train_data=x", "--delimiter=comma", "--header=true",
+                     "--columns=userId,movieId,rating", "--timestamp_column=timestamp")
+    cfg = config_lib.config_from_flags(fv)
+    assert (cfg.delimiter, cfg.header, cfg.columns, cfg.timestamp_column) == (
+        "comma", "true", "userId,movieId,rating", "timestamp")
+    assert config_lib.defaults().delimiter == "auto"
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--major=columns"], "--major='columns': choose one of"),
     (["--hidden_layers=3,,x"], "--hidden_layers='3,,x'"),
     (["--non_linearity_type=gelu"], "unknown activation"),
+    (["--header=maybe"], "--header='maybe': choose one of"),
+    (["--delimiter="], "--delimiter='': expected auto, tab"),
+    (["--columns=userId,movieId"], "--columns='userId,movieId': expected the user, item"),
+    (["--columns=0,1,2", "--column_order=item,user,rating"], "leave --column_order"),
+    (["--header=false", "--columns=userId,movieId,rating"], "column names need a header"),
+    (["--timestamp_column=2"], "a column is used twice"),
+    (["--mode=recommend", "--users=1,,2"], "--users='1,,2'"),
 ])
 def test_bad_values_name_the_flag(argv, needle):
     fv = fresh_flags("--path_to_train_data=x", *argv)

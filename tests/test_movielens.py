@@ -175,3 +175,48 @@ def test_real_movielens_100k_convert_u1(shared_data, tmp_path):
     movielens_convert.convert(str(shared_data / "movielens-100k"), str(whole), "u1",
                               valid_share=0)
     assert RatingMatrix.load(str(whole / "ML_TRAIN.npz")).nnz == 80000
+
+
+def test_predefined_split_names_the_folder_given(tmp_path):
+    """A folder without u1.base/u1.test: the error names that folder, not '/u1.base'."""
+    given = tmp_path / "ml"
+    given.mkdir()
+    (given / "u.data").write_text("1\t2\t3\t4\n")
+    with pytest.raises(RatingsFormatError) as e:
+        movielens.predefined_split(str(given), "u1")
+    assert str(e.value).startswith(f"{given}: no u1.base and u1.test in '{given}'")
+    assert "'/u1.base'" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        movielens.predefined_split(str(tmp_path / "nowhere"), "u1")
+
+
+def test_predefined_split_found_in_a_subfolder(tmp_path):
+    inner = tmp_path / "download" / "ml-100k"
+    inner.mkdir(parents=True)
+    (inner / "u1.base").write_text("1\t2\t3\t4\n1\t3\t4\t5\n")
+    (inner / "u1.test").write_text("1\t4\t5\t6\n")
+    base, test = movielens.predefined_split(str(tmp_path / "download"), "u1")
+    assert len(base) == 2 and test.items.tolist() == [4]
+
+
+def test_convert_any_ratings_table_with_string_ids(tmp_path):
+    src = tmp_path / "mine.txt"
+    src.write_text("who;what;stars;when\n" + "".join(
+        f"u{u};item {i};{(u + i) % 10 + 1};{1000 + 7 * u + i}\n"
+        for u in range(12) for i in range(6)))
+    out = tmp_path / "out"
+    args = [str(src), str(out), "--split", "time70", "--columns", "who,what,stars"]
+    assert movielens_convert.main(args) == 1  # time70 without --timestamp_column
+    assert movielens_convert.main(args + ["--timestamp_column", "when"]) == 0
+    train = RatingMatrix.load(str(out / "ML_TRAIN.npz"))
+    assert train.row_ids.dtype.kind == "U" and train.row_ids[0] == "u0"
+    assert set(train.col_ids.tolist()) == {f"item {i}" for i in range(4)}  # the earliest 4
+    assert train.nnz == 12 * 4  # floor(70% of 6) per user, by time
+
+
+def test_convert_table_errors_name_the_line(tmp_path, capsys):
+    src = tmp_path / "mine.csv"
+    src.write_text("u,i,r,t\n1,2,3,4\n1,2,5,6\n")
+    args = [str(src), str(tmp_path / "out"), "--split", "random90", "--header", "true"]
+    assert movielens_convert.main(args) == 1
+    assert f"{src}:3: user 1 rated item 2 again (first at line 2)" in capsys.readouterr().err

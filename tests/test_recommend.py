@@ -208,5 +208,36 @@ def test_config_validation_names_the_flag():
     with pytest.raises(ConfigError, match="--top_k"):
         Config(mode="recommend", top_k=0)
     with pytest.raises(ConfigError, match="--users"):
-        Config(mode="recommend", users="3,x")
+        Config(mode="recommend", users="3,,17")  # an empty id
     Config(mode="recommend", users="3, 17,-2")
+    Config(mode="recommend", users="u_3,x")  # string ids are ids too
+
+
+def test_parse_ids_types_ids_as_the_readers_do():
+    from deepae_jax.recommend import parse_ids
+    assert parse_ids("") is None
+    assert parse_ids("3, 17").dtype == np.int64 and parse_ids("3, 17").tolist() == [3, 17]
+    assert parse_ids("u_3,17").tolist() == ["u_3", "17"]  # not all integers: strings
+    big = "12345678901234567890"  # beyond int64: kept exactly as a string
+    assert parse_ids(big).tolist() == [big]
+    with pytest.raises(RecommendError, match="an id is empty"):
+        parse_ids("3,,4")
+
+
+def test_string_ids_recommend_and_unknown_ids():
+    """Models trained on string ids (any ratings table) recommend with those ids."""
+    import jax
+    t = ratings.Triples(np.array(["u_1", "u_1", "u_2"]), np.array(["a", "b", "c"]),
+                        np.array([4, 2, 5], np.float32))
+    train = ratings.build_matrix(t)
+    cfg = model.ModelConfig(layer_sizes=(3, 2), activation="selu")
+    params = model.init(jax.random.PRNGKey(0), cfg.layer_sizes)
+    rec = Recommender(params, cfg, train.col_ids, train, batch_size=4)
+    top = rec.recommend_users(np.array(["u_1"]), k=2)
+    assert top.users.tolist() == ["u_1"] and top.items[0].tolist() == ["c", ""]  # 1 unrated
+    assert top.for_user(0)[0][0] == "c" and top.tsv().startswith("u_1\tc\t")
+    with pytest.raises(UnknownIdError, match="unknown user id.*u_9") as e:
+        rec.user_rows(["u_9"])
+    assert e.value.ids == ["u_9"]
+    x = rec.vector(["a"], [3.0])
+    assert [i for i, _ in rec.recommend_vector(x, 2)] and rec.item_columns(["c"]).tolist() == [2]

@@ -172,3 +172,22 @@ def test_movielens_100k_temporal(shared_data, tmp_path):
     p = split_indices(data.triples.users, "temporal", data.timestamps, test_share=0.2)
     assert data.timestamps[p["TEST"]].min() > data.timestamps[p["TRAIN"]].max()
     assert abs(len(p["TEST"]) - 20_000) < 100
+
+
+def test_cli_reads_any_table_with_header_and_string_ids(tmp_path):
+    """A CSV with a header, CRLF, string ids and named columns splits by its timestamp column."""
+    rng = np.random.default_rng(3)
+    lines = ["uid,ts,iid,stars"]
+    for n in range(300):
+        lines.append(f"user_{n % 20},{1000 + n},item_{n // 20},{rng.integers(1, 11) / 2}")
+    src = tmp_path / "ratings.tsv.csv"
+    src.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    out = tmp_path / "out"
+    code = split.main(["split", str(src), str(out), "--method=temporal", "--test_share=0.2",
+                       "--valid_share=0", "--columns=uid,iid,stars", "--timestamp_column=ts"])
+    assert code == 0
+    train = read_ratings_text(str(out / "TRAIN"))
+    test = read_ratings_text(str(out / "TEST"))
+    assert len(train) + len(test) == 300 and len(test) == 60
+    assert train.users.dtype.kind == "U" and str(train.users[0]).startswith("user_")
+    assert set(np.unique(test.ratings)) <= {x / 2 for x in range(1, 11)}

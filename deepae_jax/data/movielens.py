@@ -23,7 +23,8 @@ import warnings
 
 import numpy as np
 
-from deepae_jax.data.ratings import RatingsFormatError, Triples
+from deepae_jax.data import table
+from deepae_jax.data.ratings import RatingsFormatError, TableFormat, Triples, read_table
 
 PREDEFINED = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 SPLITS = ("time70", "random90") + PREDEFINED
@@ -165,21 +166,38 @@ def read_movielens(path: str) -> MovieLensRatings:
     return MovieLensRatings(triples, values[:, 3].astype(np.int64), path, line_of.astype(np.int32))
 
 
+def read_table_ratings(path: str, fmt: TableFormat) -> MovieLensRatings:
+    """Any ratings table (one file; see :mod:`deepae_jax.data.table`) as MovieLensRatings: any
+    rating scale and ids; timestamps from ``fmt.timestamp_column`` (all 0 without one)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"ratings table not found (a file is needed): {path!r}")
+    t = read_table(path, fmt)
+    lay = table.layout(path, fmt)
+    lines = (table.data_line_numbers(path, lay.header) if lay is not None
+             else np.zeros(0, np.int64))
+    if len(t) == 0:
+        raise RatingsFormatError(f"{path}: no ratings")
+    stamps = t.timestamps if t.timestamps is not None else np.zeros(len(t), np.int64)
+    return MovieLensRatings(Triples(t.users, t.items, t.ratings), stamps, path,
+                            lines.astype(np.int32))
+
+
 def check_duplicates(data: MovieLensRatings, duplicates: str = "error") -> MovieLensRatings:
     """Applies the duplicate policy: ``"error"`` names both lines, ``"last"`` keeps the last."""
     if duplicates not in ("error", "last"):
         raise ValueError(f"duplicates must be 'error' or 'last', got {duplicates!r}")
     t = data.triples
     order = np.lexsort((t.items, t.users))  # stable: file order within a (user, item) pair
-    same = (np.diff(t.users[order]) == 0) & (np.diff(t.items[order]) == 0)
+    u, i = t.users[order], t.items[order]
+    same = (u[1:] == u[:-1]) & (i[1:] == i[:-1])  # ints or strings
     if not same.any():
         return data
     if duplicates == "error":
         k = int(np.flatnonzero(same)[0])
         a, b = int(order[k]), int(order[k + 1])
         raise RatingsFormatError(
-            f"{data.source}:{int(data.lines[b])}: user {int(t.users[b])} rated item "
-            f"{int(t.items[b])} again (first at line {int(data.lines[a])}); pass "
+            f"{data.source}:{int(data.lines[b])}: user {t.users[b]} rated item "
+            f"{t.items[b]} again (first at line {int(data.lines[a])}); pass "
             "--duplicates=last to keep the last rating")
     drop = np.zeros(len(t), bool)
     drop[order[:-1][same]] = True
@@ -243,10 +261,26 @@ def predefined_split(folder: str, name: str) -> tuple[Triples, Triples]:
     """ML-100K's ``NAME.base`` / ``NAME.test`` pair (e.g. ``u1``): (TRAIN, TEST)."""
     if name not in PREDEFINED:
         raise ValueError(f"predefined splits are {PREDEFINED}, got {name!r}")
-    if os.path.isfile(folder):
-        folder = os.path.dirname(folder)
+    folder = predefined_folder(folder, name)
     return (read_movielens(os.path.join(folder, name + ".base")).triples,
             read_movielens(os.path.join(folder, name + ".test")).triples)
+
+
+def predefined_folder(path: str, name: str) -> str:
+    """The folder holding ``NAME.base`` and ``NAME.test``: ``path`` (or the folder of file
+    ``path``) or one of its subfolders (an unpacked ``ml-100k.zip``). Errors name the path given
+    and the folders searched."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"MovieLens data not found: {path!r}")
+    top = os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else path
+    candidates = [top] + sorted(os.path.join(top, d) for d in os.listdir(top)
+                                if os.path.isdir(os.path.join(top, d)))
+    for folder in candidates:
+        if all(os.path.isfile(os.path.join(folder, name + ext)) for ext in (".base", ".test")):
+            return folder
+    raise RatingsFormatError(
+        f"{path}: no {name}.base and {name}.test in {os.path.abspath(top)!r} or its subfolders; "
+        "the predefined splits need the unpacked ML-100K folder (ml-100k/)")
 
 
 def stats(t: Triples) -> dict:

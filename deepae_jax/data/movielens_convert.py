@@ -6,7 +6,10 @@ Usage::
         [--seed S] [--valid_share F] [--name ML] [--duplicates error|last] [--overwrite]
 
 INPUT is a ratings file (``u.data``, ``ratings.dat``, ``ratings.csv``) or an unpacked MovieLens
-folder; the predefined ``u1``..``ub`` splits need the ML-100K folder. Writes
+folder; the predefined ``u1``..``ub`` splits need the ML-100K folder. With any of ``--delimiter
+--header --columns --timestamp_column`` given, INPUT is any ratings table, read by
+:func:`deepae_jax.data.table.read_table` (any ids and rating scale; ``time70`` needs
+``--timestamp_column``). Writes
 ``OUT_DIR/ML_TRAIN/ml.train.txt`` (+ ``ML_VALID``, ``ML_TEST``), ``OUT_DIR/ML_*.npz`` and
 ``OUT_DIR/stats.md``, staged in a temporary folder beside OUT_DIR and renamed at the end.
 ``random90`` and the predefined splits have a single held-out set, TEST; their VALID is a seeded
@@ -16,12 +19,11 @@ selection never sees TEST (``--valid_share 0`` keeps TRAIN whole and writes TEST
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Sequence
 
 from deepae_jax.data import movielens, split_io
-from deepae_jax.data.ratings import Triples, build_matrix
+from deepae_jax.data.ratings import TableFormat, Triples, build_matrix
 
 HEADER = ("part", "users", "ratings", "items", "min rating", "max rating")
 
@@ -36,17 +38,30 @@ def _with_valid(train: Triples, test: Triples, valid_share: float, seed: int
         f"VALID is a random {valid_share:.0%} of the training ratings (seed {seed + 1})")
 
 
+def read_input(input_path: str, fmt: TableFormat | None = None) -> movielens.MovieLensRatings:
+    """A MovieLens ratings file or folder, read strictly (format by file name), when ``fmt`` is
+    None or the default; else the ratings table ``input_path`` read with ``fmt``."""
+    if fmt is None or fmt == TableFormat():
+        return movielens.read_movielens(input_path)
+    return movielens.read_table_ratings(input_path, fmt)
+
+
 def make_split(input_path: str, split: str, seed: int = 0, duplicates: str = "error",
-               valid_share: float = 0.1) -> tuple[dict[str, Triples], str]:
-    """(parts TRAIN/VALID/TEST, note) of one split of a MovieLens data set."""
+               valid_share: float = 0.1, fmt: TableFormat | None = None
+               ) -> tuple[dict[str, Triples], str]:
+    """(parts TRAIN/VALID/TEST, note) of one split of a MovieLens data set (or, with ``fmt``,
+    of any ratings table: see :func:`read_input`)."""
     if not 0 <= valid_share < 1:
         raise ValueError(f"--valid_share={valid_share}: must be in [0, 1)")
     if split in movielens.PREDEFINED:
-        folder = input_path if os.path.isdir(input_path) else os.path.dirname(input_path)
-        parts, note = _with_valid(*movielens.predefined_split(folder, split), valid_share, seed)
+        parts, note = _with_valid(*movielens.predefined_split(input_path, split), valid_share,
+                                  seed)
         return parts, f"predefined ML-100K split {split}.base / {split}.test; {note}"
-    data = movielens.check_duplicates(movielens.read_movielens(input_path), duplicates)
+    data = movielens.check_duplicates(read_input(input_path, fmt), duplicates)
     if split == "time70":
+        if fmt is not None and fmt != TableFormat() and not fmt.timestamp_column:
+            raise ValueError("--split time70 orders each user's ratings by time: give "
+                             "--timestamp_column")
         train, valid, test = movielens.time_split(data, seed)
         return {"TRAIN": train, "VALID": valid, "TEST": test}, (
             f"per-user time split 70% (reference), seed {seed}, source {data.source}")
@@ -57,10 +72,12 @@ def make_split(input_path: str, split: str, seed: int = 0, duplicates: str = "er
 
 
 def convert(input_path: str, out_dir: str, split: str, seed: int = 0, name: str = "ML",
-            duplicates: str = "error", overwrite: bool = False, valid_share: float = 0.1) -> str:
-    """Writes one split of a MovieLens data set into ``out_dir``; returns the stats table."""
+            duplicates: str = "error", overwrite: bool = False, valid_share: float = 0.1,
+            fmt: TableFormat | None = None) -> str:
+    """Writes one split of a MovieLens data set (or ratings table) into ``out_dir``; returns
+    the stats table."""
     split_io.check_out_dir(out_dir, overwrite)
-    parts, note = make_split(input_path, split, seed, duplicates, valid_share)
+    parts, note = make_split(input_path, split, seed, duplicates, valid_share, fmt)
     rows = []
     with split_io.staged_dir(out_dir, overwrite) as stage:
         for part, triples in parts.items():
@@ -89,9 +106,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="a (user, item) pair rated twice: fail naming file+line, or keep the "
                         "rating that comes last in the file")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    p.add_argument("--delimiter", default="auto", help="other ratings tables: field separator "
+                   "(auto, tab, comma, semicolon, pipe, space or the characters)")
+    p.add_argument("--header", choices=("auto", "true", "false"), default="auto",
+                   help="other ratings tables: header line (auto: detected)")
+    p.add_argument("--columns", default="", help="other ratings tables: user,item,rating "
+                   "columns by header name or 0-based position (default: the first three)")
+    p.add_argument("--timestamp_column", default="", help="other ratings tables: the timestamp "
+                   "column (needed by --split time70)")
     a = p.parse_args(argv)
-    return split_io.run_converter(lambda: convert(
-        a.input, a.out_dir, a.split, a.seed, a.name, a.duplicates, a.overwrite, a.valid_share))
+
+    def run():
+        fmt = TableFormat(a.delimiter, a.header, a.columns, a.timestamp_column)
+        return convert(a.input, a.out_dir, a.split, a.seed, a.name, a.duplicates, a.overwrite,
+                       a.valid_share, fmt)
+    return split_io.run_converter(run)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@
 Usage::
 
     python -m deepae_jax.data.split INPUT OUT_DIR --method=M [--seed=S] [--test_share=0.1]
-        [--valid_share=0.1] [--folds=5] [--delimiter=TAB] [--name=PREFIX]
+        [--valid_share=0.1] [--folds=5] [--delimiter=auto] [--header=auto] [--columns=...]
+        [--timestamp_column=...] [--name=PREFIX]
         [--duplicates=error|last] [--overwrite]
 
 M is one of random, user_random, temporal, user_temporal, leave_one_out, kfold (defined in
 :mod:`deepae_jax.data.split_methods`). INPUT is a MovieLens ratings file or folder (``u.data``,
-``ratings.dat``, ``ratings.csv``), a ``.npz`` rating matrix, or a text file
-``user<DELIM>item<DELIM>rating[<DELIM>timestamp]`` (no header). Writes
+``ratings.dat``, ``ratings.csv``), a ``.npz`` rating matrix, or any ratings table read with the
+trainer's reading flags (:mod:`deepae_jax.data.table`: header, delimiter, columns by name or
+position, string ids); a headerless table's 4th column is its timestamp unless
+``--timestamp_column`` says otherwise. Writes
 ``OUT_DIR/TRAIN/train.txt`` (+ ``VALID``, ``TEST``) in the reference's text format,
 ``OUT_DIR/TRAIN.npz`` ..., and ``OUT_DIR/stats.md``; ``kfold`` writes the same into
 ``OUT_DIR/fold_0`` .. ``fold_{K-1}``. Staged in a temporary folder, renamed at the end.
@@ -25,10 +28,12 @@ from typing import Sequence
 
 import numpy as np
 
+from deepae_jax.config import Config
 from deepae_jax.data import movielens, split_io
 from deepae_jax.data.ratings import RatingMatrix, RatingsFormatError, Triples, build_matrix
 from deepae_jax.data.split_methods import METHODS, split_indices
-from deepae_jax.data.text_format import _check_values, read_ratings_text
+from deepae_jax.data.table import TableFormat, read_table
+from deepae_jax.data.table import layout as table_layout
 
 HEADER = ("part", "users", "ratings", "items", "min rating", "max rating", "share",
           "held-out of users/items not in TRAIN")
@@ -43,49 +48,39 @@ class SplitInput:
     source: str
 
 
-def _read_text(path: str, delimiter: str) -> SplitInput:
-    """A headerless user/item/rating[/timestamp] text file (pyarrow; exact errors otherwise)."""
-    from pyarrow import csv
-    try:
-        table = csv.read_csv(path, csv.ReadOptions(autogenerate_column_names=True),
-                             csv.ParseOptions(delimiter=delimiter))
-        cols = [table.column(i).to_numpy() for i in range(min(4, table.num_columns))]
-        ok = (len(cols) >= 3 and np.issubdtype(cols[2].dtype, np.number)
-              and all(np.issubdtype(cols[i].dtype, np.integer) for i in (0, 1, 3)[:len(cols) - 1]))
-    except Exception:  # noqa: BLE001 - any parse failure: the exact parser names the line
-        ok = False
-    if not ok:
-        triples = read_ratings_text(path, delimiter)  # raises naming file:line if bad
-        if len(triples) and _has_fourth_column(path, delimiter):
-            raise RatingsFormatError(f"{path}: the 4th column (timestamp) must be an integer "
-                                     "on every line (or drop the column)")
-        return SplitInput(triples, None, path)
-    users, items = cols[0].astype(np.int64), cols[1].astype(np.int64)
-    values = cols[2].astype(np.float32)
-    _check_values(path, users, items, values)
-    ts = cols[3].astype(np.int64) if len(cols) == 4 else None
-    return SplitInput(Triples(users, items, values), ts, path)
+def _read_table(path: str, fmt: TableFormat) -> SplitInput:
+    """Any ratings table (:mod:`deepae_jax.data.table`). Without ``--timestamp_column``, a 4th
+    column of a headerless file is taken as the timestamp, as in MovieLens's ``u.data``."""
+    lay = table_layout(path, fmt) if os.path.isfile(path) else None
+    if (not fmt.timestamp_column and lay is not None and not lay.header
+            and _field_count(path, lay.delimiter) >= 4):
+        fmt = dataclasses.replace(fmt, timestamp_column="3")
+    triples = read_table(path, fmt)
+    return SplitInput(Triples(triples.users, triples.items, triples.ratings),
+                      triples.timestamps, path)
 
 
-def _has_fourth_column(path: str, delimiter: str) -> bool:
+def _field_count(path: str, delimiter: str) -> int:
     with open(path, encoding="utf-8", errors="replace") as fh:
         first = next((ln for ln in fh if ln.strip()), "")
-    return len(first.rstrip("\r\n").split(delimiter)) >= 4
+    first = first.rstrip("\r\n")
+    return len(first.split() if delimiter == " " else first.split(delimiter))
 
 
-def _read_input(path: str, delimiter: str = "\t", duplicates: str = "error") -> SplitInput:
-    """The ratings of INPUT (see the module docstring), with the duplicate policy applied.
-
-    One function, so that a general table reader can replace it."""
+def _read_input(path: str, fmt: TableFormat = TableFormat(),
+                duplicates: str = "error") -> SplitInput:
+    """The ratings of INPUT (see the module docstring), with the duplicate policy applied."""
     name = os.path.basename(path)
-    if os.path.isdir(path) or name in movielens.RATING_FILES or name.endswith((".base", ".test")):
+    if os.path.isdir(path) and any(f in movielens.RATING_FILES for f in os.listdir(path)) or (
+            name in movielens.RATING_FILES and fmt == TableFormat()) or name.endswith(
+            (".base", ".test")):
         data = movielens.check_duplicates(movielens.read_movielens(path), duplicates)
         return SplitInput(data.triples, data.timestamps, data.source)
     if path.endswith(".npz") and os.path.isfile(path):
         return _dedup(SplitInput(RatingMatrix.load(path).to_triples(), None, path), duplicates)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"rating data not found: {path!r}")
-    return _dedup(_read_text(path, delimiter), duplicates)
+    return _dedup(_read_table(path, fmt), duplicates)
 
 
 def _dedup(data: SplitInput, duplicates: str) -> SplitInput:
@@ -107,11 +102,12 @@ def _row(part: str, t: Triples, n_all: int, train: Triples | None) -> list:
 
 
 def convert(input_path: str, out_dir: str, method: str, seed: int = 0, test_share: float = 0.1,
-            valid_share: float = 0.1, folds: int = 5, delimiter: str = "\t", name: str = "",
-            duplicates: str = "error", overwrite: bool = False) -> str:
-    """Writes one split of INPUT into ``out_dir``; returns the stats table."""
+            valid_share: float = 0.1, folds: int = 5, fmt: TableFormat = TableFormat(),
+            name: str = "", duplicates: str = "error", overwrite: bool = False) -> str:
+    """Writes one split of INPUT (read as ``fmt`` says) into ``out_dir``; returns the stats
+    table."""
     split_io.check_out_dir(out_dir, overwrite)
-    data = _read_input(input_path, delimiter, duplicates)
+    data = _read_input(input_path, fmt, duplicates)
     t = data.triples
     parts = split_indices(t.users, method, data.timestamps, test_share, valid_share, seed, folds)
     rows = []
@@ -149,7 +145,10 @@ def _flags():
                        "the same method (0: no VALID; leave_one_out: any value > 0 takes each "
                        "user's latest remaining rating; kfold: a random share).", flag_values=fv)
     flags.DEFINE_integer("folds", 5, "kfold: number of folds.", flag_values=fv)
-    flags.DEFINE_string("delimiter", "\t", "Field separator of a text INPUT.", flag_values=fv)
+    for field in dataclasses.fields(Config):  # the trainer's reading flags, one definition
+        if field.name in ("delimiter", "header", "columns", "timestamp_column", "column_order"):
+            flags.DEFINE_string(field.name, field.default, field.metadata["help"],
+                                flag_values=fv)
     flags.DEFINE_string("name", "", "Prefix of the part folders (NAME_TRAIN, ...).",
                         flag_values=fv)
     flags.DEFINE_enum("duplicates", "error", ("error", "last"), "A (user, item) pair rated "
@@ -173,9 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) != 2:
         print(f"error: expected INPUT OUT_DIR, got {args} (see --help)", file=sys.stderr)
         return 2
+    try:
+        fmt = TableFormat.from_config(fv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return split_io.run_converter(lambda: convert(
         args[0], args[1], fv.method, fv.seed, fv.test_share, fv.valid_share, fv.folds,
-        fv.delimiter, fv.name, fv.duplicates, fv.overwrite))
+        fmt, fv.name, fv.duplicates, fv.overwrite))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,13 @@
 """The reference's text format: one rating per line, ``user<TAB>item<TAB>rating``.
 
-Extra columns (such as a timestamp) are ignored; a data set is a file or a directory of such
-files. Well-formed files are parsed vectorised (:func:`_parse_fast`); anything unusual falls back
-to an exact line-by-line parser whose errors name the file and line. Writing is vectorised too.
+The :class:`Triples` type, the vectorised fast parser of clean integer files
+(:func:`parse_fast_file`, used by :func:`deepae_jax.data.table.read_table`, which reads
+everything else exactly and names the line of any error) and the vectorised writer.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -24,14 +23,40 @@ class RatingsFormatError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Triples:
-    """Ratings as parallel arrays of ORIGINAL user ids, item ids and rating values."""
+    """Ratings as parallel arrays of ORIGINAL user ids, item ids and rating values.
 
-    users: np.ndarray  # int64
-    items: np.ndarray  # int64
+    Ids are int64, or strings (a numpy ``'U'`` array) where a file's ids are not all integers
+    that fit int64; ``timestamps`` (int64) rides along when a timestamp column was read.
+    """
+
+    users: np.ndarray  # int64 or 'U'
+    items: np.ndarray  # int64 or 'U'
     ratings: np.ndarray  # float32
+    timestamps: np.ndarray | None = None  # int64
 
     def __len__(self) -> int:
         return int(self.ratings.shape[0])
+
+
+def unify_ids(*arrays: np.ndarray) -> list[np.ndarray]:
+    """The id arrays in one dtype: unchanged when all are integers, else all as strings
+    (integers written in decimal), so that ids of different files compare exactly."""
+    if all(a.dtype.kind in "iu" for a in arrays):
+        return [a.astype(np.int64, copy=False) for a in arrays]
+    return [a if a.dtype.kind == "U" else a.astype(str) for a in arrays]
+
+
+def concat_triples(parts: Sequence[Triples]) -> Triples:
+    """The ratings of several files in order (timestamps kept only when every part has them)."""
+    if not parts:
+        return Triples(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    if len(parts) == 1:
+        return parts[0]
+    users = np.concatenate(unify_ids(*[p.users for p in parts]))
+    items = np.concatenate(unify_ids(*[p.items for p in parts]))
+    stamps = (np.concatenate([p.timestamps for p in parts])
+              if all(p.timestamps is not None for p in parts) else None)
+    return Triples(users, items, np.concatenate([p.ratings for p in parts]), stamps)
 
 
 def list_rating_files(path: str) -> list[str]:
@@ -46,50 +71,6 @@ def list_rating_files(path: str) -> list[str]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"rating data not found: {path!r}")
     return [path]
-
-
-def _check_values(path: str, users, items, ratings, line_numbers=None) -> None:
-    """Raises RatingsFormatError naming the first line whose rating is 0 or not finite."""
-    bad = ~np.isfinite(ratings) | (ratings == 0)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        line = int(line_numbers[i]) if line_numbers is not None else i + 1
-        what = "0 (indistinguishable from 'unrated')" if ratings[i] == 0 else repr(float(ratings[i]))
-        raise RatingsFormatError(f"{path}:{line}: rating {what} is not allowed")
-    for name, ids in (("user", users), ("item", items)):
-        if ids.size and (ids.min() < 0):
-            i = int(np.flatnonzero(ids < 0)[0])
-            line = int(line_numbers[i]) if line_numbers is not None else i + 1
-            raise RatingsFormatError(f"{path}:{line}: negative {name} id {int(ids[i])}")
-
-
-def _parse_slow(path: str, text: str, delimiter: str) -> np.ndarray:
-    """Line-by-line parser: exact, and names the file and line of the first bad line."""
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        line = line.strip()
-        if not line:
-            continue
-        parts = line.split(delimiter) if delimiter.strip() else line.split()
-        if len(parts) < 3:
-            raise RatingsFormatError(
-                f"{path}:{lineno}: expected 3 fields (user, item, rating) separated by "
-                f"{delimiter!r}, got {len(parts)}: {line[:80]!r}")
-        try:
-            u, i = int(parts[0]), int(parts[1])
-        except ValueError:
-            raise RatingsFormatError(
-                f"{path}:{lineno}: user and item ids must be integers: {line[:80]!r}") from None
-        try:
-            r = float(parts[2])
-        except ValueError:
-            raise RatingsFormatError(
-                f"{path}:{lineno}: rating {parts[2]!r} is not a number") from None
-        if not np.isfinite(r) or r == 0:
-            what = "0 (indistinguishable from 'unrated')" if r == 0 else repr(parts[2])
-            raise RatingsFormatError(f"{path}:{lineno}: rating {what} is not allowed")
-        rows.append((u, i, r))
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 
 _POW10 = 10 ** np.arange(16, dtype=np.int64)
@@ -171,67 +152,52 @@ def _parse_ints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
 
 
 def _parse_fast(raw: bytes, delimiter: str) -> np.ndarray | None:
-    """Vectorised parser for well-formed files; None when the file needs the exact parser."""
+    """Vectorised parser of a well-formed block: (lines, 3) values of the first three fields when
+    every line has the same number (>= 3) of fields, the first two are integers of 1 to 9 digits
+    and the third a plain decimal; None when the file needs the general reader (which is exact
+    for everything else and names the line of any error)."""
     if not raw or raw.isspace():
         return np.zeros((0, 3))
     data = raw.replace(b"\r", b"") if b"\r" in raw else raw
     if not data.endswith(b"\n"):
         data += b"\n"
     delim = delimiter.encode()
+    if len(delim) > 1:  # e.g. MovieLens-1M's '::': a tab stands in when the text holds none
+        if b"\t" in data:
+            return None
+        data, delim = data.replace(delim, b"\t"), b"\t"
+    if len(delim) != 1:
+        return None
     buf = np.frombuffer(data, dtype=np.uint8)
-    if len(delim) == 1:
-        bounds = np.flatnonzero((buf == delim[0]) | (buf == 10))  # every field's end
-        line_ends = np.flatnonzero(buf[bounds] == 10)
-        per_line = np.diff(line_ends, prepend=-1) - 1  # delimiters per line
-        if per_line.size == 0 or per_line.min() != per_line.max() or per_line[0] < 2:
-            return None  # ragged, blank or short lines: let the exact parser explain
-        fields = int(per_line[0]) + 1
-        starts = np.empty_like(bounds)
-        starts[0], starts[1:] = 0, bounds[:-1] + 1
-        first3 = lambda a: a.reshape(-1, fields)[:, :3]  # noqa: E731
-        values = _parse_ints(buf, first3(starts), first3(bounds))
-        if values is not None:
-            return values
-        values = _parse_decimals(buf, first3(starts).reshape(-1), first3(bounds).reshape(-1))
-        if values is not None:  # plain decimal digits: parsed without text conversion
-            values = values.reshape(-1, 3)
-            if np.array_equal(values[:, :2], np.floor(values[:, :2])):
-                return values
-        data = data.replace(delim, b" ")
-    elif delim:
-        count = data.count(delim)
-        if count % data.count(b"\n"):
+    bounds = np.flatnonzero((buf == delim[0]) | (buf == 10))  # every field's end
+    line_ends = np.flatnonzero(buf[bounds] == 10)
+    per_line = np.diff(line_ends, prepend=-1) - 1  # delimiters per line
+    if per_line.size == 0 or per_line.min() != per_line.max() or per_line[0] < 2:
+        return None  # ragged, blank or short lines
+    fields = int(per_line[0]) + 1
+    starts = np.empty_like(bounds)
+    starts[0], starts[1:] = 0, bounds[:-1] + 1
+    starts, bounds = starts.reshape(-1, fields), bounds.reshape(-1, fields)
+    ids = _parse_ints(buf, starts[:, :2], bounds[:, :2])  # exact: at most 9 digits
+    if ids is None:
+        return None
+    ratings = _parse_ints(buf, starts[:, 2:3], bounds[:, 2:3])
+    if ratings is None:
+        ratings = _parse_decimals(buf, starts[:, 2], bounds[:, 2])
+        if ratings is None:
             return None
-        fields = count // data.count(b"\n") + 1
-        data = data.replace(delim, b" ")
-    else:
-        return None
-    if b"nan" in data.lower() or b"inf" in data.lower():
-        return None
-    newlines = data.count(b"\n")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            values = np.fromstring(data, dtype=np.float64, sep=" ")  # noqa: NPY201 (text mode)
-        except (DeprecationWarning, ValueError):
-            return None
-    if values.size != fields * newlines:
-        return None
-    values = values.reshape(newlines, fields)[:, :3]
-    ids = values[:, :2]
-    if not np.array_equal(ids, np.floor(ids)):
-        return None
-    return values
+        ratings = ratings.reshape(-1, 1)
+    return np.concatenate([ids, ratings], axis=1)
 
 
 CHUNK_BYTES = 1 << 27  # text parsed per vectorised pass: bounds the parser's temporaries
 
 
-def _parse_fast_file(path: str, delimiter: str,
-                     chunk_bytes: int = CHUNK_BYTES) -> np.ndarray | None:
+def parse_fast_file(path: str, delimiter: str,
+                    chunk_bytes: int = CHUNK_BYTES) -> np.ndarray | None:
     """:func:`_parse_fast` over a file read in blocks of whole lines (peak memory: the values
     plus one block's temporaries, not the whole text's); None as soon as a block needs the
-    exact parser."""
+    general reader."""
     parts, tail = [], b""
     with open(path, "rb") as fh:
         while True:
@@ -241,7 +207,7 @@ def _parse_fast_file(path: str, delimiter: str,
             data = tail + block
             cut = data.rfind(b"\n") + 1
             data, tail = data[:cut], data[cut:]
-            if data.isspace():  # blank lines: the exact parser keeps line numbers right
+            if data.isspace():  # blank lines: the general reader keeps line numbers right
                 return None
             if data:
                 values = _parse_fast(data, delimiter)
@@ -254,38 +220,6 @@ def _parse_fast_file(path: str, delimiter: str,
             return None
         parts.append(values)
     return np.concatenate(parts) if parts else np.zeros((0, 3))
-
-
-def read_ratings_text(path: str, delimiter: str = "\t",
-                      column_order: str = "user,item,rating") -> Triples:
-    """Reads a rating file or directory of files in the reference's text format.
-
-    ``column_order`` is ``"user,item,rating"`` (the reference's default) or ``"item,user,rating"``
-    (e.g. DeepRecommender's ``testData_iRec``). Raises :class:`RatingsFormatError` naming the file
-    and line for lines with fewer than three fields, non-integer ids, non-numeric, non-finite or
-    zero ratings.
-    """
-    if column_order not in COLUMN_ORDERS:
-        raise ValueError(f"column_order must be one of {COLUMN_ORDERS}, got {column_order!r}")
-    parts = []
-    for f in list_rating_files(path):
-        values = _parse_fast_file(f, delimiter)
-        if values is None:
-            with open(f, "rb") as fh:
-                raw = fh.read()
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                line = raw[:e.start].count(b"\n") + 1
-                raise RatingsFormatError(f"{f}:{line}: not valid UTF-8 text ({e.reason})") from None
-            values = _parse_slow(f, text, delimiter)
-        else:
-            _check_values(f, values[:, 0], values[:, 1], values[:, 2])
-        parts.append(values)
-    values = np.concatenate(parts) if parts else np.zeros((0, 3))
-    a, b = values[:, 0].astype(np.int64), values[:, 1].astype(np.int64)
-    users, items = (a, b) if column_order == "user,item,rating" else (b, a)
-    return Triples(users, items, values[:, 2].astype(np.float32))
 
 
 def _put_digits(mat: np.ndarray, last_col: int, values: np.ndarray, width: int) -> None:
@@ -343,10 +277,22 @@ def write_ratings_text(path: str, triples: Triples | Iterable[Sequence], delimit
                        chunk: int = 2_000_000) -> None:
     """Writes ratings in the reference's text format (atomically).
 
-    :class:`Triples` with non-negative ids are formatted vectorised, ``chunk`` lines at a time.
+    :class:`Triples` with non-negative integer ids are formatted vectorised, ``chunk`` lines at
+    a time; string ids are written as they are (ValueError for one holding the delimiter, a
+    quote or a line end, which could not be read back).
     """
+    if isinstance(triples, Triples):
+        for ids in (triples.users, triples.items):
+            if ids.dtype.kind == "U" and ids.size:
+                bad = np.zeros(ids.shape, bool)
+                for c in (delimiter, '"', "\n", "\r"):
+                    bad |= np.char.find(ids, c) >= 0
+                if bad.any():
+                    raise ValueError(f"{path}: id {str(ids[bad][0])!r} holds the delimiter, a "
+                                     "quote or a line end")
     if isinstance(triples, Triples) and (len(triples) == 0 or (
-            int(np.min(triples.users)) >= 0 and int(np.min(triples.items)) >= 0)):
+            triples.users.dtype.kind in "iu" and triples.items.dtype.kind in "iu"
+            and int(np.min(triples.users)) >= 0 and int(np.min(triples.items)) >= 0)):
         def write_fast(fh):
             for s in range(0, len(triples), chunk):
                 fh.write(format_ratings_lines(triples.users[s:s + chunk], triples.items[s:s + chunk],
@@ -359,6 +305,8 @@ def write_ratings_text(path: str, triples: Triples | Iterable[Sequence], delimit
         t = list(triples)
         arr = ([x[0] for x in t], [x[1] for x in t], [x[2] for x in t])
     def write(fh):
-        lines = [f"{int(u)}{delimiter}{int(i)}{delimiter}{float(r):g}\n" for u, i, r in zip(*arr)]
+        text = lambda x: x if isinstance(x, str) else int(x)  # noqa: E731
+        lines = [f"{text(u)}{delimiter}{text(i)}{delimiter}{float(r):g}\n"
+                 for u, i, r in zip(*arr)]
         fh.write("".join(lines).encode())
     atomic_write(path, write)
