@@ -9,7 +9,8 @@
 ``weight_decay`` is PyTorch-style L2: ``decay * w`` is added to the gradient before the optimiser.
 
 :func:`apply_gradients` applies an optimiser's step to the parameters; for ``momentum`` without
-weight decay it does so in one fused pass per array (``cpu_kernels.momentum`` on the CPU).
+weight decay it does so in one pass per array (with ``kernels=True``, the CPU kernels' fused
+update: the step's CPU-kernel branch only).
 """
 from __future__ import annotations
 
@@ -164,15 +165,16 @@ def momentum_trace(opt_state):
 
 
 def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, params,
-                    after: Sequence[jax.Array] = ()):
+                    after: Sequence[jax.Array] = (), *, kernels: bool = False):
     """(new params, new optimiser state) after one step of ``optimizer`` on ``grads``.
 
     Equal to ``optimizer.update`` followed by ``optax.apply_updates``; for :class:`SGDMomentum`
-    each array is updated in one pass (trace = g + m * trace; p = p - lr * trace), large float32
-    arrays by the multi-threaded CPU kernel where it is available, and a gradient leaf may be a
-    :class:`SparseRows` (summed inside the update by the CPU kernel, never stored densely).
+    each array is updated in one pass (trace = g + m * trace; p = p - lr * trace), with
+    ``kernels=True`` (the CPU-kernel branch of the step, CPU platform only) large float32 arrays
+    by the multi-threaded CPU kernel, and a gradient leaf may be a :class:`SparseRows` (summed
+    inside the update by the CPU kernel there, never stored densely).
 
-    ``after`` (CPU kernels only): arrays every weight matrix's in-place update waits for, such
+    ``after`` (kernels only): arrays every weight matrix's in-place update waits for, such
     as the backward pass's last gradient. XLA cannot always tell that the backward pass has read
     a weight before its update; it then copies the weight first (measured: ~15% of a sparse
     training step).
@@ -187,7 +189,7 @@ def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, p
     trace_state, schedule_state = opt_state
     lr = momentum_lr(optimizer, opt_state)
     mu = optimizer.momentum
-    kernel = cpu_kernels.enabled()
+    kernel = kernels
 
     def leaf(p, t, g):
         if isinstance(g, Updated):
