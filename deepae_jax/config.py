@@ -117,6 +117,11 @@ class Config:
     recommendations_path: str = setting(
         "", "--mode=recommend: output file (user<TAB>item<TAB>prediction<TAB>rank); default: "
         "standard output.")
+    # runs and checkpoints
+    overwrite: bool = setting(
+        False, "Train into a --logdir that holds another run's files (checkpoints, vocab.npz, "
+        "metrics.jsonl, config.json, events) by removing them first. Without it such a "
+        "--logdir is refused unless --resume continues that run.")
 
     def __post_init__(self):
         def bad(flag, why):
