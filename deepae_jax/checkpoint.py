@@ -334,6 +334,10 @@ def restore(source: str, save_path: str = "") -> Restored:
                               "column ids (id maps of another run)")
     if "major" not in meta:
         spec = dataclasses.replace(spec, major=vocab["major"])
+    elif vocab["major"] != spec.major:
+        raise CheckpointError(f"{path}: the checkpoint's rows are {spec.major} but "
+                              f"{os.path.join(folder, VOCAB_FILE)} is of {vocab['major']} "
+                              "(id maps of another run)")
     params = _from_state_dict(path, params_target(spec.model), payload["state"]["params"])
     try:
         run_config = load_run_config(folder)

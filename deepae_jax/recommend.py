@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import sys
 from typing import Sequence
 
@@ -32,7 +31,6 @@ from deepae_jax import model
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import bucket_length, dense_rows
 from deepae_jax.io_utils import atomic_write
-from deepae_jax.run_config import load_run_config
 
 log = logging.getLogger("deepae_jax")
 
@@ -96,16 +94,8 @@ class TopK:
 
 
 def model_config_from_meta(path: str, meta: dict) -> model.ModelConfig:
-    """The architecture a checkpoint records (run_meta), so no architecture flags are needed."""
-    try:
-        return model.ModelConfig(layer_sizes=tuple(int(s) for s in meta["layer_sizes"]),
-                                 activation=meta["activation"],
-                                 drop_prob=float(meta.get("drop_prob", 0.0)),
-                                 constrained=bool(meta["constrained"]),
-                                 last_layer_linear=bool(meta["last_layer_linear"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ckpt.CheckpointError(f"{path}: the checkpoint does not record its architecture "
-                                   f"({e})") from None
+    """The architecture a checkpoint records (see checkpoint.ModelSpec)."""
+    return ckpt.ModelSpec.from_meta(path, meta).model
 
 
 def parse_ids(text: str, flag: str = "users") -> np.ndarray | None:
@@ -144,7 +134,7 @@ class Recommender:
 
     def __init__(self, params: model.Params, model_cfg: model.ModelConfig, item_ids: np.ndarray,
                  train: ratings.RatingMatrix | None = None, batch_size: int = 256,
-                 checkpoint: str = ""):
+                 checkpoint: str = "", rating_range: tuple[float, float] | None = None):
         if model_cfg.layer_sizes[0] != len(item_ids):
             raise ValueError(f"the model has {model_cfg.layer_sizes[0]} inputs but there are "
                              f"{len(item_ids)} item ids")
@@ -156,6 +146,7 @@ class Recommender:
         self.train = train
         self.batch_size = int(batch_size)
         self.checkpoint = checkpoint
+        self.rating_range = rating_range  # (min, max) of the training ratings, when recorded
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -166,21 +157,13 @@ class Recommender:
         unless ``load_train`` is False, the training data: ``path_to_train_data``, else the
         one recorded in ``logdir/config.json``. Without training data only new users (rating
         vectors given at run time) can be scored."""
-        path = save_path or ckpt.latest_checkpoint(logdir)
-        if not path:
-            raise ckpt.CheckpointError(f"no checkpoint in {logdir!r}; train first or name one "
-                                       "with --save_path")
-        folder = os.path.dirname(os.path.abspath(path))
-        row_ids, col_ids, major = ckpt.load_vocab(folder)
-        if major != "users":
+        restored = ckpt.restore(logdir, save_path)
+        path, row_ids, col_ids = restored.path, restored.row_ids, restored.col_ids
+        if restored.major != "users":
             raise RecommendError(f"{path}: recommend needs a user-based model (trained with "
-                                 f"--major=users); this one was trained with --major={major}, "
-                                 "so its rows are items")
-        meta = ckpt.read_checkpoint(path)["meta"]
-        model_cfg = model_config_from_meta(path, meta)
-        target = model.init(jax.random.PRNGKey(0), model_cfg.layer_sizes, model_cfg.constrained)
-        params, _ = ckpt.restore_params(path, target)
-        saved = load_run_config(folder) or {}
+                                 "--major=users); this one was trained with "
+                                 f"--major={restored.major}, so its rows are items")
+        saved = restored.run_config or {}
         delimiter = delimiter if delimiter is not None else saved.get("delimiter", "\t")
         column_order = column_order or saved.get("column_order", "user,item,rating")
         train = None
@@ -190,7 +173,8 @@ class Recommender:
         elif load_train:
             log.warning("%s: no training data given (--path_to_train_data) nor recorded in "
                         "config.json: only new users (given ratings) can be scored", logdir)
-        return cls(params, model_cfg, col_ids, train, batch_size, path)
+        return cls(restored.params, restored.model_cfg, col_ids, train, batch_size, path,
+                   restored.spec.rating_range)
 
     @property
     def n_items(self) -> int:
@@ -225,9 +209,15 @@ class Recommender:
         cols = self.item_columns(items)
         if len(np.unique(cols)) != len(cols):
             raise RecommendError("an item is rated more than once")
-        values = np.asarray(values, np.float32)
+        values = np.asarray(values, np.float64)
         if not np.all(np.isfinite(values)) or np.any(values == 0):
             raise RecommendError("ratings must be finite and non-zero (0 means 'unrated')")
+        if self.rating_range is not None:
+            low, high = self.rating_range
+            bad = values[(values < low) | (values > high)]
+            if bad.size:
+                raise RecommendError(f"rating {bad[0]:g} is outside the model's rating scale "
+                                     f"{low:g}..{high:g} (the training ratings' range)")
         x = np.zeros((1, self.n_items), np.float32)
         x[0, cols] = values
         return x

@@ -160,14 +160,24 @@ def test_duplicate_ratings_in_the_file_are_an_error(trained, tmp_path):
 
 
 def test_item_based_model_is_refused(trained, tmp_path):
+    from test_checkpoint import write_run
     root, cfg = trained
-    import shutil
-    items_dir = tmp_path / "items"
-    shutil.copytree(cfg.logdir, items_dir)
-    row_ids, col_ids, _ = ckpt.load_vocab(str(items_dir))
-    ckpt.save_vocab(str(items_dir), row_ids, col_ids, "items")
+    write_run(tmp_path, spec=ckpt.ModelSpec(model.ModelConfig((SPEC.n_users, 4)), "items"))
     with pytest.raises(RecommendError, match="user-based model"):
-        Recommender.from_logdir(str(items_dir), cfg.path_to_train_data)
+        Recommender.from_logdir(str(tmp_path), cfg.path_to_train_data)
+    row_ids, col_ids, _ = ckpt.load_vocab(str(tmp_path))
+    ckpt.save_vocab(str(tmp_path), row_ids, col_ids, "users", "run-a")
+    with pytest.raises(ckpt.CheckpointError, match="rows are items.*another run"):
+        Recommender.from_logdir(str(tmp_path), cfg.path_to_train_data)
+
+
+def test_ratings_outside_the_training_scale_are_refused(rec):
+    assert rec.rating_range == (1.0, 5.0)
+    item = int(rec.item_ids[0])
+    for bad in (3e38, -1e30, 5.5):
+        with pytest.raises(RecommendError, match="outside the model's rating scale 1..5"):
+            rec.vector([item], [bad])
+    rec.vector([item], [4.5])
 
 
 def test_training_data_path_read_from_config_json(trained, tmp_path):
