@@ -7,7 +7,7 @@ import math
 import os
 from typing import Any
 
-from deepae_jax.io_utils import atomic_write_text
+from deepae_jax.io_utils import OutputError, atomic_write_text
 
 log = logging.getLogger("deepae_jax")
 
@@ -88,8 +88,11 @@ class MetricsLogger:
             return
         row = {"kind": kind, "step": int(step), **({"run_id": self.run_id} if self.run_id else {}),
                **values}
-        self._jsonl.write(json.dumps(json_ready(row), allow_nan=False) + "\n")
-        self._jsonl.flush()
+        try:
+            self._jsonl.write(json.dumps(json_ready(row), allow_nan=False) + "\n")
+            self._jsonl.flush()
+        except OSError as e:  # e.g. disk full: an error naming the file, not a traceback
+            raise OutputError(self._jsonl.name, e) from None
         for key, value in values.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.scalar(f"{kind}/{key}", float(value), step)

@@ -135,3 +135,19 @@ def test_remove_temp_files_removes_only_atomic_write_leftovers(tmp_path):
     assert sorted(os.path.basename(p) for p in removed) == [
         ".checkpoint_00002.msgpack.abc123.tmp", ".vocab.npz.x.tmp"]
     assert sorted(os.listdir(tmp_path)) == ["checkpoint_00001.msgpack", "keep.tmp"]
+
+
+def test_disk_full_in_a_run_is_an_error_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from deepae_jax.data import synthetic
+    from test_cli import main_in_process
+    spec = synthetic.SyntheticSpec(n_users=30, n_items=20, mean_ratings_per_user=5, seed=1)
+    synthetic.ensure_dataset(str(tmp_path / "train"), "", spec)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(io_utils.os, "fsync", full)
+    assert main_in_process(f"--path_to_train_data={tmp_path / 'train'}", "--batch_size=8",
+                           f"--logdir={tmp_path / 'logs'}", "--noprogress") == 2
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'logs'}" in err and "no space left on device" in err
+    assert "Traceback" not in err
