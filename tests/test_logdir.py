@@ -78,3 +78,17 @@ def test_resume_continues_the_run_from_the_newest_good_checkpoint(tmp_path):
 
 def test_run_ids_are_unique():
     assert len({logdir_lib.new_run_id() for _ in range(50)}) == 50
+
+
+def test_training_into_a_locked_logdir_is_refused(holder, tmp_path):
+    from deepae_jax import runner
+    from deepae_jax.config import Config
+    from deepae_jax.data import synthetic
+    folder, proc = holder
+    spec = synthetic.SyntheticSpec(n_users=30, n_items=20, mean_ratings_per_user=5, seed=1)
+    synthetic.ensure_dataset(str(tmp_path / "train"), "", spec)
+    cfg = Config(path_to_train_data=str(tmp_path / "train"), logdir=str(folder),
+                 hidden_layers=(4,), batch_size=8, num_epochs=1, progress=False)
+    with pytest.raises(logdir_lib.LogdirError, match=f"--logdir='{folder}' is in use"):
+        runner.train_and_evaluate(cfg)
+    assert logdir_lib.run_artefacts(str(folder)) == []  # nothing written beside the holder
