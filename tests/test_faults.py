@@ -84,13 +84,19 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     logdir = tmp_path / "killed"
     argv = flags({**settings(tmp_path, logdir), "resume": True})
     rng = np.random.default_rng(12)
-    # writes of a start: vocab.npz (1), config.json (2), then a checkpoint per epoch (3, 4, ...)
-    kills = [dict(kill_at_write=int(rng.integers(1, 4))),
-             dict(kill_at_write=int(rng.integers(3, 5))),
-             dict(kill_after_epoch_line=1, delay=float(rng.uniform(0, 0.05))),
-             dict(kill_at_write=int(rng.integers(3, 5)))]
-    codes = [attempt(argv, **kill) for kill in kills]
+    # writes of a start: vocab.npz (1), config.json (2), then a checkpoint per epoch (3, 4, ...;
+    # a resumed start that drops metrics rows rewrites metrics.jsonl first)
+    kills = [dict(kill_at_write=int(rng.integers(1, 3))),
+             dict(kill_at_write=int(rng.integers(4, 6))),
+             dict(kill_after_epoch_line=int(rng.integers(1, 3)), delay=float(rng.uniform(0, .05))),
+             dict(kill_at_write=int(rng.integers(3, 6)))]
+    codes, saved = [], []
+    for kill in kills:
+        codes.append(attempt(argv, **kill))
+        saved.append(max([e for e, _ in ckpt.list_checkpoints(str(logdir))], default=0))
     assert codes.count(-signal.SIGKILL) >= 3, codes
+    assert any(saved[i - 1] >= 1 and codes[i] == -signal.SIGKILL
+               for i in range(1, len(kills))), (codes, saved)  # a resumed run was killed too
     for _ in range(3):  # resumed until it finishes (at most one epoch lost per kill above)
         if attempt(argv) == 0 and ckpt.list_checkpoints(str(logdir))[-1][0] == EPOCHS:
             break
