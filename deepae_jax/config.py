@@ -121,7 +121,8 @@ class Config:
     overwrite: bool = setting(
         False, "Train into a --logdir that holds another run's files (checkpoints, vocab.npz, "
         "metrics.jsonl, config.json, events) by removing them first. Without it such a "
-        "--logdir is refused unless --resume continues that run.")
+        "--logdir is refused unless --resume continues that run (with --resume: removes them "
+        "only when no checkpoint there loads).")
 
     def __post_init__(self):
         def bad(flag, why):

@@ -322,6 +322,22 @@ def load_training_matrix(path: str, row_ids: np.ndarray, col_ids: np.ndarray,
     return reindex(train, row_ids, col_ids)
 
 
+def check_rating_range(triples: ratings.Triples, rating_range: tuple[float, float] | None,
+                       source: str) -> None:
+    """Raises RecommendError naming ``source``, the user and the item of the first rating
+    outside the model's rating scale (the training ratings' range; None: not recorded)."""
+    if rating_range is None:
+        return
+    low, high = rating_range
+    bad = np.flatnonzero((triples.ratings < low) | (triples.ratings > high))
+    if bad.size:
+        i = bad[0]
+        raise RecommendError(f"{source}: rating {triples.ratings[i]:g} of user "
+                             f"{triples.users[i]} for item {triples.items[i]} is outside the "
+                             f"model's rating scale {low:g}..{high:g} ({bad.size} such "
+                             "rating(s))")
+
+
 def run_recommend(cfg) -> int:
     """``--mode=recommend``: the ``--top_k`` best unrated items of ``--users`` (default: all
     training users), or of the users in ``--ratings_file`` (new users, scored from those ratings
@@ -333,6 +349,7 @@ def run_recommend(cfg) -> int:
                                   load_train=not cfg.ratings_file)
     if cfg.ratings_file:
         triples = ratings.read_ratings_text(cfg.ratings_file, cfg.delimiter, cfg.column_order)
+        check_rating_range(triples, rec.rating_range, cfg.ratings_file)
         new = rec.new_users(triples, source=cfg.ratings_file)
         if new.ignored_ratings:
             shown = ", ".join(map(str, new.unknown_items[:20]))

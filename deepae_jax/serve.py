@@ -181,7 +181,8 @@ def create_app(rec: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     @app.get("/healthz")
     def healthz():
         return {"status": "ok", "users": int(len(rec.user_ids)), "items": rec.n_items,
-                "checkpoint": os.path.basename(rec.checkpoint)}
+                "checkpoint": os.path.basename(rec.checkpoint),
+                "rating_range": list(rec.rating_range) if rec.rating_range else None}
 
     @app.post("/recommend")
     def recommend(req: RecommendRequest):

@@ -180,6 +180,14 @@ def test_ratings_outside_the_training_scale_are_refused(rec):
     rec.vector([item], [4.5])
 
 
+def test_ratings_file_outside_the_scale_is_refused(trained, rec, tmp_path):
+    item = int(rec.item_ids[0])
+    (tmp_path / "far.tsv").write_text(f"7\t{item}\t4\n8\t{item}\t3e38\n")
+    with pytest.raises(RecommendError, match=rf"far\.tsv: rating 3e\+38 of user 8 for item "
+                       rf"{item} is outside the model's rating scale 1\.\.5"):
+        run_recommend(rec_cfg(trained, tmp_path, ratings_file=str(tmp_path / "far.tsv")))
+
+
 def test_training_data_path_read_from_config_json(trained, tmp_path):
     root, cfg = trained
     import shutil

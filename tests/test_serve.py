@@ -90,6 +90,7 @@ def test_healthz(server, rec):
     status, body = request(port, "GET", "/healthz")
     assert status == 200 and body["status"] == "ok"
     assert body["users"] == SPEC.n_users and body["items"] == rec.n_items
+    assert body["rating_range"] == [1.0, 5.0]
 
 
 def test_recommend_known_and_new_user_and_predict(server, rec):
