@@ -20,6 +20,15 @@ class OutputError(OSError):
 
 
 def _umask() -> int:
+    """The process's umask, read without changing it where Linux reports it (setting it, the
+    fallback, briefly affects files other threads create)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -98,15 +98,16 @@ def test_checkpoint_of_a_newer_version_is_a_clear_error(tmp_path):
         ckpt.ModelSpec.from_meta("x.msgpack", meta)
 
 
-def test_files_get_umask_permissions_not_0600(tmp_path):
-    old = os.umask(0o022)
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_files_get_umask_permissions_not_0600(tmp_path, umask, mode):
+    old = os.umask(umask)
     try:
         _, paths = write_run(tmp_path, epochs=(1,))
         io_utils.atomic_write_text(str(tmp_path / "a.txt"), "x")
     finally:
         os.umask(old)
     for path in (paths[0], tmp_path / "vocab.npz", tmp_path / "a.txt"):
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
+        assert stat.S_IMODE(os.stat(path).st_mode) == mode, path
 
 
 def test_disk_full_is_a_clear_error_naming_the_file(tmp_path, monkeypatch):

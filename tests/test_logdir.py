@@ -92,3 +92,13 @@ def test_training_into_a_locked_logdir_is_refused(holder, tmp_path):
     with pytest.raises(logdir_lib.LogdirError, match=f"--logdir='{folder}' is in use"):
         runner.train_and_evaluate(cfg)
     assert logdir_lib.run_artefacts(str(folder)) == []  # nothing written beside the holder
+
+
+def test_resume_with_no_loadable_checkpoint_is_refused_unless_overwrite(tmp_path):
+    _, paths = write_run(tmp_path, epochs=(1,))
+    damage(paths[0])
+    with pytest.raises(logdir_lib.LogdirError, match="no checkpoint there loads"):
+        logdir_lib.open_run(str(tmp_path), resume=True, overwrite=False)
+    run = logdir_lib.open_run(str(tmp_path), resume=True, overwrite=True)
+    run.release()
+    assert run.resume_from is None and logdir_lib.run_artefacts(str(tmp_path)) == []
