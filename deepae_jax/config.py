@@ -146,6 +146,12 @@ class Config:
     timestamp_column: str = setting(
         "", "The timestamp column (header name or 0-based position) of rating tables, read "
         "along for splitting; empty: none.")
+    # runs and checkpoints
+    overwrite: bool = setting(
+        False, "Train into a --logdir that holds another run's files (checkpoints, vocab.npz, "
+        "metrics.jsonl, config.json, events) by removing them first. Without it such a "
+        "--logdir is refused unless --resume continues that run (with --resume: removes them "
+        "only when no checkpoint there loads).")
 
     def __post_init__(self):
         def bad(flag, why):

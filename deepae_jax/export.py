@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 from typing import Sequence
 
@@ -47,16 +46,10 @@ class ExportError(RuntimeError):
 
 
 def load_trained(logdir: str, save_path: str = ""):
-    """(params, model config, checkpoint path) of the latest checkpoint in ``logdir``."""
-    from deepae_jax.recommend import model_config_from_meta
-    path = save_path or ckpt.latest_checkpoint(logdir)
-    if not path:
-        raise ckpt.CheckpointError(f"no checkpoint in {logdir!r}; train first or name one with "
-                                   "--save_path")
-    model_cfg = model_config_from_meta(path, ckpt.read_checkpoint(path)["meta"])
-    target = model.init(jax.random.PRNGKey(0), model_cfg.layer_sizes, model_cfg.constrained)
-    params, _ = ckpt.restore_params(path, target)
-    return params, model_cfg, path
+    """(params, model config, checkpoint path) of the newest checkpoint of ``logdir`` that
+    loads (or ``save_path``), via checkpoint.restore."""
+    restored = ckpt.restore(logdir, save_path)
+    return restored.params, restored.model_cfg, restored.path
 
 
 def inference_fn(params: model.Params, model_cfg: model.ModelConfig):
@@ -147,9 +140,10 @@ def export_model(logdir: str, out_dir: str, save_path: str = "",
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}, got {list(formats)}")
-    params, model_cfg, path = load_trained(logdir, save_path)
+    restored = ckpt.restore(logdir, save_path)
+    params, model_cfg, path = restored.params, restored.model_cfg, restored.path
     folder = os.path.dirname(os.path.abspath(path))
-    row_ids, col_ids, major = ckpt.load_vocab(folder)
+    row_ids, col_ids, major = restored.row_ids, restored.col_ids, restored.major
     os.makedirs(out_dir, exist_ok=True)
     written = {}
     if "onnx" in formats:
@@ -168,11 +162,14 @@ def export_model(logdir: str, out_dir: str, save_path: str = "",
         atomic_write(written["jax"], lambda fh: fh.write(blob))
     written["vocab"] = os.path.join(out_dir, VOCAB_FILE)
     if os.path.abspath(written["vocab"]) != os.path.abspath(os.path.join(folder, VOCAB_FILE)):
-        shutil.copyfile(os.path.join(folder, VOCAB_FILE), written["vocab"])
+        with open(os.path.join(folder, VOCAB_FILE), "rb") as fh:
+            vocab_bytes = fh.read()
+        atomic_write(written["vocab"], lambda fh: fh.write(vocab_bytes))
     manifest = {"checkpoint": os.path.abspath(path), "major": major,
                 "layer_sizes": list(model_cfg.layer_sizes), "activation": model_cfg.activation,
                 "constrained": model_cfg.constrained,
                 "last_layer_linear": model_cfg.last_layer_linear,
+                "run_id": restored.run_id, "rating_range": restored.meta.get("rating_range"),
                 "n_items": int(len(col_ids)), "n_users": int(len(row_ids)),
                 "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["B", len(col_ids)]},
                 "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["B", len(col_ids)]},
@@ -181,7 +178,21 @@ def export_model(logdir: str, out_dir: str, save_path: str = "",
                 "columns": "vocab.npz col_ids[j] is the ORIGINAL item id of column j"}
     written["manifest"] = os.path.join(out_dir, MANIFEST_FILE)
     atomic_write_text(written["manifest"], json.dumps(manifest, indent=2) + "\n")
+    remove_stale(out_dir, written)
     return written
+
+
+def remove_stale(out_dir: str, written: dict[str, str]) -> list[str]:
+    """Removes the model files of an earlier export in ``out_dir`` that this export did not
+    write (e.g. a model.onnx beside a new jax-only export); returns their paths."""
+    kept = {os.path.abspath(p) for p in written.values()}
+    stale = [os.path.join(out_dir, f) for f in (ONNX_FILE, JAX_FILE)
+             if os.path.abspath(os.path.join(out_dir, f)) not in kept
+             and os.path.isfile(os.path.join(out_dir, f))]
+    for path in stale:
+        os.unlink(path)
+        log.warning("removed %s of an earlier export", path)
+    return stale
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                [f.strip() for f in args.formats.split(",") if f.strip()],
                                [p.strip() for p in args.platforms.split(",") if p.strip()],
                                args.opset)
-    except (ExportError, ckpt.CheckpointError, ValueError) as e:
+    except (ExportError, ckpt.CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for what, path in written.items():

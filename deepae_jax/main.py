@@ -52,7 +52,7 @@ def main(argv):
         else:
             runner.run_infer(cfg)
     except (config_lib.ConfigError, RatingsFormatError, CheckpointError, TrainingDivergedError,
-            FileNotFoundError, ValueError) as e:
+            OSError, ValueError) as e:  # OSError: e.g. disk full (the message names the file)
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

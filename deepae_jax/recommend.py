@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import sys
 from typing import Sequence
 
@@ -34,7 +33,6 @@ from deepae_jax import model, scoring
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import bucket_length, dense_rows
 from deepae_jax.io_utils import atomic_write
-from deepae_jax.run_config import load_run_config
 
 log = logging.getLogger("deepae_jax")
 
@@ -94,19 +92,6 @@ class TopK:
         return "".join(out)
 
 
-def model_config_from_meta(path: str, meta: dict) -> model.ModelConfig:
-    """The architecture a checkpoint records (run_meta), so no architecture flags are needed."""
-    try:
-        return model.ModelConfig(layer_sizes=tuple(int(s) for s in meta["layer_sizes"]),
-                                 activation=meta["activation"],
-                                 drop_prob=float(meta.get("drop_prob", 0.0)),
-                                 constrained=bool(meta["constrained"]),
-                                 last_layer_linear=bool(meta["last_layer_linear"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ckpt.CheckpointError(f"{path}: the checkpoint does not record its architecture "
-                                   f"({e})") from None
-
-
 def parse_ids(text: str, flag: str = "users") -> np.ndarray | None:
     """``"3,17,42"`` -> array([3, 17, 42]) (int64 when every id is ASCII digits fitting int64,
     else the strings, e.g. ``"u_3,u_17"``, as the rating readers type ids); "" -> None (all)."""
@@ -146,7 +131,8 @@ class Recommender:
 
     def __init__(self, params: model.Params, model_cfg: model.ModelConfig, item_ids: np.ndarray,
                  train: ratings.RatingMatrix | None = None, batch_size: int = 256,
-                 checkpoint: str = "", major: str = "users"):
+                 checkpoint: str = "", major: str = "users",
+                 rating_range: tuple[float, float] | None = None):
         n_inputs = len(item_ids) if major == "users" else (
             len(train.col_ids) if train is not None else -1)
         if major == "items" and (train is None or train.major != "items"):
@@ -165,6 +151,7 @@ class Recommender:
         self.checkpoint = checkpoint
         self.major = major
         self._item_major_scores = None  # (n_users, n_items) on the device, computed once
+        self.rating_range = rating_range  # (min, max) of the training ratings, when recorded
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -175,17 +162,10 @@ class Recommender:
         unless ``load_train`` is False, the training data: ``path_to_train_data``, else the
         one recorded in ``logdir/config.json``. Without training data only new users (rating
         vectors given at run time) can be scored."""
-        path = save_path or ckpt.latest_checkpoint(logdir)
-        if not path:
-            raise ckpt.CheckpointError(f"no checkpoint in {logdir!r}; train first or name one "
-                                       "with --save_path")
-        folder = os.path.dirname(os.path.abspath(path))
-        row_ids, col_ids, major = ckpt.load_vocab(folder)
-        meta = ckpt.read_checkpoint(path)["meta"]
-        model_cfg = model_config_from_meta(path, meta)
-        target = model.init(jax.random.PRNGKey(0), model_cfg.layer_sizes, model_cfg.constrained)
-        params, _ = ckpt.restore_params(path, target)
-        saved = load_run_config(folder) or {}
+        restored = ckpt.restore(logdir, save_path)
+        path, row_ids, col_ids = restored.path, restored.row_ids, restored.col_ids
+        major = restored.major
+        saved = restored.run_config or {}
         delimiter = delimiter if delimiter is not None else saved.get("delimiter", "\t")
         column_order = column_order or saved.get("column_order", "user,item,rating")
         train = None
@@ -201,7 +181,8 @@ class Recommender:
             log.warning("%s: no training data given (--path_to_train_data) nor recorded in "
                         "config.json: only new users (given ratings) can be scored", logdir)
         item_ids = col_ids if major == "users" else row_ids
-        return cls(params, model_cfg, item_ids, train, batch_size, path, major)
+        return cls(restored.params, restored.model_cfg, item_ids, train, batch_size, path, major,
+                   restored.spec.rating_range)
 
     @property
     def n_items(self) -> int:
@@ -238,9 +219,15 @@ class Recommender:
         cols = self.item_columns(items)
         if len(np.unique(cols)) != len(cols):
             raise RecommendError("an item is rated more than once")
-        values = np.asarray(values, np.float32)
+        values = np.asarray(values, np.float64)
         if not np.all(np.isfinite(values)) or np.any(values == 0):
             raise RecommendError("ratings must be finite and non-zero (0 means 'unrated')")
+        if self.rating_range is not None:
+            low, high = self.rating_range
+            bad = values[(values < low) | (values > high)]
+            if bad.size:
+                raise RecommendError(f"rating {bad[0]:g} is outside the model's rating scale "
+                                     f"{low:g}..{high:g} (the training ratings' range)")
         x = np.zeros((1, self.n_items), np.float32)
         x[0, cols] = values
         return x
@@ -389,6 +376,22 @@ def load_training_matrix(path: str, row_ids: np.ndarray, col_ids: np.ndarray,
     return reindex(train, row_ids, col_ids)
 
 
+def check_rating_range(triples: ratings.Triples, rating_range: tuple[float, float] | None,
+                       source: str) -> None:
+    """Raises RecommendError naming ``source``, the user and the item of the first rating
+    outside the model's rating scale (the training ratings' range; None: not recorded)."""
+    if rating_range is None:
+        return
+    low, high = rating_range
+    bad = np.flatnonzero((triples.ratings < low) | (triples.ratings > high))
+    if bad.size:
+        i = bad[0]
+        raise RecommendError(f"{source}: rating {triples.ratings[i]:g} of user "
+                             f"{triples.users[i]} for item {triples.items[i]} is outside the "
+                             f"model's rating scale {low:g}..{high:g} ({bad.size} such "
+                             "rating(s))")
+
+
 def run_recommend(cfg) -> int:
     """``--mode=recommend``: the ``--top_k`` best unrated items of ``--users`` (default: all
     training users), or of the users in ``--ratings_file`` (new users, scored from those ratings
@@ -400,6 +403,7 @@ def run_recommend(cfg) -> int:
                                   load_train=not cfg.ratings_file)
     if cfg.ratings_file:
         triples = ratings.read_table(cfg.ratings_file, ratings.TableFormat.from_config(cfg))
+        check_rating_range(triples, rec.rating_range, cfg.ratings_file)
         new = rec.new_users(triples, source=cfg.ratings_file)
         if new.ignored_ratings:
             shown = ", ".join(map(str, new.unknown_items[:20]))

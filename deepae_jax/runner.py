@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 
 import jax
@@ -12,14 +11,15 @@ import scipy.sparse as sp
 
 from deepae_jax import checkpoint as ckpt
 from deepae_jax import eval_metrics as metrics_lib
-from deepae_jax import model
+from deepae_jax import logdir as logdir_lib
+from deepae_jax import memory
 from deepae_jax import parallel
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import num_batches
 from deepae_jax.evaluate import EvalResult, evaluate, predict_eval_ratings
 from deepae_jax.io_utils import atomic_write
-from deepae_jax.run_config import save_run_config
+from deepae_jax.run_config import ignored_flags, save_run_config
 from deepae_jax.metrics import MetricsLogger, format_epoch_line
 from deepae_jax.optim import learning_rate_at_epoch, make_optimizer
 from deepae_jax.train import (ResidentEpochs, TrainingDivergedError, create_train_state,
@@ -53,6 +53,10 @@ def load_data(cfg: Config, vocab: tuple[np.ndarray, np.ndarray] | None = None) -
     if cfg.path_to_eval_data:
         triples = ratings.load_triples(cfg.path_to_eval_data, **table_options(cfg))
         split = ratings.align_eval(train, triples, source=cfg.path_to_eval_data)
+        if split.nnz == 0:
+            log.warning("warning: %s: no evaluation ratings of known rows (every rating is of a "
+                        "%s or column unknown to the training data)", cfg.path_to_eval_data,
+                        cfg.major[:-1])
         log.info("evaluation data %s: %d ratings of %d rows kept; dropped %d ratings of rows and "
                  "%d of columns unknown to training", cfg.path_to_eval_data, split.nnz,
                  len(split.rows), split.dropped_unknown_rows, split.dropped_unknown_cols)
@@ -76,13 +80,43 @@ def reindex(matrix: ratings.RatingMatrix, row_ids: np.ndarray, col_ids: np.ndarr
     return dataclasses.replace(template, csr=split.csr)
 
 
-def run_meta(cfg: Config, data: Data) -> dict:
-    """What a checkpoint records about the run (checked when it is restored)."""
-    return {"layer_sizes": [data.train.shape[1], *cfg.hidden_layers],
-            "constrained": cfg.constrained, "activation": cfg.non_linearity_type,
-            "last_layer_linear": cfg.skip_last_layer_nl, "drop_prob": cfg.drop_prob,
-            "optimizer": cfg.optimizer, "weight_decay_on": cfg.weight_decay > 0,
-            "major": cfg.major, "n_rows": data.train.shape[0]}
+def run_meta(cfg: Config, data: Data, extras: dict | None = None) -> dict:
+    """What a checkpoint records about the run: the :class:`~deepae_jax.checkpoint.ModelSpec`
+    (model, major, training rating range, ``extras``), the optimiser and the data shape."""
+    values = data.train.csr.data
+    spec = ckpt.ModelSpec(cfg.model_config(data.train.shape[1]), cfg.major,
+                          (float(values.min()), float(values.max())) if values.size else None,
+                          dict(extras or {}))
+    return {**spec.to_meta(), "optimizer": cfg.optimizer,
+            "weight_decay_on": cfg.weight_decay > 0, "n_rows": data.train.shape[0]}
+
+
+def _begin_run(cfg: Config, data: Data, state, meta: dict, main: bool):
+    """Takes ``--logdir`` for this run (lock, ownership, stale temp files: logdir.open_run),
+    restores the resumed checkpoint and writes vocab.npz and config.json. Returns (run, state,
+    start epoch, meta with the run id); the caller releases ``run`` when training ends."""
+    run = logdir_lib.open_run(cfg.logdir, cfg.resume, cfg.overwrite, writer=main)
+    try:
+        meta = {**meta, "run_id": run.run_id} if run.run_id else meta
+        start_epoch = 0
+        if run.resume_from:
+            path, payload = run.resume_from
+            ckpt.check_resume_meta(path, payload["meta"], meta)
+            vocab = ckpt.read_vocab(cfg.logdir)
+            if not (np.array_equal(vocab["row_ids"], data.train.row_ids)
+                    and np.array_equal(vocab["col_ids"], data.train.col_ids)):
+                raise ckpt.CheckpointError(f"{cfg.logdir}: the checkpoints were trained on "
+                                           "other data (row or column ids differ)")
+            state, start_epoch, _ = ckpt.restore_checkpoint(path, state, meta, payload)
+            log.info("resumed from %s after %d epochs (run %s)", path, start_epoch, run.run_id)
+        if main:
+            ckpt.save_vocab(cfg.logdir, data.train.row_ids, data.train.col_ids, cfg.major,
+                            run.run_id)
+            save_run_config(cfg.logdir, cfg, run.run_id)
+        return run, state, start_epoch, meta
+    except BaseException:
+        run.release()
+        raise
 
 
 def _evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None) -> EvalResult | None:
@@ -130,33 +164,19 @@ def train_and_evaluate(cfg: Config) -> dict:
                          f"rows in {cfg.path_to_train_data}; no full batch to train on")
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay,
                                steps_per_epoch * (1 + cfg.refeed_steps))
+    memory.check_fits(model_cfg, optimizer, cfg.optimizer)
     state = create_train_state(jax.random.PRNGKey(cfg.seed), model_cfg, optimizer)
-    meta = run_meta(cfg, data)
-    start_epoch = 0
-    latest = ckpt.latest_checkpoint(cfg.logdir)
-    if cfg.resume and latest:
-        vocab = ckpt.load_vocab(cfg.logdir)
-        if not (np.array_equal(vocab[0], data.train.row_ids)
-                and np.array_equal(vocab[1], data.train.col_ids)):
-            raise ckpt.CheckpointError(f"{cfg.logdir}: the checkpoints were trained on other "
-                                       "data (row or column ids differ)")
-        state, start_epoch, _ = ckpt.restore_checkpoint(latest, state, meta)
-        log.info("resumed from %s after %d epochs", latest, start_epoch)
-    elif latest and not cfg.resume:
-        log.warning("%s already holds checkpoints; training from scratch (use --resume to "
-                    "continue)", cfg.logdir)
+    run, state, start_epoch, meta = _begin_run(cfg, data, state, run_meta(cfg, data), main)
+    latest = run.resume_from[0] if run.resume_from else None
     state = par.replicate(state) if par else state
-    if main:
-        ckpt.save_vocab(cfg.logdir, data.train.row_ids, data.train.col_ids, cfg.major)
-        save_run_config(cfg.logdir, cfg)
-    if data.eval is not None:
+    if data.eval is not None and data.eval.nnz:
         mean = float(data.train.csr.data.mean())
         baseline = float(np.sqrt(np.mean((data.eval.csr.data - mean) ** 2)))
         log.info("baseline: predicting the global mean rating %.4f gives eval RMSE %.4f",
                  mean, baseline)
 
     step_fn, epoch_batches = _training_path(cfg, model_cfg, optimizer, data.train.csr, par)
-    logger = MetricsLogger(cfg.logdir, enabled=main)
+    logger = MetricsLogger(cfg.logdir, enabled=main, run_id=run.run_id)
     last_good = latest if cfg.resume else None
     result: dict = {}
     try:
@@ -196,25 +216,22 @@ def train_and_evaluate(cfg: Config) -> dict:
                                                  meta)
     finally:
         logger.close()
+        run.release()
     return result
 
 
 def restore_for_inference(cfg: Config):
-    """(Data laid out on the trained model's ids, model config, params) for evaluate/infer."""
-    path = cfg.save_path or ckpt.latest_checkpoint(cfg.logdir)
-    if not path:
-        raise ckpt.CheckpointError(f"no checkpoint in --logdir={cfg.logdir!r}; train first or "
-                                   "name one with --save_path")
-    folder = os.path.dirname(os.path.abspath(path))
-    row_ids, col_ids, major = ckpt.load_vocab(folder)
-    if major != cfg.major:
-        raise ckpt.CheckpointError(f"{path}: model was trained with --major={major}, "
-                                   f"not --major={cfg.major}")
-    data = load_data(cfg, vocab=(row_ids, col_ids))
-    model_cfg = cfg.model_config(len(col_ids))
-    target = model.init(jax.random.PRNGKey(0), model_cfg.layer_sizes, model_cfg.constrained)
-    params, _ = ckpt.restore_params(path, target, run_meta(cfg, data))
-    return data, model_cfg, params
+    """(Data laid out on the trained model's ids, model config, params) for evaluate/infer.
+
+    The architecture and --major come from the checkpoint (checkpoint.restore); an
+    architecture flag set to another value than the checkpoint's is ignored with a warning.
+    """
+    restored = ckpt.restore(cfg.logdir, cfg.save_path)
+    for line in ignored_flags(cfg, restored.spec, restored.path):
+        log.warning("warning: %s", line)
+    data = load_data(dataclasses.replace(cfg, major=restored.major),
+                     vocab=(restored.row_ids, restored.col_ids))
+    return data, restored.model_cfg, restored.params
 
 
 def run_evaluate(cfg: Config) -> EvalResult:
@@ -225,12 +242,17 @@ def run_evaluate(cfg: Config) -> EvalResult:
     result = _evaluate_split(params, model_cfg, cfg, data, par)
     extra = metrics_lib.evaluate_metrics(params, model_cfg, data, cfg, result)
     if parallel.is_main_process():
-        print(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings", flush=True)
+        if result.count == 0:
+            print(f"evaluation RMSE n/a: no evaluation ratings of known rows in "
+                  f"{cfg.path_to_eval_data}", flush=True)
+        else:
+            print(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings", flush=True)
         if extra:
             print(metrics_lib.format_metrics(extra), flush=True)
         if cfg.metrics_path:
             metrics_lib.write_metrics_json(cfg.metrics_path, {
-                "rmse": result.rmse, "eval_ratings": result.count, **extra})
+                "rmse": result.rmse if result.count else None, "eval_ratings": result.count,
+                **extra})
     return result
 
 
@@ -245,7 +267,7 @@ def run_infer(cfg: Config) -> int:
             params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
             cfg.eval_batch_size):
         r_ids, c_ids = data.train.row_ids[rows], data.train.col_ids[cols]
-        users, items = (r_ids, c_ids) if cfg.major == "users" else (c_ids, r_ids)
+        users, items = (r_ids, c_ids) if data.train.major == "users" else (c_ids, r_ids)
         chunks.append("".join(f"{u}\t{i}\t{p:.6f}\t{a:g}\n"
                               for u, i, p, a in zip(users, items, pred, actual)))
     text = "".join(chunks)

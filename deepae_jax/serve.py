@@ -17,7 +17,8 @@ All ids are the ORIGINAL ids of the data.
 
 Errors are JSON ``{"error": MESSAGE}`` with a 4xx status: 400 malformed JSON, 404 unknown user or
 path, 405 wrong method, 413 body over ``--max_body_bytes``, 422 invalid fields (unknown item ids,
-k out of range, a rating of 0, ...). A bad request never stops the service.
+k out of range, a rating of 0, a rating that is not a JSON number or is outside the
+training ratings' range, ...). A bad request never stops the service.
 """
 from __future__ import annotations
 
@@ -58,7 +59,9 @@ class _Strict(BaseModel):
 
 class RatingIn(_Strict):
     item: Id
-    rating: Annotated[float, Field(strict=False, allow_inf_nan=True)]
+    # strict: a JSON number only ("5" and true are refused); the range is checked against the
+    # model's rating scale (Recommender.vector)
+    rating: Annotated[float, Field(strict=True, allow_inf_nan=True)]
 
 
 class _UserOrRatings(_Strict):
@@ -178,7 +181,8 @@ def create_app(rec: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     @app.get("/healthz")
     def healthz():
         return {"status": "ok", "users": int(len(rec.user_ids)), "items": rec.n_items,
-                "checkpoint": os.path.basename(rec.checkpoint)}
+                "checkpoint": os.path.basename(rec.checkpoint),
+                "rating_range": list(rec.rating_range) if rec.rating_range else None}
 
     @app.post("/recommend")
     def recommend(req: RecommendRequest):

@@ -87,3 +87,15 @@ def test_missing_converter_is_a_clear_error(trained, tmp_path, monkeypatch):
                         "--formats", "onnx"]) == 2
     with pytest.raises(ValueError, match="formats"):
         export.export_model(cfg.logdir, str(tmp_path / "z"), formats=["tflite"])
+
+
+def test_re_export_removes_files_it_did_not_write(trained, tmp_path):
+    """A jax-only export into a folder of an earlier ONNX export used to leave model.onnx."""
+    root, cfg, _, _ = trained
+    out = tmp_path / "again"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"an earlier export's model")
+    written = export.export_model(cfg.logdir, str(out), formats=["jax"])
+    assert sorted(os.listdir(out)) == ["export.json", "model.jax_export", "vocab.npz"]
+    assert set(json.loads((out / "export.json").read_text())["files"].values()) == set(
+        os.path.basename(p) for k, p in written.items() if k != "manifest")

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from deepae_jax import checkpoint as ckpt
 from deepae_jax import model
 from deepae_jax.config import Config, ConfigError
 from deepae_jax.data import ratings
@@ -187,6 +188,33 @@ def test_item_based_model_recommends_like_a_user_based_one(trained, tmp_path):
     with pytest.raises(RecommendError, match="item-based model"):
         run_recommend(Config(mode="recommend", logdir=items_cfg.logdir, major="items",
                              ratings_file=str(tmp_path / "new.tsv")))
+
+
+def test_vocab_of_another_major_is_refused(trained, tmp_path):
+    from test_checkpoint import write_run
+    root, cfg = trained
+    write_run(tmp_path, spec=ckpt.ModelSpec(model.ModelConfig((SPEC.n_users, 4)), "items"))
+    row_ids, col_ids, _ = ckpt.load_vocab(str(tmp_path))
+    ckpt.save_vocab(str(tmp_path), row_ids, col_ids, "users", "run-a")
+    with pytest.raises(ckpt.CheckpointError, match="rows are items.*another run"):
+        Recommender.from_logdir(str(tmp_path), cfg.path_to_train_data)
+
+
+def test_ratings_outside_the_training_scale_are_refused(rec):
+    assert rec.rating_range == (1.0, 5.0)
+    item = int(rec.item_ids[0])
+    for bad in (3e38, -1e30, 5.5):
+        with pytest.raises(RecommendError, match="outside the model's rating scale 1..5"):
+            rec.vector([item], [bad])
+    rec.vector([item], [4.5])
+
+
+def test_ratings_file_outside_the_scale_is_refused(trained, rec, tmp_path):
+    item = int(rec.item_ids[0])
+    (tmp_path / "far.tsv").write_text(f"7\t{item}\t4\n8\t{item}\t3e38\n")
+    with pytest.raises(RecommendError, match=rf"far\.tsv: rating 3e\+38 of user 8 for item "
+                       rf"{item} is outside the model's rating scale 1\.\.5"):
+        run_recommend(rec_cfg(trained, tmp_path, ratings_file=str(tmp_path / "far.tsv")))
 
 
 def test_training_data_path_read_from_config_json(trained, tmp_path):

@@ -92,11 +92,27 @@ def test_checkpoint_of_another_architecture_is_refused(data_dir, tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="different architecture"):
         runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=2, resume=True,
                                            hidden_layers=(16, 4)))
-    with pytest.raises(ckpt.CheckpointError, match="different architecture"):
-        runner.run_evaluate(make_cfg(data_dir, tmp_path, mode="evaluate", constrained=True))
     with pytest.raises(ckpt.CheckpointError, match="optimizer=momentum.*optimizer=adam"):
         runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=2, resume=True,
                                            optimizer="adam"))
+    for flag, value, stored in (("non_linearity_type", "relu", "selu"),
+                                ("skip_last_layer_nl", True, False), ("drop_prob", 0.1, 0.5),
+                                ("major", "items", "users")):
+        with pytest.raises(ckpt.CheckpointError, match=f"--{flag}.*{stored}.*{value}"):
+            runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=2, resume=True,
+                                               **{flag: value}))
+
+
+def test_inference_takes_the_architecture_from_the_checkpoint(data_dir, tmp_path, caplog):
+    """evaluate with other architecture flags used to run the wrong function silently."""
+    cfg = make_cfg(data_dir, tmp_path, num_epochs=1, skip_last_layer_nl=True)
+    trained = runner.train_and_evaluate(cfg)
+    for wrong in (dict(non_linearity_type="relu"), dict(skip_last_layer_nl=False),
+                  dict(constrained=True)):
+        result = runner.run_evaluate(dataclasses.replace(cfg, mode="evaluate", **wrong))
+        assert result.rmse == pytest.approx(trained["eval_rmse"], rel=1e-6)
+    assert "--non_linearity_type='relu' ignored" in caplog.text
+    assert "--constrained=True ignored" in caplog.text
 
 
 def test_infer_writes_reference_predictions_and_compute_rmse_reads_them(data_dir, tmp_path):
@@ -133,3 +149,32 @@ def test_movielens_100k_u1_learns(shared_data, tmp_path):
                  batch_size=32, num_epochs=8, save_every=100, progress=False, major="items")
     result = runner.train_and_evaluate(cfg)
     assert result["eval_rmse"] < 1.0
+
+
+def test_a_used_logdir_belongs_to_its_run(data_dir, tmp_path):
+    """A fresh run used to write checkpoints 1.. beside an older run's higher ones."""
+    runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3))
+    with pytest.raises(ValueError, match="holds the files of another run"):
+        runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1))
+    assert ckpt.latest_checkpoint(str(tmp_path)).endswith("checkpoint_00003.msgpack")
+    runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1, overwrite=True))
+    assert [os.path.basename(p) for _, p in ckpt.list_checkpoints(str(tmp_path))] == [
+        "checkpoint_00001.msgpack"]
+    run_id = json.load(open(tmp_path / "config.json"))["run_id"]
+    rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    assert [r["run_id"] for r in rows] == [run_id]
+    assert ckpt.read_vocab(str(tmp_path))["run_id"] == run_id
+    assert ckpt.restore(str(tmp_path)).run_id == run_id
+    assert len([f for f in os.listdir(tmp_path) if f.startswith("events.out")]) == 1
+
+
+def test_eval_set_without_known_rows_writes_null_not_nan(data_dir, tmp_path, capsys):
+    unknown = tmp_path / "unknown.tsv"
+    unknown.write_text("999999\t1\t4\n999998\t2\t3\n")
+    cfg = make_cfg(data_dir, tmp_path / "run", num_epochs=1, path_to_eval_data=str(unknown))
+    runner.train_and_evaluate(cfg)
+    assert "eval RMSE n/a (no evaluation ratings of known rows)" in capsys.readouterr().out
+    text = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "NaN" not in text and json.loads(text)["eval_rmse"] is None
+    runner.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
+    assert "no evaluation ratings of known rows" in capsys.readouterr().out

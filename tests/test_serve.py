@@ -90,6 +90,7 @@ def test_healthz(server, rec):
     status, body = request(port, "GET", "/healthz")
     assert status == 200 and body["status"] == "ok"
     assert body["users"] == SPEC.n_users and body["items"] == rec.n_items
+    assert body["rating_range"] == [1.0, 5.0]
 
 
 def test_recommend_known_and_new_user_and_predict(server, rec):
@@ -138,6 +139,12 @@ BAD = [
     ("POST", "/recommend", {"ratings": [{"item": 1, "rating": 4}, {"item": 1, "rating": 2}]},
      {}, 422, "more than once"),
     ("POST", "/recommend", {"ratings": [{"item": 1}]}, {}, 422, "rating"),
+    ("POST", "/recommend", {"ratings": [{"item": 1, "rating": "5"}]}, {}, 422, "valid number"),
+    ("POST", "/recommend", {"ratings": [{"item": 1, "rating": True}]}, {}, 422, "valid number"),
+    ("POST", "/recommend", {"ratings": [{"item": 1, "rating": 3e38}]}, {}, 422,
+     "outside the model's rating scale 1..5"),
+    ("POST", "/predict", {"ratings": [{"item": 1, "rating": -1e30}], "items": [1]}, {}, 422,
+     "outside the model's rating scale 1..5"),
     ("POST", "/recommend", [1, 2], {}, 422, "JSON object"),
     ("POST", "/recommend", b'{"user": 1}', {"Content-Type": "text/plain"}, 422, "JSON object"),
     ("POST", "/predict", {"user": 1, "items": [1, 987654]}, {}, 422, "987654"),

@@ -30,7 +30,7 @@ import numpy as np
 
 from deepae_jax.config import Config
 from deepae_jax.data import movielens, split_io
-from deepae_jax.data.ratings import RatingMatrix, RatingsFormatError, Triples, build_matrix
+from deepae_jax.data.ratings import RatingMatrix, Triples, build_matrix
 from deepae_jax.data.split_methods import METHODS, split_indices
 from deepae_jax.data.table import TableFormat, read_table
 from deepae_jax.data.table import layout as table_layout
