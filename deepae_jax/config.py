@@ -152,6 +152,14 @@ class Config:
         "metrics.jsonl, config.json, events) by removing them first. Without it such a "
         "--logdir is refused unless --resume continues that run (with --resume: removes them "
         "only when no checkpoint there loads).")
+    # training step
+    train_path: str = setting(
+        "auto", "The training step's variant, fixed once per run and logged: dense (the dense "
+        "reference computation), sparse (the sparse XLA path: gather-sum first layer, output "
+        "at the observed items; any backend and device count), cpu_kernels (the sparse path "
+        "on the CPU kernels, CPU platform and one device only). auto: cpu_kernels where they "
+        "are built and the run is on one CPU device, else sparse.",
+        ("auto", "dense", "sparse", "cpu_kernels"))
 
     def __post_init__(self):
         def bad(flag, why):

@@ -294,6 +294,7 @@ class ResidentEpochs:
                 batch = jax.vmap(sparse.gather_packed, in_axes=(None, 0, None))(data, r, width)
                 return step(st, jax.lax.with_sharding_constraint(batch, by_group))
             return jax.lax.scan(body, state, rows)
+        self.scan = multi  # (state, data, rows, width): what one call runs, not jitted
         self._multi = jax.jit(multi, static_argnums=(3,), donate_argnums=(0,),
                               out_shardings=self.replicated)
 
