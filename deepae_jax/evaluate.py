@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepae_jax import model, sparse
 from deepae_jax.distributed import AXIS
+from deepae_jax.kernels import ops as kernel_ops
 from deepae_jax.data.batching import (bucket_fine, bucket_length, packed_rows,
                                         padded_rows)
 from deepae_jax.losses import rmse_from_sums
@@ -44,15 +45,19 @@ class EvalResult:
         return rmse_from_sums(self.sse, self.count)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "dtype"))
+@functools.partial(jax.jit, static_argnames=("model_cfg", "dtype", "cpu_kernels"))
 def predict_sparse_at(params: model.Params, batch: dict, cols: jax.Array,
-                      model_cfg: model.ModelConfig, dtype: str = "float32") -> jax.Array:
+                      model_cfg: model.ModelConfig, dtype: str = "float32",
+                      cpu_kernels: bool = True) -> jax.Array:
     """Like :func:`predict_at` for a sparse input batch (``deepae_jax.sparse`` layouts): the
     first layer is a gather-sum over the observed items and the output layer is evaluated only
-    at ``cols`` (B, L). Same numbers as the dense path up to float rounding."""
+    at ``cols`` (B, L). Same numbers as the dense path up to float rounding. ``cpu_kernels``:
+    the gather-sum on the CPU kernels when lowered for the CPU (one device only)."""
     dot = model.make_dot(dtype)
     slots = sparse.Slots.from_batch(batch)
-    h = sparse.hidden_sparse(params, slots, model_cfg, dot)  # (B, h)
+    h = sparse.hidden_sparse(params, slots, model_cfg, dot,  # (B, h)
+                             first_layer=(lambda w: kernel_ops.gather_sum_where_cpu(w, slots))
+                             if cpu_kernels else None)
     w_rows = model.output_rows(params)  # (n, h)
     b, length = cols.shape
     w_at = jnp.take(w_rows, cols.reshape(-1), axis=0).reshape(b, length, w_rows.shape[1])
@@ -113,7 +118,8 @@ def predict_eval_ratings(params: model.Params, model_cfg: model.ModelConfig,
     for start, (x, cols, vals, real) in zip(
             range(0, len(rows), batch_size),
             _eval_batches(train_csr, eval_csr, rows, batch_size, groups)):
-        pred = predict_sparse_at(params, put(x), put(cols), model_cfg)
+        pred = predict_sparse_at(params, put(x), put(cols), model_cfg,
+                                 cpu_kernels=groups == 1)
         if pending is not None:
             yield _collect(*pending)
         pending = (pred, rows[start:start + real], cols, vals, real)
