@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from deepae_jax import kernels, model, optim, train
-from deepae_jax.kernels import ffi
+from deepae_jax.kernels import ffi, update
 from deepae_jax.data import batching
 from tests.test_fastpath import N_COLS, assert_trees_close, batch_rows, random_csr
 
@@ -157,25 +157,30 @@ def test_fused_step_updates_weights_without_copies(aug_step):
     assert not copies, copies
 
 
-def test_sparse_rows_gradient_with_other_optimizers():
-    """A SparseRows leaf is densified for optimisers without a fused update."""
+def test_sparse_rows_and_the_fused_update_match_optax():
+    """A SparseRows gradient is the scatter it stands for, and apply_momentum with it (kernel
+    summing it inside the update) is optax.sgd's update with the dense gradient."""
     rng = np.random.default_rng(1)
-    params = {"w": jnp.asarray(rng.normal(size=(9, 4)), jnp.float32)}
+    params = {"w": jnp.asarray(rng.normal(size=(9, 4)), jnp.float32),
+              "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}
     src = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
-    g = optim.SparseRows(src, jnp.asarray([0, 2, 2]), jnp.asarray([8, 1, 8]),
-                         jnp.asarray([1.0, -2.0, 0.5], jnp.float32))
+    g = update.SparseRows(src, jnp.asarray([0, 2, 2]), jnp.asarray([8, 1, 8]),
+                          jnp.asarray([1.0, -2.0, 0.5], jnp.float32))
     dense = np.zeros((9, 4), np.float32)
     dense[8] = src[0] + 0.5 * src[2]
     dense[1] = -2.0 * src[2]
     np.testing.assert_allclose(np.asarray(g.dense((9, 4))), dense, rtol=1e-6)
-    opt = optax.adam(0.1)
+    opt = optim.make_optimizer("momentum", 0.1, 0.0, updates_per_epoch=1)
     state = opt.init(params)
-    with pytest.raises(TypeError, match="SGDMomentum"):
-        optim.apply_gradients(opt, {"w": optim.Updated(params["w"], params["w"])}, state, params)
-    got, _ = optim.apply_gradients(opt, {"w": g}, state, params)
-    updates, _ = opt.update({"w": jnp.asarray(dense)}, state, params)
-    want = optax.apply_updates(params, updates)
-    np.testing.assert_allclose(np.asarray(got["w"]), np.asarray(want["w"]), rtol=1e-6)
+    g_b = params["b"] * 2.0
+    for _ in range(2):  # the second update reads the first's trace
+        want, want_state = optim.apply_gradients(opt, {"w": jnp.asarray(dense), "b": g_b},
+                                                 state, params)
+        got, got_state = jax.jit(lambda s, p: optim.apply_gradients(
+            opt, {"w": g, "b": g_b}, s, p, kernels=True))(state, params)
+        assert_trees_close(got, want, tol=1e-6)
+        assert_trees_close(got_state, want_state, tol=1e-6)
+        params, state = want, want_state
 
 
 def test_build_is_cached_and_a_missing_compiler_falls_back(tmp_path):
