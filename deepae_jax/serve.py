@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sock.listen(2048)  # connections made from now on wait for uvicorn instead of failing
     port = sock.getsockname()[1]
     print(f"serving {rec.checkpoint} ({len(rec.user_ids)} users, {rec.n_items} items, "
-          f"{rec.major}-based) on http://{cfg.host}:{port}", flush=True)
+          f"{rec.major[:-1]}-based) on http://{cfg.host}:{port}", flush=True)
     config = uvicorn.Config(app, log_level=cfg.log_level, access_log=False,
                             timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])

@@ -358,3 +358,12 @@ def test_help_lists_the_flags_generated_from_serve_config():
     for f in dataclasses.fields(ServeConfig):
         assert f"--{f.name}: " in proc.stdout, f.name
     assert "--mode" not in proc.stdout
+
+
+def test_flags_from_a_flagfile(tmp_path, capsys):
+    from deepae_jax import serve
+    path = tmp_path / "serve.flags"
+    path.write_text(f"--checkpoint={tmp_path / 'no_run'}\n--port=0\n--max_k=5\n")
+    assert serve.main([f"--flagfile={path}"]) == 2  # parsed, validated, then the run is missing
+    err = capsys.readouterr().err
+    assert err.startswith("error: no checkpoint in") and "no_run" in err and err.count("\n") == 1
