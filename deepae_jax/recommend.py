@@ -287,7 +287,7 @@ class Recommender:
         """Item-based model: every training user's scores (n_users, n_items), computed once."""
         if self._item_major_scores is None:
             self._item_major_scores = scoring.item_major_scores(
-                self.params, self.model_cfg, self.train.csr, self.batch_size)
+                self.params, self.model_cfg, self.train.csr, max(self.batch_size, 256))  # once: not per request
         return self._item_major_scores
 
     def user_scores(self, user_ids: Sequence[int]) -> np.ndarray:
