@@ -1,6 +1,7 @@
 """Export the inference network of a trained model: ONNX (via jax2onnx) and ``jax.export``.
 
-``python -m deepae_jax.export --checkpoint LOGDIR --out DIR`` writes to DIR:
+``python -m deepae_jax.export --checkpoint=LOGDIR --out=DIR`` writes to DIR (absl flags generated
+from :class:`ExportConfig`; ``--help`` lists them):
 
 * ``model.onnx``: input ``ratings`` float32[B, n_items] (a user's ratings, 0 = unrated), output
   ``predictions`` float32[B, n_items]; B is a dynamic batch dimension. Needs the ``export``
@@ -18,7 +19,7 @@ Dropout is off (evaluation mode); the network is f(x) of PAPER.md.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -29,7 +30,9 @@ import jax
 import jax.numpy as jnp
 
 from deepae_jax import checkpoint as ckpt
+from deepae_jax import config as config_lib
 from deepae_jax import model
+from deepae_jax.config import setting
 from deepae_jax.io_utils import atomic_write, atomic_write_text
 
 log = logging.getLogger("deepae_jax")
@@ -38,7 +41,40 @@ FORMATS = ("onnx", "jax")
 INPUT_NAME, OUTPUT_NAME = "ratings", "predictions"
 ONNX_FILE, JAX_FILE, VOCAB_FILE, MANIFEST_FILE = ("model.onnx", "model.jax_export", "vocab.npz",
                                                   "export.json")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 EXTRA_HINT = "install the export extra: pip install 'deepae_jax[export]'"
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """``"onnx, jax"`` -> ("onnx", "jax") (empty items dropped)."""
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """Every setting of ``python -m deepae_jax.export``; its absl flags are generated from
+    these fields."""
+
+    checkpoint: str = setting("", "The --logdir of a training run (checkpoints + vocab.npz); "
+                              "required.")
+    out: str = setting("", "Output folder; required.")
+    save_path: str = setting("", "A checkpoint file (default: the latest that loads).")
+    formats: str = setting("onnx,jax", "What to export: onnx, jax or onnx,jax.")
+    platforms: str = setting("cpu,cuda", "Platforms of the jax.export artifact, "
+                             "comma-separated: " + ", ".join(PLATFORMS) + ".")
+    opset: int = setting(21, "ONNX opset.")
+
+    def __post_init__(self):
+        bad = lambda flag, why: config_lib.bad_setting(self, flag, why)  # noqa: E731
+        for flag in ("checkpoint", "out"):
+            if not getattr(self, flag):
+                bad(flag, "required")
+        if not split_list(self.formats) or set(split_list(self.formats)) - set(FORMATS):
+            bad("formats", f"expected comma-separated formats among {list(FORMATS)}")
+        if not split_list(self.platforms) or set(split_list(self.platforms)) - set(PLATFORMS):
+            bad("platforms", f"expected comma-separated platforms among {list(PLATFORMS)}")
+        if self.opset < 1:
+            bad("opset", "must be >= 1")
 
 
 class ExportError(RuntimeError):
@@ -196,23 +232,15 @@ def remove_stale(out_dir: str, written: dict[str, str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepae_jax.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True,
-                        help="the --logdir of a training run (checkpoints + vocab.npz)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--save_path", default="", help="a checkpoint file (default: latest)")
-    parser.add_argument("--formats", default="onnx,jax", help="onnx, jax or onnx,jax")
-    parser.add_argument("--platforms", default="cpu,cuda",
-                        help="platforms of the jax.export artifact")
-    parser.add_argument("--opset", type=int, default=21, help="ONNX opset")
-    args = parser.parse_args(argv)
+    """Exports as the flags in ``argv`` (default ``sys.argv[1:]``) say; returns 2 after one
+    ``error:`` line when a flag or the export is wrong."""
+    cfg = config_lib.tool_config(ExportConfig, argv, __doc__, "deepae_jax.export")
+    if isinstance(cfg, int):
+        return cfg
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        written = export_model(args.checkpoint, args.out, args.save_path,
-                               [f.strip() for f in args.formats.split(",") if f.strip()],
-                               [p.strip() for p in args.platforms.split(",") if p.strip()],
-                               args.opset)
+        written = export_model(cfg.checkpoint, cfg.out, cfg.save_path, split_list(cfg.formats),
+                               split_list(cfg.platforms), cfg.opset)
     except (ExportError, ckpt.CheckpointError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

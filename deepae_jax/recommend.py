@@ -285,9 +285,9 @@ class Recommender:
 
     def _full_scores(self) -> jax.Array:
         """Item-based model: every training user's scores (n_users, n_items), computed once."""
-        if self._item_major_scores is None:
+        if self._item_major_scores is None:  # batches of >= 256 items: this runs once
             self._item_major_scores = scoring.item_major_scores(
-                self.params, self.model_cfg, self.train.csr, self.batch_size)
+                self.params, self.model_cfg, self.train.csr, max(self.batch_size, 256))
         return self._item_major_scores
 
     def user_scores(self, user_ids: Sequence[int]) -> np.ndarray:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 from absl import flags
@@ -67,3 +68,51 @@ def test_dict_round_trip_ignores_unknown_keys():
     again = Config.from_dict({**cfg.to_dict(), "from_a_newer_version": 1})
     assert again == cfg
     assert Config.from_dict(cfg.to_dict(), seed=8).seed == 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolConfig:
+    """A small tool's settings, declared as Config's are."""
+
+    name: str = config_lib.setting("", "A name; required.")
+    count: int = config_lib.setting(3, "How many.")
+    ratio: float = config_lib.setting(0.5, "A share.")
+    loud: bool = config_lib.setting(False, "Say more.")
+    level: str = config_lib.setting("low", "A level.", ("low", "high"))
+
+    def __post_init__(self):
+        config_lib.check_choices(self)
+        if not self.name:
+            config_lib.bad_setting(self, "name", "required")
+
+
+def test_flags_of_any_dataclass_in_a_private_flag_values():
+    fv = flags.FlagValues()
+    config_lib.define_flags(fv, cls=ToolConfig)
+    assert set(fv) >= {"name", "count", "ratio", "loud", "level"} and "mode" not in fv
+    fv(["tool", "--name=a", "--count", "7", "--loud", "--level=high"])
+    assert config_lib.config_from_flags(fv, cls=ToolConfig) == ToolConfig("a", 7, 0.5, True,
+                                                                           "high")
+    assert "lr" not in fv  # never Config's flags: no clash with main.py's
+
+
+@pytest.mark.parametrize("argv,needle", [
+    ([], "--name='': required"),
+    (["--name=a", "--level=mid"], "--level='mid': choose one of ['low', 'high']"),
+    (["--name=a", "--count=many"], "flag --count=many: invalid literal"),
+    (["--name=a", "--cuont=1"], "Unknown command line flag 'cuont'"),
+    (["--name=a", "extra"], "unexpected argument(s) ['extra']"),
+])
+def test_tool_flags_errors_are_one_line_naming_the_flag(argv, needle, capsys):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        config_lib.parse_tool_flags(ToolConfig, argv)
+    assert config_lib.tool_config(ToolConfig, argv, "doc", "tool") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err
+
+
+def test_tool_help_lists_the_flags(capsys):
+    assert config_lib.tool_config(ToolConfig, ["--help"], "The tool.", "tool") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("The tool.") and "--count: How many." in out and "--[no]loud" in out
+    assert config_lib.tool_config(ToolConfig, ["--name", "x"], "", "tool") == ToolConfig("x")

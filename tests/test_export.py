@@ -99,3 +99,27 @@ def test_re_export_removes_files_it_did_not_write(trained, tmp_path):
     assert sorted(os.listdir(out)) == ["export.json", "model.jax_export", "vocab.npz"]
     assert set(json.loads((out / "export.json").read_text())["files"].values()) == set(
         os.path.basename(p) for k, p in written.items() if k != "manifest")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--out=x"], "--checkpoint='': required"),
+    (["--checkpoint=x"], "--out='': required"),
+    (["--checkpoint=x", "--out=y", "--formats=tflite"], "--formats='tflite': expected"),
+    (["--checkpoint=x", "--out=y", "--platforms="], "--platforms='': expected"),
+    (["--checkpoint=x", "--out=y", "--opset=abc"], "flag --opset=abc"),
+    (["--checkpoint=x", "--out=y", "--format=jax"], "Unknown command line flag 'format'"),
+])
+def test_bad_flags_are_one_error_line_naming_the_flag(argv, needle, capsys):
+    assert export.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
+
+
+def test_help_lists_the_flags_generated_from_export_config():
+    import dataclasses
+    proc = subprocess.run([sys.executable, "-m", "deepae_jax.export", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for f in dataclasses.fields(export.ExportConfig):
+        assert f"--{f.name}: " in proc.stdout, f.name
+    assert "--mode" not in proc.stdout  # the trainer's flags are not the exporter's

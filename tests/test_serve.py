@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import http.client
 import importlib.util
@@ -9,8 +10,10 @@ import json
 import re
 import select
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -91,6 +94,8 @@ def test_healthz(server, rec):
     assert status == 200 and body["status"] == "ok"
     assert body["users"] == SPEC.n_users and body["items"] == rec.n_items
     assert body["rating_range"] == [1.0, 5.0]
+    assert body["major"] == "users" and body["new_users"] is True
+    assert body["ids"] == {"user": "int", "item": "int"}
 
 
 def test_recommend_known_and_new_user_and_predict(server, rec):
@@ -125,7 +130,15 @@ BAD = [
     ("POST", "/recommend", b'{"user": 1,', {}, 400, "malformed JSON"),
     ("POST", "/recommend", b"\xff\xfe not json", {}, 400, "malformed JSON"),
     ("POST", "/recommend", {"user": 123456789}, {}, 404, "unknown user"),
-    ("POST", "/recommend", {"user": "1"}, {}, 422, "user"),
+    ("POST", "/recommend", {"user": "1"}, {}, 422,
+     "user: this model's user ids are integers: send 1 (a JSON number), not the string"),
+    ("POST", "/recommend", {"user": 2.0}, {}, 422, "user: an id must be a JSON integer or "
+     "string, got a float"),
+    ("POST", "/recommend", {"user": False}, {}, 422, "got a boolean"),
+    ("POST", "/recommend", {"user": ""}, {}, 422, "must not be empty"),
+    ("POST", "/recommend", {"ratings": [{"item": "1", "rating": 4}]}, {}, 422,
+     "ratings.0.item: this model's item ids are integers"),
+    ("POST", "/predict", {"user": 1, "items": [1, 2.5]}, {}, 422, "items.1: an id must be"),
     ("POST", "/recommend", {"user": 2 ** 70}, {}, 422, "user"),
     ("POST", "/recommend", {"user": None, "k": 3}, {}, 422, "exactly one"),
     ("POST", "/recommend", {"user": 1, "ratings": []}, {}, 422, "exactly one"),
@@ -213,3 +226,144 @@ def test_load_2000_requests_from_8_clients(server, rec):
     print(f"\n{total} requests, {clients} clients: {total / elapsed:.0f} req/s, "
           f"p50 {1e3 * np.percentile(latencies, 50):.1f} ms, "
           f"p99 {1e3 * np.percentile(latencies, 99):.1f} ms")
+
+
+@contextlib.contextmanager
+def app_server(rec):
+    """create_app(rec) served by uvicorn in a thread on a free port (models built in the test)."""
+    import uvicorn
+    from deepae_jax.serve import create_app
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(uvicorn.Config(create_app(rec), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.02)
+    assert server.started, "the in-process service did not start"
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def small_recommender(triples, major="users"):
+    """A Recommender over ``triples`` with an untrained network (the ids are what matter)."""
+    import jax
+    from deepae_jax import model
+    from deepae_jax.data import ratings
+    train = ratings.build_matrix(triples, major)
+    cfg = model.ModelConfig(layer_sizes=(len(train.col_ids), 3), activation="selu")
+    params = model.init(jax.random.PRNGKey(0), cfg.layer_sizes)
+    item_ids = train.col_ids if major == "users" else train.row_ids
+    return Recommender(params, cfg, item_ids, train, batch_size=2, major=major,
+                       rating_range=(1.0, 5.0))
+
+
+BIG = "12345678901234567890"  # beyond int64: the readers keep such ids as strings
+
+
+def test_string_ids_in_and_out():
+    from deepae_jax.data.ratings import Triples
+    t = Triples(np.array(["u_1", "u_1", "u_2", "u_2", "u_3", "u_4"]),
+                np.array(["a", "b", "c", BIG, "a", "d"]),
+                np.array([4, 2, 5, 3, 1, 4], np.float32))
+    rec = small_recommender(t)
+    with app_server(rec) as port:
+        assert request(port, "GET", "/healthz")[1]["ids"] == {"user": "str", "item": "str"}
+        status, body = request(port, "POST", "/recommend", {"user": "u_1", "k": 3})
+        assert status == 200 and body["user"] == "u_1", body
+        expected = rec.recommend_users(np.array(["u_1"]), 3).for_user(0)
+        assert [(r["item"], r["rating"]) for r in body["recommendations"]] == expected
+        assert all(isinstance(r["item"], str) for r in body["recommendations"])
+
+        status, new = request(port, "POST", "/recommend",
+                              {"ratings": [{"item": BIG, "rating": 5}], "k": 2})
+        assert status == 200 and new["user"] is None
+        expected = rec.recommend_vector(rec.vector([BIG], [5.0]), 2)
+        assert [(r["item"], r["rating"]) for r in new["recommendations"]] == expected
+        assert BIG not in [r["item"] for r in new["recommendations"]]
+
+        status, pred = request(port, "POST", "/predict", {"user": "u_2", "items": [BIG, "a"]})
+        assert status == 200 and [p["item"] for p in pred["predictions"]] == [BIG, "a"]
+        scores = rec.user_scores(np.array(["u_2"]))[0, rec.item_columns([BIG, "a"])]
+        np.testing.assert_allclose([p["rating"] for p in pred["predictions"]], scores)
+
+        for body, status, needle in [
+                ({"user": 17}, 422, 'user: this model\'s user ids are strings: send "17"'),
+                ({"ratings": [{"item": 5, "rating": 4}]}, 422,
+                 "ratings.0.item: this model's item ids are strings"),
+                ({"user": "u_1", "items": ["a", 12345678901234567890]}, 422,
+                 "outside the 64-bit range"),
+                ({"user": 1.5}, 422, "got a float"),
+                ({"user": "u_9"}, 404, "unknown user id(s): u_9"),
+                ({"user": "u" * 5000}, 404, "unknown user id(s): \"uuuu"),
+                ({"user": "u_1", "items": ["zz"]}, 422, "unknown item id(s): zz")]:
+            path, body = ("/predict", body) if "items" in body else ("/recommend",
+                                                                     {**body, "k": 2})
+            got, answer = request(port, "POST", path, body)
+            assert got == status and needle in answer["error"], answer
+            assert len(answer["error"]) < 300
+
+
+def test_item_based_model_serves_training_users_and_refuses_new_ones():
+    from deepae_jax.data.ratings import Triples
+    t = Triples(np.array([1, 1, 2, 3, 3, 4, 4], np.int64), np.array(list("xyxyzzw")),
+                np.array([4, 2, 5, 3, 1, 4, 2], np.float32))
+    rec = small_recommender(t, major="items")
+    with app_server(rec) as port:
+        health = request(port, "GET", "/healthz")[1]
+        assert (health["major"], health["new_users"], health["users"]) == ("items", False, 4)
+        assert health["ids"] == {"user": "int", "item": "str"}
+        status, body = request(port, "POST", "/recommend", {"user": 3, "k": 2})
+        assert status == 200, body
+        expected = rec.recommend_users(np.array([3]), 2).for_user(0)
+        assert [(r["item"], r["rating"]) for r in body["recommendations"]] == expected
+        status, pred = request(port, "POST", "/predict", {"user": 1, "items": ["z", "w"]})
+        assert status == 200, pred
+        scores = rec.user_scores(np.array([1]))[0, rec.item_columns(["z", "w"])]
+        np.testing.assert_allclose([p["rating"] for p in pred["predictions"]], scores)
+        for path, extra in (("/recommend", {"k": 2}), ("/predict", {"items": ["x"]})):
+            status, err = request(port, "POST", path,
+                                  {"ratings": [{"item": "x", "rating": 4}], **extra})
+            assert status == 422 and "item-based model (--major=items)" in err["error"]
+        assert request(port, "POST", "/recommend", {"user": 9, "k": 2})[0] == 404
+
+
+@pytest.mark.parametrize("argv,needle", [
+    ([], "--checkpoint='': required"),
+    (["--checkpoint=x", "--port=70000"], "--port=70000: must be in 0..65535"),
+    (["--checkpoint=x", "--column_order=a,b,c"], "--column_order='a,b,c': choose one of"),
+    (["--checkpoint=x", "--log_level=loud"], "--log_level='loud': choose one of"),
+    (["--checkpoint=x", "--max_k=0"], "--max_k=0: must be >= 1"),
+    (["--checkpoint", "x", "--port", "many"], "flag --port=many"),
+    (["--checkpoint=x", "--prot=1"], "Unknown command line flag 'prot'"),
+])
+def test_bad_flags_are_one_error_line_naming_the_flag(argv, needle, capsys):
+    from deepae_jax import serve
+    assert serve.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
+
+
+def test_help_lists_the_flags_generated_from_serve_config():
+    from deepae_jax.serve import ServeConfig
+    proc = subprocess.run([sys.executable, "-m", "deepae_jax.serve", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for f in dataclasses.fields(ServeConfig):
+        assert f"--{f.name}: " in proc.stdout, f.name
+    assert "--mode" not in proc.stdout
+
+
+def test_flags_from_a_flagfile(tmp_path, capsys):
+    from deepae_jax import serve
+    path = tmp_path / "serve.flags"
+    path.write_text(f"--checkpoint={tmp_path / 'no_run'}\n--port=0\n--max_k=5\n")
+    assert serve.main([f"--flagfile={path}"]) == 2  # parsed, validated, then the run is missing
+    err = capsys.readouterr().err
+    assert err.startswith("error: no checkpoint in") and "no_run" in err and err.count("\n") == 1

@@ -191,3 +191,17 @@ def test_cli_reads_any_table_with_header_and_string_ids(tmp_path):
     assert len(train) + len(test) == 300 and len(test) == 60
     assert train.users.dtype.kind == "U" and str(train.users[0]).startswith("user_")
     assert set(np.unique(test.ratings)) <= {x / 2 for x in range(1, 11)}
+
+
+def test_timestamp_column_found_by_its_header_name(tmp_path):
+    """A MovieLens ratings.csv as a file: header names, string ids, its timestamp column found."""
+    lines = ["userId,movieId,rating,timestamp"]
+    lines += [f"u{n % 10},{n // 10},{1 + n % 5},{5000 - n}" for n in range(200)]
+    src = tmp_path / "ratings.csv"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert split.main(["split", str(src), str(out), "--method=temporal", "--test_share=0.1",
+                       "--valid_share=0"]) == 0
+    test = read_ratings_text(str(out / "TEST"))
+    assert len(test) == 20
+    assert set(test.items.tolist()) == {0, 1}  # the latest ratings: those of the first lines

@@ -11,8 +11,8 @@ M is one of random, user_random, temporal, user_temporal, leave_one_out, kfold (
 :mod:`deepae_jax.data.split_methods`). INPUT is a MovieLens ratings file or folder (``u.data``,
 ``ratings.dat``, ``ratings.csv``), a ``.npz`` rating matrix, or any ratings table read with the
 trainer's reading flags (:mod:`deepae_jax.data.table`: header, delimiter, columns by name or
-position, string ids); a headerless table's 4th column is its timestamp unless
-``--timestamp_column`` says otherwise. Writes
+position, string ids); unless ``--timestamp_column`` names it, the timestamp is a header column
+named ``timestamp``, ``time`` or ``ts``, or a headerless table's 4th column. Writes
 ``OUT_DIR/TRAIN/train.txt`` (+ ``VALID``, ``TEST``) in the reference's text format,
 ``OUT_DIR/TRAIN.npz`` ..., and ``OUT_DIR/stats.md``; ``kfold`` writes the same into
 ``OUT_DIR/fold_0`` .. ``fold_{K-1}``. Staged in a temporary folder, renamed at the end.
@@ -48,32 +48,45 @@ class SplitInput:
     source: str
 
 
+TIMESTAMP_NAMES = ("timestamp", "time", "ts", "unix_time")
+
+
 def _read_table(path: str, fmt: TableFormat) -> SplitInput:
-    """Any ratings table (:mod:`deepae_jax.data.table`). Without ``--timestamp_column``, a 4th
-    column of a headerless file is taken as the timestamp, as in MovieLens's ``u.data``."""
-    lay = table_layout(path, fmt) if os.path.isfile(path) else None
-    if (not fmt.timestamp_column and lay is not None and not lay.header
-            and _field_count(path, lay.delimiter) >= 4):
-        fmt = dataclasses.replace(fmt, timestamp_column="3")
+    """Any ratings table (:mod:`deepae_jax.data.table`). Without ``--timestamp_column``, the
+    timestamp is a header column named like one (``timestamp``, ``time``, ``ts``), or the 4th
+    column of a headerless file, as in MovieLens's ``u.data``."""
+    if not fmt.timestamp_column and os.path.isfile(path):
+        guess = _timestamp_guess(path, fmt)
+        if guess:
+            fmt = dataclasses.replace(fmt, timestamp_column=guess)
     triples = read_table(path, fmt)
     return SplitInput(Triples(triples.users, triples.items, triples.ratings),
                       triples.timestamps, path)
 
 
-def _field_count(path: str, delimiter: str) -> int:
+def _timestamp_guess(path: str, fmt: TableFormat) -> str:
+    """The timestamp column of one file when its layout tells it, else ""."""
+    lay = table_layout(path, fmt)
+    if lay is None:
+        return ""
     with open(path, encoding="utf-8", errors="replace") as fh:
-        first = next((ln for ln in fh if ln.strip()), "")
-    first = first.rstrip("\r\n")
-    return len(first.split() if delimiter == " " else first.split(delimiter))
+        first = next((ln for ln in fh if ln.strip()), "").rstrip("\r\n").lstrip("\ufeff")
+    fields = first.split() if lay.delimiter == " " else first.split(lay.delimiter)
+    if not lay.header:
+        return "3" if len(fields) >= 4 else ""
+    names = [f.strip().strip('"').strip() for f in fields]
+    used = set(lay.cols.values())
+    for i, name in enumerate(names):
+        if name.lower() in TIMESTAMP_NAMES and i not in used:
+            return str(i)
+    return ""
 
 
 def _read_input(path: str, fmt: TableFormat = TableFormat(),
                 duplicates: str = "error") -> SplitInput:
     """The ratings of INPUT (see the module docstring), with the duplicate policy applied."""
-    name = os.path.basename(path)
-    if os.path.isdir(path) and any(f in movielens.RATING_FILES for f in os.listdir(path)) or (
-            name in movielens.RATING_FILES and fmt == TableFormat()) or name.endswith(
-            (".base", ".test")):
+    if (os.path.isdir(path) and any(f in movielens.RATING_FILES for f in os.listdir(path))
+            or path.endswith((".base", ".test"))):
         data = movielens.check_duplicates(movielens.read_movielens(path), duplicates)
         return SplitInput(data.triples, data.timestamps, data.source)
     if path.endswith(".npz") and os.path.isfile(path):

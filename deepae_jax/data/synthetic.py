@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from deepae_jax.config import bad_setting, setting, tool_config
 from deepae_jax.data.ratings import Triples, write_ratings_text
 
 
@@ -76,3 +77,55 @@ def ensure_dataset(train_path: str, eval_path: str, spec: SyntheticSpec = Synthe
         write_ratings_text(os.path.join(eval_path, "ratings.tsv"), held_out)
     print(f"wrote synthetic data: {len(train)} training ratings to {train_path}, "
           f"{len(held_out)} evaluation ratings to {eval_path}", flush=True)
+
+
+def write_csv(path: str, spec: SyntheticSpec = SyntheticSpec()) -> int:
+    """Writes every synthetic rating (training and held-out) as a MovieLens-style
+    ``ratings.csv``: a header ``userId,movieId,rating,timestamp``, string user ids ``u1, u2,
+    ...``, each user's ratings in a seeded random order with a timestamp that grows along
+    them, for trying the "your own data"
+    walk-through without a download. Returns the number of ratings written."""
+    from deepae_jax.io_utils import atomic_write_text
+    train, held_out = generate(spec)
+    users = np.concatenate([train.users, held_out.users])
+    items = np.concatenate([train.items, held_out.items])
+    values = np.concatenate([train.ratings, held_out.ratings])
+    shuffle = np.random.default_rng(spec.seed + 1).random(len(users))
+    order = np.lexsort((shuffle, users))  # by user, each user's ratings in a random order
+    stamps = 1_000_000_000 + np.arange(len(order)) * 60  # rating n of the file at minute n
+    lines = [f"u{u},{i},{r:g},{t}" for u, i, r, t in
+             zip(users[order], items[order], values[order], stamps)]
+    atomic_write_text(path, "userId,movieId,rating,timestamp\n" + "\n".join(lines) + "\n")
+    return len(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvSettings:
+    """The settings of ``python -m deepae_jax.data.synthetic`` (absl flags made from them)."""
+
+    out: str = setting("", "The CSV file to write; required.")
+    users: int = setting(SyntheticSpec.n_users, "Number of users.")
+    items: int = setting(SyntheticSpec.n_items, "Number of items.")
+
+    def __post_init__(self):
+        if not self.out:
+            bad_setting(self, "out", "required: the CSV file to write")
+        if self.users < 2:
+            bad_setting(self, "users", "must be >= 2")
+        if self.items < 6:
+            bad_setting(self, "items", "must be >= 6")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deepae_jax.data.synthetic --out=OUT.csv [--users=N --items=M]``: writes
+    :func:`write_csv`'s file."""
+    cfg = tool_config(CsvSettings, argv, write_csv.__doc__, "deepae_jax.data.synthetic")
+    if isinstance(cfg, int):
+        return cfg
+    n = write_csv(cfg.out, SyntheticSpec(n_users=cfg.users, n_items=cfg.items))
+    print(f"wrote {n} ratings to {cfg.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
