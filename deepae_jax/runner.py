@@ -127,7 +127,7 @@ def _evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None) -> Eva
                cfg.eval_batch_size)
 
 
-def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par):
+def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shift: float = 0.0):
     """(step_fn, epoch_batches) of ``--train_path``; ``epoch_batches(epoch)`` gives (the epoch's
     batches or multi-step calls, how many).
 
@@ -139,12 +139,14 @@ def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par):
     path = resolve_train_path(cfg.train_path, n_devices)
     log.info("training step: %s path (--train_path=%s) on %d %s device(s)", path,
              cfg.train_path, n_devices, jax.default_backend())
-    step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob, path=path,
-                           dtype=cfg.dtype, noisy_target=cfg.noisy_refeed_target)
+    step_kwargs = dict(path=path, dtype=cfg.dtype, noisy_target=cfg.noisy_refeed_target,
+                       input_shift=input_shift)
+    step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
+                           **step_kwargs)
     n = num_batches(train_csr.shape[0], cfg.batch_size)
     if path == "dense" and par:
         step_fn = par.train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
-                                 path=path, dtype=cfg.dtype, noisy_target=cfg.noisy_refeed_target)
+                                 **step_kwargs)
         return step_fn, lambda epoch: (
             par.batches(train_csr, cfg.batch_size, cfg.seed, epoch, builder="dense"), n)
     if path == "dense":
