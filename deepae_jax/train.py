@@ -107,25 +107,8 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
                                             after=(grads["encoder"][0]["w"],), kernels=kernels)
         return params, opt_state, loss, outputs
 
-    def dense_loss(params, inputs, targets, rng):
-        outputs = model.apply(params, inputs, model_cfg, train=True, rng=rng, dot=dot)
-        sse, count = mmse_sums(outputs, targets)
-        return sse / jnp.maximum(count, 1.0), outputs
-
-    def sparse_loss(params, slots, in_slots, rng, kernels):
-        gather, pre_at = (kernel_ops.gather_sum, kernel_ops.output_pre_at) if kernels else (
-            sparse.gather_sum, sparse.output_pre_at)
-        h = sparse.hidden_sparse(params, in_slots, model_cfg, dot, True, rng,
-                                 lambda w: gather(w, in_slots))
-        dense = None if at_items else model.dense_output(params, h, model_cfg, dot)
-        pred = (sparse.output_at(params, h, slots, model_cfg, pre_at) if at_items else
-                dense[slots.batch_rows(), slots.cols])
-        refeed = None
-        if aug_step > 0:  # the re-feeding input: the dense output, no gradient through it
-            stop = jax.lax.stop_gradient
-            refeed = stop(dense) if dense is not None else model.dense_output(
-                stop(params), stop(h), model_cfg, dot)
-        return sparse.masked_mse(pred, slots.vals), refeed
+    dense_loss = functools.partial(_dense_loss, model_cfg, dot)
+    sparse_loss = functools.partial(_sparse_loss, model_cfg, dot, at_items, aug_step > 0)
 
     def first_update(params, opt_state, batch, rng, kernels=False):
         """The update on the sparse batch: (params, opt_state, loss, re-feeding input)."""
@@ -138,12 +121,9 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         if kernels and fused:
             return fused_sparse_update(params, opt_state, slots, rng, model_cfg, optimizer,
                                        aug_step > 0, dot)
-        vals = jnp.where(slots.mask, slots.vals + input_shift, 0.0) if input_shift else slots.vals
-        if input_drop_prob:
-            keep = jax.random.bernoulli(key, 1.0 - input_drop_prob, vals.shape)
-            vals = jnp.where(keep, vals / (1.0 - input_drop_prob), 0.0)
-        loss = lambda p: sparse_loss(p, slots, slots.with_vals(vals), rng, kernels)  # noqa: E731
-        return update(params, opt_state, lambda p: loss(p), (), kernels)
+        in_slots = slots.with_vals(_input_vals(slots, input_shift, input_drop_prob, key))
+        loss = lambda p: sparse_loss(p, slots, in_slots, rng, kernels)  # noqa: E731
+        return update(params, opt_state, loss, (), kernels)
 
     def refeed_update(params, opt_state, y, rng, noise_rng, kernels=False):
         """One dense re-feeding update on the previous output y."""
@@ -173,6 +153,46 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
+
+
+def _dense_loss(cfg: model.ModelConfig, dot: model.Dot, params: model.Params,
+                inputs: jax.Array, targets: jax.Array, rng: jax.Array) -> tuple:
+    """(MMSE of f(inputs) against the observed targets, f(inputs)): the dense computation."""
+    outputs = model.apply(params, inputs, cfg, train=True, rng=rng, dot=dot)
+    sse, count = mmse_sums(outputs, targets)
+    return sse / jnp.maximum(count, 1.0), outputs
+
+
+def _sparse_loss(cfg: model.ModelConfig, dot: model.Dot, at_items: bool, refeed: bool,
+                 params: model.Params, slots: sparse.Slots, in_slots: sparse.Slots,
+                 rng: jax.Array, kernels: bool = False) -> tuple:
+    """(MMSE at the observed items of ``slots`` of f(in_slots), the re-feeding input or None):
+    the first layer a gather-sum, the output at the observed items (``at_items``) or dense;
+    ``kernels``: both on the CPU kernels. The re-feeding input is the dense output, computed
+    only when ``refeed`` and with no gradient through it."""
+    gather, pre_at = (kernel_ops.gather_sum, kernel_ops.output_pre_at) if kernels else (
+        sparse.gather_sum, sparse.output_pre_at)
+    h = sparse.hidden_sparse(params, in_slots, cfg, dot, True, rng, lambda w: gather(w, in_slots))
+    dense = None if at_items else model.dense_output(params, h, cfg, dot)
+    pred = (sparse.output_at(params, h, slots, cfg, pre_at) if at_items else
+            dense[slots.batch_rows(), slots.cols])
+    y = None
+    if refeed:
+        stop = jax.lax.stop_gradient
+        y = stop(dense) if dense is not None else model.dense_output(stop(params), stop(h), cfg,
+                                                                     dot)
+    return sparse.masked_mse(pred, slots.vals), y
+
+
+def _input_vals(slots: sparse.Slots, shift: float, drop_prob: float, key: jax.Array
+                ) -> jax.Array:
+    """The input values of the update on the sparse batch: shifted by ``shift`` where observed,
+    then inverted dropout with ``drop_prob`` (beyond the paper; 0 and 0: the ratings)."""
+    vals = jnp.where(slots.mask, slots.vals + shift, 0.0) if shift else slots.vals
+    if drop_prob:
+        keep = jax.random.bernoulli(key, 1.0 - drop_prob, vals.shape)
+        vals = jnp.where(keep, vals / (1.0 - drop_prob), 0.0)
+    return vals
 
 
 def jit_train_step(step_fn: Callable) -> Callable:
