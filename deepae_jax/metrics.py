@@ -53,7 +53,9 @@ def format_epoch_line(epoch: int, num_epochs: int, values: dict[str, Any]) -> st
     if "train_rmse" in values:
         parts.append(f"train RMSE {values['train_rmse']:.4f}")
     if values.get("eval_rmse") is not None:
-        parts.append(f"eval RMSE {values['eval_rmse']:.4f}")
+        count = values.get("eval_count")
+        parts.append(f"eval RMSE {values['eval_rmse']:.4f}"
+                     + (f" ({count:,} ratings)" if count is not None else ""))
     parts.append(f"time {values['epoch_time_s']:.1f} s")
     parts.append(f"{values['rows_per_s']:,.0f} {values.get('row_name', 'users')}/s")
     return "  ".join(parts)

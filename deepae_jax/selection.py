@@ -1,0 +1,75 @@
+"""Model selection in the trainer (beyond the paper's loop): best epoch, early stopping, TEST once.
+
+The paper trains a fixed number of epochs, evaluates on VALID and scores the best checkpoint on
+TEST. Here the trainer does it itself: after every epoch the VALID metric goes to
+:class:`Selector`; the best epoch's training state is written to ``best.msgpack`` (the checkpoint
+format of :mod:`deepae_jax.checkpoint`, so ``restore_params`` reads it) with ``best.json``; after
+``patience`` epochs without improvement training stops; at the end the best checkpoint is
+scored once on TEST and ``summary.json`` is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+import flax.serialization
+import jax
+
+from deepae_jax.io_utils import atomic_write, atomic_write_text
+
+METRICS = ("rmse", "mae")
+BEST = "best.msgpack"
+BEST_INFO = "best.json"
+SUMMARY = "summary.json"
+
+
+@dataclasses.dataclass
+class Selector:
+    """Tracks the best (lowest) VALID metric over epochs and the epochs since it improved."""
+
+    patience: int = 0  # 0: never stop early
+    best_value: float = math.inf
+    best_epoch: int = 0
+    since_best: int = 0
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Records 1-based ``epoch``'s metric; True when it is a new best (NaN never is)."""
+        if math.isfinite(value) and value < self.best_value:
+            self.best_value, self.best_epoch, self.since_best = float(value), int(epoch), 0
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience > 0 and self.since_best >= self.patience
+
+
+def save_best(directory: str, state: Any, epoch: int, meta: dict, value: float,
+              metric: str) -> str:
+    """Writes the best epoch's state to ``best.msgpack`` and its record to ``best.json``."""
+    payload = {"state": flax.serialization.to_state_dict(jax.device_get(state)),
+               "epoch": int(epoch), "meta": json.dumps(meta, sort_keys=True)}
+    data = flax.serialization.msgpack_serialize(payload)
+    path = os.path.join(directory, BEST)
+    atomic_write(path, lambda fh: fh.write(data))
+    atomic_write_text(os.path.join(directory, BEST_INFO),
+                      json.dumps({"epoch": int(epoch), "metric": metric,
+                                  f"valid_{metric}": float(value)}, indent=2) + "\n")
+    return path
+
+
+def best_checkpoint(directory: str) -> str | None:
+    """``directory/best.msgpack`` when training kept one, else None."""
+    path = os.path.join(directory, BEST)
+    return path if os.path.isfile(path) else None
+
+
+def write_summary(directory: str, summary: dict) -> str:
+    """Writes ``summary.json`` (atomically); returns its path."""
+    path = os.path.join(directory, SUMMARY)
+    atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return path
