@@ -162,15 +162,21 @@ class Recommender:
     def from_logdir(cls, logdir: str, path_to_train_data: str | None = None, save_path: str = "",
                     delimiter: str | None = None, column_order: str | None = None,
                     batch_size: int = 256, load_train: bool = True) -> "Recommender":
-        """Loads the latest checkpoint of ``logdir`` (or ``save_path``), its ``vocab.npz`` and,
+        """Loads the best (``best.msgpack``) else the latest checkpoint of ``logdir`` (or
+        ``save_path``), its ``vocab.npz`` and,
         unless ``load_train`` is False, the training data: ``path_to_train_data``, else the
         one recorded in ``logdir/config.json``. Without training data only new users (rating
         vectors given at run time) can be scored."""
-        path = save_path or ckpt.latest_checkpoint(logdir)
+        from deepae_jax import baseline as baseline_lib, selection
+        path = save_path or selection.best_checkpoint(logdir) or ckpt.latest_checkpoint(logdir)
         if not path:
             raise ckpt.CheckpointError(f"no checkpoint in {logdir!r}; train first or name one "
                                        "with --save_path")
         folder = os.path.dirname(os.path.abspath(path))
+        base = baseline_lib.load(folder)
+        if base is not None and base.kind != "none":
+            raise RecommendError(f"{path}: the model was trained with --baseline={base.kind}; "
+                                 "recommend does not add a baseline back yet (use --mode=infer)")
         row_ids, col_ids, major = ckpt.load_vocab(folder)
         if major != "users":
             raise RecommendError(f"{path}: recommend needs a user-based model (trained with "

@@ -320,6 +320,18 @@ def restore_for_inference(cfg: Config):
     return data, model_cfg, params, base
 
 
+def predict_ratings(cfg: Config) -> tuple[predict.EvalTargets, np.ndarray]:
+    """(every rating of ``--path_to_eval_data``, its prediction by the saved model, in the
+    file's order): the model's baseline added back, ``--unknown`` and ``--clip_predictions``
+    applied. Models of any layout predict the same ratings in the same order (ensembles)."""
+    data, model_cfg, params, base = restore_for_inference(cfg)
+    if base is None:
+        data, base = centre(dataclasses.replace(cfg, baseline="none"), data)
+    pred = predict.predict_all(params, model_cfg, data.inputs, base, data.targets,
+                               cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown)
+    return data.targets, pred
+
+
 def run_evaluate(cfg: Config) -> EvalResult:
     """RMSE of a saved model on ``--path_to_eval_data``."""
     par = parallel.setup_from_config(cfg, train=False)

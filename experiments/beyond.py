@@ -1,0 +1,189 @@
+"""Beyond the paper (issue 13): the rating-prediction recipe and ensembles vs the bias baseline.
+
+    python -m experiments.beyond --data_dir ../shared/data/movielens-100k [--splits u1,time70]
+        [--seeds 1,2,3] [--ensemble_items 4 --ensemble_users 2] [--out experiments/results/beyond]
+
+For each MovieLens-100K setting of ``experiments/data.py`` (VALID carved from the training part,
+TEST scored once, over ALL its ratings: unknown users/items get the baseline's prediction):
+
+* the baselines: global mean, and user + item biases (lambdas chosen on VALID);
+* the recipe ``experiments/recipes/rating_prediction.flags`` unchanged, once per seed (the
+  trainer itself picks the best epoch on VALID, stops early and scores TEST: ``summary.json``);
+* an ensemble per seed s: the plain average of the predictions of ``--ensemble_items``
+  item-based recipe runs and ``--ensemble_users`` user-based ones (``--major=users``), each with
+  its own training seed, on VALID and TEST (``runner.predict_ratings``).
+
+Writes ``results.jsonl`` (one row per run and per ensemble), ``table.md`` and ``meta.json`` to
+``--out``; runs go to ``--work_dir`` (reused when their ``summary.json`` exists).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from deepae_jax import baseline as baseline_lib
+from deepae_jax import predict, runner
+from deepae_jax.config import Config
+from deepae_jax.data import ratings
+from experiments import data as data_lib
+from experiments.flagfiles import parse_flagfile
+from experiments.run import commit, machine
+
+RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes",
+                      "rating_prediction.flags")
+PUBLISHED = {"GC-MC": 0.910, "IGMC": 0.905, "Sparse FC": 0.895, "GLocal-K": 0.889}
+
+
+def baselines(split: data_lib.Split) -> list[dict]:
+    """Global mean and user + item biases (lambdas on VALID), scored on every TEST rating."""
+    train = ratings.load_matrix(split.train)
+    valid = predict.align_targets(train, ratings.load_triples(split.valid))
+    test = predict.align_targets(train, ratings.load_triples(split.test))
+    rows = []
+    for kind in ("global", "bias"):
+        base = baseline_lib.fit(train.csr, kind, eval_csr=valid.split.csr)
+        v, t = predict.baseline_scores(base, valid), predict.baseline_scores(base, test)
+        rows.append({"kind": "baseline", "name": kind, "valid_rmse": v.rmse,
+                     "test_rmse": t.rmse, "test_count": t.count})
+    return rows
+
+
+def member_config(split: data_lib.Split, logdir: str, seed: int, **overrides) -> Config:
+    """The recipe, unchanged but for the data paths, the logdir, the seed and ``overrides``."""
+    values = {**parse_flagfile(RECIPE), **overrides}
+    return Config(**{**values, "path_to_train_data": split.train,
+                     "path_to_eval_data": split.valid, "path_to_test_data": split.test,
+                     "logdir": logdir, "seed": seed})
+
+
+def train_member(cfg: Config) -> dict:
+    """Trains one run (or reuses its summary.json); the summary plus wall time."""
+    path = os.path.join(cfg.logdir, "summary.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    os.makedirs(cfg.logdir, exist_ok=True)
+    t0 = time.time()
+    with open(os.path.join(cfg.logdir, "train.log"), "w", encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log):
+        runner.train_and_evaluate(cfg)
+    with open(path, encoding="utf-8") as fh:
+        summary = json.load(fh)
+    summary["wall_s"] = time.time() - t0
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2, sort_keys=True)
+    return summary
+
+
+def member_predictions(cfg: Config, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, actual ratings) of a trained run on every rating of ``path``."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        targets, pred = runner.predict_ratings(dataclasses.replace(
+            cfg, mode="evaluate", path_to_eval_data=path, save_path=""))
+    return pred, targets.actual
+
+
+def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users: int) -> dict:
+    """Trains the members of ensemble ``seed`` and scores their averaged predictions."""
+    members = [("items", seed * 100 + j) for j in range(n_items)]
+    members += [("users", seed * 100 + 50 + j) for j in range(n_users)]
+    preds = {"valid": [], "test": []}
+    actual, wall = {}, 0.0
+    for major, s in members:
+        cfg = member_config(split, os.path.join(work, f"{major}_seed{s}"), s, major=major)
+        wall += train_member(cfg).get("wall_s", 0.0)
+        for part, path in (("valid", split.valid), ("test", split.test)):
+            p, actual[part] = member_predictions(cfg, path)
+            preds[part].append(p)
+    scores = {part: predict.score(np.mean(preds[part], axis=0), actual[part])
+              for part in preds}
+    return {"kind": "ensemble", "name": f"ensemble {n_items} items + {n_users} users",
+            "seed": seed, "members": [f"{m}:{s}" for m, s in members],
+            "valid_rmse": scores["valid"].rmse, "test_rmse": scores["test"].rmse,
+            "test_count": scores["test"].count, "wall_s": wall}
+
+
+def summarise(rows: list[dict], kind: str, name: str) -> str:
+    vals = [r for r in rows if r["kind"] == kind and r["name"] == name]
+    if not vals:
+        return ""
+    t = np.array([r["test_rmse"] for r in vals])
+    v = np.array([r["valid_rmse"] for r in vals])
+    spread = f" ± {t.std(ddof=1):.4f}" if len(t) > 1 else ""
+    seeds = ",".join(str(r["seed"]) for r in vals if "seed" in r)
+    walls = [r.get("wall_s") for r in vals if r.get("wall_s")]
+    wall = f"{np.mean(walls):.0f} s" if walls else "-"
+    extra = f" (min {t.min():.4f}, max {t.max():.4f})" if len(t) > 1 else ""
+    return (f"| {name} | {v.mean():.4f} | **{t.mean():.4f}**{spread}{extra} | "
+            f"{vals[0]['test_count']} | {seeds or '-'} | {wall} |")
+
+
+def write_outputs(out: str, split: str, rows: list[dict], meta: dict) -> None:
+    folder = os.path.join(out, split)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "results.jsonl"), "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    lines = [f"# {split}: TEST RMSE over all its ratings (mean ± sample std over seeds)", "",
+             "| method | VALID RMSE | TEST RMSE | TEST ratings | seeds | wall per run |",
+             "|---|---|---|---|---|---|"]
+    names = sorted({(r["kind"], r["name"]) for r in rows},
+                   key=lambda k: ["baseline", "recipe", "ensemble"].index(k[0]))
+    lines += [summarise(rows, k, n) for k, n in names]
+    if split == "u1":
+        lines += [f"| {k} (published) | | {v:.3f} | | | |" for k, v in PUBLISHED.items()]
+    lines += ["", "```", json.dumps(meta, indent=2), "```", ""]
+    with open(os.path.join(folder, "table.md"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines))
+    with open(os.path.join(folder, "meta.json"), "w", encoding="utf-8") as fh:
+        json.dump(meta, fh, indent=2)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data_dir", required=True)
+    ap.add_argument("--splits", default="u1,time70")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--ensemble_items", type=int, default=4)
+    ap.add_argument("--ensemble_users", type=int, default=2)
+    ap.add_argument("--no_ensemble", action="store_true")
+    ap.add_argument("--out", default="experiments/results/beyond")
+    ap.add_argument("--work_dir", default="runs/beyond")
+    args = ap.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for split_name in args.splits.split(","):
+        t0 = time.time()
+        split = data_lib.movielens_split(args.data_dir, split_name,
+                                         os.path.join(args.work_dir, "data"))
+        work = os.path.join(args.work_dir, split_name)
+        rows = baselines(split)
+        for seed in seeds:
+            cfg = member_config(split, os.path.join(work, f"recipe_seed{seed}"), seed)
+            s = train_member(cfg)
+            rows.append({"kind": "recipe", "name": "recipe (rating_prediction.flags)",
+                         "seed": seed, "valid_rmse": s["valid_rmse"], "test_rmse": s["test_rmse"],
+                         "test_count": s["test_count"], "best_epoch": s["best_epoch"],
+                         "wall_s": s.get("wall_s")})
+            print(json.dumps(rows[-1]), flush=True)
+        if not args.no_ensemble:
+            for seed in seeds:
+                rows.append(ensemble(split, os.path.join(work, f"ensemble{seed}"), seed,
+                                     args.ensemble_items, args.ensemble_users))
+                print(json.dumps(rows[-1]), flush=True)
+        meta = {"command": "python -m experiments.beyond " + " ".join(argv or sys.argv[1:]),
+                "split": split.description, "machine": machine(), "commit": commit(),
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "wall_s": round(time.time() - t0, 1)}
+        write_outputs(args.out, split_name, rows, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
