@@ -2,6 +2,7 @@
 checkpoint's files, and (end to end) TEST scored once into summary.json."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -13,6 +14,7 @@ from deepae_jax import checkpoint as ckpt
 from deepae_jax import runner, selection
 from deepae_jax.config import Config
 from deepae_jax.data import synthetic
+from deepae_jax.train import TrainingDivergedError
 
 
 def run_selector(values, patience):
@@ -82,3 +84,32 @@ def test_training_keeps_the_best_epoch_and_scores_test_once(data_dir, tmp_path):
                                               "path_to_eval_data": str(data_dir / "test")}))
     assert evaluated.rmse == pytest.approx(summary["test_rmse"], rel=1e-6)
     assert evaluated.count == n_test
+
+
+def _scaled_copy(src, dst, factor):
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        lines = [line.split("\t") for line in f.read_text().splitlines() if line]
+        dst.joinpath(f.name).write_text("".join(
+            f"{u}\t{i}\t{float(r) * factor:g}\n" for u, i, r, *_ in lines))
+
+
+def test_a_1_to_100_scale_trains_with_a_baseline(data_dir, tmp_path):
+    """The paper's momentum recipe (lr 0.005, re-feeding) on ratings x20 diverges on the raw
+    ratings and trains on the scaled residuals of a bias baseline."""
+    for part in ("train", "valid"):
+        _scaled_copy(data_dir / part, tmp_path / f"{part}20", 20.0)
+    cfg = Config(path_to_train_data=str(tmp_path / "train20"),
+                 path_to_eval_data=str(tmp_path / "valid20"), logdir=str(tmp_path / "run"),
+                 hidden_layers=(16, 8), optimizer="momentum", lr=0.005, aug_step=1,
+                 drop_prob=0.5, batch_size=16, num_epochs=3, seed=2, progress=False,
+                 baseline="bias", unknown="baseline", clip_predictions=True)
+    with pytest.raises(TrainingDivergedError):
+        runner.train_and_evaluate(dataclasses.replace(cfg, baseline="none",
+                                                      logdir=str(tmp_path / "raw")))
+    result = runner.train_and_evaluate(cfg)
+    base = bl.load(str(tmp_path / "run"))
+    assert (base.rating_min, base.rating_max) == (20.0, 100.0) and base.scale > 10
+    valid = runner.load_targets(cfg, runner.load_data(cfg).train, cfg.path_to_eval_data)
+    mean_rmse = float(np.sqrt(np.mean((valid.actual - base.mean) ** 2)))
+    assert np.isfinite(result["eval_rmse"]) and result["eval_rmse"] < 1.1 * mean_rmse
