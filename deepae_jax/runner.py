@@ -28,6 +28,7 @@ from deepae_jax.train import (ResidentEpochs, TrainingDivergedError, create_trai
                               make_train_step, train_epoch)
 
 log = logging.getLogger("deepae_jax")
+AUTO_LOG_MAX_RATINGS = 5_000_000  # larger: the logged bias baseline uses fixed lambdas
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +88,14 @@ def centre(cfg: Config, data: Data, fitted: baseline_lib.Baseline | None = None
 
 
 def log_baselines(cfg: Config, data: Data) -> None:
-    """Logs the eval RMSE of the global mean and of the (auto-regularised) bias baseline."""
+    """Logs the eval RMSE of the global mean and of the bias baseline (lambdas chosen on the
+    evaluation data up to AUTO_LOG_MAX_RATINGS training ratings, else baseline.DEFAULT_REG)."""
     if data.targets is None:
         return
+    regs = ((-1.0, -1.0) if data.train.nnz <= AUTO_LOG_MAX_RATINGS else
+            baseline_lib.row_col_regs(cfg.major, *baseline_lib.DEFAULT_REG))
     for kind in ("global", "bias"):
-        base = baseline_lib.fit(data.train.csr, kind, -1.0, -1.0, eval_csr=data.eval.csr)
+        base = baseline_lib.fit(data.train.csr, kind, *regs, eval_csr=data.eval.csr)
         s = predict.baseline_scores(base, data.targets, cfg.clip_predictions, cfg.unknown)
         log.info("baseline: %s gives eval %s (unknown rows/columns: mean + known bias)",
                  "the global mean %.4f" % base.mean if kind == "global"
