@@ -218,8 +218,11 @@ def train_and_evaluate(cfg: Config) -> dict:
     step_fn, epoch_batches = _training_path(cfg, model_cfg, optimizer, data.train.csr, par,
                                             base.input_shift if base else 0.0)
     logger = MetricsLogger(cfg.logdir, enabled=main)
-    selector = (selection.Selector(cfg.early_stopping_patience) if data.eval is not None and (
-        cfg.path_to_test_data or cfg.early_stopping_patience) else None)
+    selector = None  # model selection: the best epoch on the evaluation data (selection.py)
+    if data.eval is not None and (cfg.path_to_test_data or cfg.early_stopping_patience):
+        selector = (selection.resumed_selector(cfg.logdir, cfg.early_stopping_patience,
+                                               cfg.selection_metric) if cfg.resume
+                    else selection.Selector(cfg.early_stopping_patience))
     last_good = latest if cfg.resume else None
     result: dict = {}
     try:

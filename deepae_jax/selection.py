@@ -62,6 +62,19 @@ def save_best(directory: str, state: Any, epoch: int, meta: dict, value: float,
     return path
 
 
+def resumed_selector(directory: str, patience: int, metric: str) -> Selector:
+    """A Selector that knows the best epoch recorded in ``best.json`` (a resumed run keeps a
+    better earlier best; the epochs since it are not recorded and restart at 0)."""
+    try:
+        with open(os.path.join(directory, BEST_INFO), encoding="utf-8") as fh:
+            info = json.load(fh)
+    except (FileNotFoundError, ValueError):
+        return Selector(patience)
+    if info.get("metric") != metric or best_checkpoint(directory) is None:
+        return Selector(patience)
+    return Selector(patience, float(info[f"valid_{metric}"]), int(info["epoch"]))
+
+
 def best_checkpoint(directory: str) -> str | None:
     """``directory/best.msgpack`` when training kept one, else None."""
     path = os.path.join(directory, BEST)

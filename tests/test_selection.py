@@ -113,3 +113,12 @@ def test_a_1_to_100_scale_trains_with_a_baseline(data_dir, tmp_path):
     valid = runner.load_targets(cfg, runner.load_data(cfg).train, cfg.path_to_eval_data)
     mean_rmse = float(np.sqrt(np.mean((valid.actual - base.mean) ** 2)))
     assert np.isfinite(result["eval_rmse"]) and result["eval_rmse"] < 1.1 * mean_rmse
+
+
+def test_a_resumed_selector_knows_the_earlier_best(tmp_path):
+    assert selection.resumed_selector(str(tmp_path), 3, "rmse").best_epoch == 0
+    selection.save_best(str(tmp_path), {"w": np.zeros(1)}, 4, {}, 0.9, "rmse")
+    s = selection.resumed_selector(str(tmp_path), 3, "rmse")
+    assert (s.best_epoch, s.best_value, s.patience) == (4, 0.9, 3)
+    assert not s.update(5, 0.95) and s.update(6, 0.85)
+    assert selection.resumed_selector(str(tmp_path), 3, "mae").best_epoch == 0
