@@ -134,10 +134,10 @@ def _evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None,
         r = run(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
                 cfg.eval_batch_size)
         return predict.Scores(r.rmse, float("nan"), r.count, len(data.targets.actual))
-    pred = predict.predict_all(
-        params, model_cfg, data.inputs if data.inputs is not None else data.train.csr, base, data.targets, cfg.eval_batch_size,
-        cfg.clip_predictions, cfg.unknown,
-        par.predict_eval_ratings if par else predict_eval_ratings)
+    inputs = data.inputs if data.inputs is not None else data.train.csr
+    pred = predict.predict_all(params, model_cfg, inputs, base, data.targets,
+                               cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown,
+                               par.predict_eval_ratings if par else predict_eval_ratings)
     return predict.score(pred, data.targets.actual)
 
 

@@ -139,7 +139,8 @@ def write_outputs(out: str, split: str, rows: list[dict], meta: dict) -> None:
     with open(os.path.join(folder, "results.jsonl"), "w", encoding="utf-8") as fh:
         fh.writelines(json.dumps(r) + "\n" for r in rows)
     lines = [f"# {split}: TEST RMSE over all its ratings (mean ± sample std over seeds)", "",
-             "| method | VALID RMSE | TEST RMSE | TEST ratings | seeds | training wall (per run; ensemble: all members) |",
+             "| method | VALID RMSE | TEST RMSE | TEST ratings | seeds "
+             "| training wall (per run; ensemble: all members) |",
              "|---|---|---|---|---|---|"]
     names = sorted({(r["kind"], r["name"]) for r in rows},
                    key=lambda k: ["baseline", "recipe", "ensemble"].index(k[0]))
