@@ -182,6 +182,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work_dir", default="runs/beyond")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    started = commit()  # the code that runs (HEAD may move while the runs go)
     for split_name in args.splits.split(","):
         t0 = time.time()
         split = data_lib.movielens_split(args.data_dir, split_name,
@@ -206,7 +207,7 @@ def main(argv=None) -> int:
                                      args.ensemble_items, args.ensemble_users))
                 print(json.dumps(rows[-1]), flush=True)
         meta = {"command": "python -m experiments.beyond " + " ".join(argv or sys.argv[1:]),
-                "split": split.description, "machine": machine(), "commit": commit(),
+                "split": split.description, "machine": machine(), "commit": started,
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "wall_s": round(time.time() - t0, 1)}
         write_outputs(args.out, split_name, rows, meta)
