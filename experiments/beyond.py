@@ -72,9 +72,10 @@ def baselines(split: data_lib.Split) -> list[dict]:
     return rows
 
 
-def member_config(split: data_lib.Split, logdir: str, seed: int, **overrides) -> Config:
+def member_config(split: data_lib.Split, logdir: str, seed: int, recipe: str = RECIPE,
+                  **overrides) -> Config:
     """The recipe, unchanged but for the data paths, the logdir, the seed and ``overrides``."""
-    values = {**parse_flagfile(RECIPE), **overrides}
+    values = {**parse_flagfile(recipe), **overrides}
     return Config(**{**values, "path_to_train_data": split.train,
                      "path_to_eval_data": split.valid, "path_to_test_data": split.test,
                      "logdir": logdir, "seed": seed})
@@ -107,14 +108,16 @@ def member_predictions(cfg: Config, path: str) -> tuple[np.ndarray, np.ndarray]:
     return pred, targets.actual
 
 
-def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users: int) -> dict:
+def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users: int,
+             recipe: str = RECIPE) -> dict:
     """Trains the members of ensemble ``seed`` and scores their averaged predictions."""
     members = [("items", seed * 100 + j) for j in range(n_items)]
     members += [("users", seed * 100 + 50 + j) for j in range(n_users)]
     preds = {(part, major): [] for part in ("valid", "test") for major in ("items", "users")}
     actual, wall = {}, 0.0
     for major, s in members:
-        cfg = member_config(split, os.path.join(work, f"{major}_seed{s}"), s, major=major)
+        cfg = member_config(split, os.path.join(work, f"{major}_seed{s}"), s, recipe,
+                            major=major)
         wall += train_member(cfg).get("wall_s", 0.0)
         for part, path in (("valid", split.valid), ("test", split.test)):
             p, actual[part] = member_predictions(cfg, path)
@@ -159,7 +162,7 @@ def write_outputs(out: str, split: str, rows: list[dict], meta: dict) -> None:
     names = sorted({(r["kind"], r["name"]) for r in rows},
                    key=lambda k: ["baseline", "recipe", "ensemble"].index(k[0]))
     lines += [summarise(rows, k, n) for k, n in names]
-    if split == "u1":
+    if split.startswith("u1") and "_x" not in split:
         lines += [f"| {k} (published) | | {v:.3f} | | | |" for k, v in PUBLISHED.items()]
     lines += ["", "```", json.dumps(meta, indent=2), "```", ""]
     with open(os.path.join(folder, "table.md"), "w", encoding="utf-8") as fh:
@@ -176,6 +179,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ensemble_items", type=int, default=5)
     ap.add_argument("--ensemble_users", type=int, default=2)
     ap.add_argument("--no_ensemble", action="store_true")
+    ap.add_argument("--recipe", default=RECIPE, help="the flagfile of every run")
     ap.add_argument("--rating_factor", type=float, default=1.0,
                     help="multiply every rating (e.g. 20: the 1..5 stars as 20..100)")
     ap.add_argument("--out", default="experiments/results/beyond")
@@ -191,12 +195,15 @@ def main(argv=None) -> int:
             split_name = f"{split_name}_x{args.rating_factor:g}"
             split = scaled_split(split, args.rating_factor,
                                  os.path.join(args.work_dir, "data", split_name))
+        if os.path.abspath(args.recipe) != RECIPE:
+            split_name += "_" + os.path.splitext(os.path.basename(args.recipe))[0]
         work = os.path.join(args.work_dir, split_name)
         rows = baselines(split)
         for seed in seeds:
-            cfg = member_config(split, os.path.join(work, f"recipe_seed{seed}"), seed)
+            cfg = member_config(split, os.path.join(work, f"recipe_seed{seed}"), seed,
+                                args.recipe)
             s = train_member(cfg)
-            rows.append({"kind": "recipe", "name": "recipe (rating_prediction.flags)",
+            rows.append({"kind": "recipe", "name": f"recipe ({os.path.basename(args.recipe)})",
                          "seed": seed, "valid_rmse": s["valid_rmse"], "test_rmse": s["test_rmse"],
                          "test_count": s["test_count"], "best_epoch": s["best_epoch"],
                          "wall_s": s.get("wall_s")})
@@ -204,7 +211,7 @@ def main(argv=None) -> int:
         if not args.no_ensemble:
             for seed in seeds:
                 rows.append(ensemble(split, os.path.join(work, f"ensemble{seed}"), seed,
-                                     args.ensemble_items, args.ensemble_users))
+                                     args.ensemble_items, args.ensemble_users, args.recipe))
                 print(json.dumps(rows[-1]), flush=True)
         meta = {"command": "python -m experiments.beyond " + " ".join(argv or sys.argv[1:]),
                 "split": split.description, "machine": machine(), "commit": started,
