@@ -72,10 +72,13 @@ def baselines(split: data_lib.Split) -> list[dict]:
     return rows
 
 
+SMOKE: dict = {}  # --smoke: settings replaced in every run
+
+
 def member_config(split: data_lib.Split, logdir: str, seed: int, recipe: str = RECIPE,
                   **overrides) -> Config:
     """The recipe, unchanged but for the data paths, the logdir, the seed and ``overrides``."""
-    values = {**parse_flagfile(recipe), **overrides}
+    values = {**parse_flagfile(recipe), **overrides, **SMOKE}
     return Config(**{**values, "path_to_train_data": split.train,
                      "path_to_eval_data": split.valid, "path_to_test_data": split.test,
                      "logdir": logdir, "seed": seed})
@@ -180,17 +183,21 @@ def main(argv=None) -> int:
     ap.add_argument("--ensemble_users", type=int, default=2)
     ap.add_argument("--no_ensemble", action="store_true")
     ap.add_argument("--recipe", default=RECIPE, help="the flagfile of every run")
+    ap.add_argument("--smoke", action="store_true",
+                    help="CI: a corner of MovieLens-100K and 2 epochs per run")
     ap.add_argument("--rating_factor", type=float, default=1.0,
                     help="multiply every rating (e.g. 20: the 1..5 stars as 20..100)")
     ap.add_argument("--out", default="experiments/results/beyond")
     ap.add_argument("--work_dir", default="runs/beyond")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    SMOKE.clear()
+    SMOKE.update({"num_epochs": 2} if args.smoke else {})
     started = commit()  # the code that runs (HEAD may move while the runs go)
     for split_name in args.splits.split(","):
         t0 = time.time()
         split = data_lib.movielens_split(args.data_dir, split_name,
-                                         os.path.join(args.work_dir, "data"))
+                                         os.path.join(args.work_dir, "data"), smoke=args.smoke)
         if args.rating_factor != 1:
             split_name = f"{split_name}_x{args.rating_factor:g}"
             split = scaled_split(split, args.rating_factor,
