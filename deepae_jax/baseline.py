@@ -46,6 +46,7 @@ class Baseline:
       input_shift: added to every observed input residual (not to the targets): ``mu / scale``
         with ``shifted`` input, so that a rated entry reads as a (bias-corrected) rating and
         stays distinguishable from an unrated 0; 0 otherwise.
+      reg_row, reg_col: the lambdas the biases were fitted with (-1: no biases).
     """
 
     kind: str
@@ -57,6 +58,8 @@ class Baseline:
     rating_min: float
     rating_max: float
     input_shift: float = 0.0
+    reg_row: float = -1.0
+    reg_col: float = -1.0
 
     def offset(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """b(r, c) for dense indices; an index of -1 (unknown to training) has zero bias."""
@@ -119,7 +122,7 @@ def fit(csr: sp.csr_matrix, kind: str, reg_row: float = -1.0, reg_col: float = -
 def _fit_biases(csr, mean, reg_row, reg_col, eval_csr) -> dict:
     def biases(lr, lc):
         rb, cb = bias_als(csr, mean, lr, lc)
-        return {"row_bias": rb, "col_bias": cb}
+        return {"row_bias": rb, "col_bias": cb, "reg_row": float(lr), "reg_col": float(lc)}
     if reg_row >= 0 and reg_col >= 0:
         return biases(reg_row, reg_col)
     if eval_csr is None or eval_csr.nnz == 0:
@@ -174,7 +177,7 @@ def save(directory: str, b: Baseline) -> str:
     def write(fh):
         np.savez(fh, kind=np.asarray(b.kind), row_bias=b.row_bias, col_bias=b.col_bias,
                  scalars=np.asarray([b.mu, b.scale, b.mean, b.rating_min, b.rating_max,
-                                     b.input_shift]))
+                                     b.input_shift, b.reg_row, b.reg_col]))
     atomic_write(path, write)
     return path
 
@@ -185,6 +188,7 @@ def load(directory: str) -> Baseline | None:
     if not os.path.isfile(path):
         return None
     with np.load(path, allow_pickle=False) as z:
-        mu, scale, mean, lo, hi, shift = (float(x) for x in z["scalars"])
+        scalars = [float(x) for x in z["scalars"]] + [0.0, -1.0, -1.0][len(z["scalars"]) - 5:]
+        mu, scale, mean, lo, hi, shift, reg_row, reg_col = scalars
         return Baseline(str(z["kind"]), mu, z["row_bias"], z["col_bias"], scale, mean, lo, hi,
-                        shift)
+                        shift, reg_row, reg_col)

@@ -111,6 +111,8 @@ def test_auto_lambdas_are_the_grid_point_best_on_validation():
     best = min(rmse(bl.fit(csr, "bias", a, c, scale=False))
                for a in bl.REG_GRID for c in bl.REG_GRID)
     assert rmse(auto) == pytest.approx(best)
+    assert auto.reg_row in bl.REG_GRID and auto.reg_col in bl.REG_GRID
+    assert rmse(bl.fit(csr, "bias", auto.reg_row, auto.reg_col, scale=False)) == rmse(auto)
     default = bl.fit(csr, "bias", -1.0, -1.0, scale=False)  # no validation data
     np.testing.assert_allclose(default.row_bias, bl.fit(csr, "bias", *bl.DEFAULT_REG,
                                                         scale=False).row_bias)
@@ -121,6 +123,7 @@ def test_save_and_load_round_trip(tmp_path):
     bl.save(str(tmp_path), b)
     got = bl.load(str(tmp_path))
     assert got.kind == "bias" and got.scale == b.scale and got.mean == b.mean
+    assert (got.reg_row, got.reg_col) == (1.0, 2.0)
     np.testing.assert_array_equal(got.row_bias, b.row_bias)
     np.testing.assert_array_equal(got.col_bias, b.col_bias)
     assert bl.load(str(tmp_path / "nothing")) is None
