@@ -13,6 +13,9 @@ TEST scored once, over ALL its ratings: unknown users/items get the baseline's p
   user-based ones (``--major=users``), each with its own training seed; the prediction is
   (1 - w) * mean(item-based) + w * mean(user-based), w in 0, 0.05, ..., 0.5 chosen on VALID
   (``runner.predict_ratings`` gives every member's prediction of every rating).
+* with ``--refit``: each recipe run and each ensemble member again, trained on TRAIN + VALID
+  for its best epoch count with the bias lambdas it chose on VALID (no choice made on the
+  larger set), scored once on TEST; refit ensembles keep the weight w chosen on VALID.
 
 Writes ``results.jsonl`` (one row per run and per ensemble), ``table.md`` and ``meta.json`` to
 ``--out``; runs go to ``--work_dir`` (reused when their ``summary.json`` exists).
@@ -111,10 +114,11 @@ def member_predictions(cfg: Config, path: str) -> tuple[np.ndarray, np.ndarray]:
     return pred, targets.actual
 
 
-def refit(split: data_lib.Split, first: Config, summary: dict, work: str) -> dict:
+def refit(split: data_lib.Split, first: Config, summary: dict, logdir: str, both: str
+          ) -> tuple[dict, Config]:
     """The first run's choices (epochs = its best epoch, the bias lambdas it chose on VALID)
-    retrained on TRAIN + VALID, then scored once on TEST (the last epoch's checkpoint)."""
-    both = os.path.join(work, "TRAIN+VALID")
+    retrained on TRAIN + VALID (written to the folder ``both``), then scored once on TEST (the
+    last epoch's checkpoint). Returns (the row, the refit run's Config)."""
     for part, path in (("train", split.train), ("valid", split.valid)):
         dst = os.path.join(both, f"{part}.tsv")
         if not os.path.isfile(dst):
@@ -125,7 +129,7 @@ def refit(split: data_lib.Split, first: Config, summary: dict, work: str) -> dic
                               path_to_test_data="", early_stopping_patience=0,
                               num_epochs=int(summary["best_epoch"]), baseline_reg_user=user,
                               baseline_reg_item=item,
-                              logdir=os.path.join(work, f"refit_seed{first.seed}"))
+                              logdir=logdir)
     done = os.path.join(cfg.logdir, "test.json")
     if not os.path.isfile(done):
         t0 = time.time()
@@ -141,15 +145,17 @@ def refit(split: data_lib.Split, first: Config, summary: dict, work: str) -> dic
     with open(done, encoding="utf-8") as fh:
         result = json.load(fh)
     return {"kind": "refit", "name": "recipe, refit on TRAIN+VALID for its best epoch count",
-            "seed": first.seed, "valid_rmse": float("nan"), "epochs": cfg.num_epochs, **result}
+            "seed": first.seed, "valid_rmse": float("nan"), "epochs": cfg.num_epochs,
+            **result}, cfg
 
 
 def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users: int,
-             recipe: str = RECIPE) -> dict:
+             recipe: str = RECIPE, refit_both: str = "") -> list[dict]:
     """Trains the members of ensemble ``seed`` and scores their averaged predictions."""
     members = [("items", seed * 100 + j) for j in range(n_items)]
     members += [("users", seed * 100 + 50 + j) for j in range(n_users)]
-    preds = {(part, major): [] for part in ("valid", "test") for major in ("items", "users")}
+    preds = {(part, major): [] for part in ("valid", "test", "refit")
+             for major in ("items", "users")}
     actual, wall = {}, 0.0
     for major, s in members:
         cfg = member_config(split, os.path.join(work, f"{major}_seed{s}"), s, recipe,
@@ -158,6 +164,10 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
         for part, path in (("valid", split.valid), ("test", split.test)):
             p, actual[part] = member_predictions(cfg, path)
             preds[part, major].append(p)
+        if refit_both:  # the member retrained on TRAIN + VALID, scored on TEST
+            _, again = refit(split, cfg, train_member(cfg),
+                             os.path.join(work, f"{major}_seed{s}_refit"), refit_both)
+            preds["refit", major].append(member_predictions(again, split.test)[0])
 
     def blend(part, w):  # (1 - w) * mean of the item-based + w * mean of the user-based
         groups = [(1 - w, preds[part, "items"]), (w, preds[part, "users"])]
@@ -165,10 +175,17 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
     grid = USER_WEIGHTS if n_items and n_users else [float(n_users > 0)]
     w = min(grid, key=lambda g: predict.score(blend("valid", g), actual["valid"]).rmse)
     scores = {part: predict.score(blend(part, w), actual[part]) for part in ("valid", "test")}
-    return {"kind": "ensemble", "name": f"ensemble {n_items} items + {n_users} users",
-            "seed": seed, "members": [f"{m}:{s}" for m, s in members], "users_weight": w,
-            "valid_rmse": scores["valid"].rmse, "test_rmse": scores["test"].rmse,
-            "test_count": scores["test"].count, "wall_s": wall}
+    name = f"ensemble {n_items} items + {n_users} users"
+    rows = [{"kind": "ensemble", "name": name,
+             "seed": seed, "members": [f"{m}:{s}" for m, s in members], "users_weight": w,
+             "valid_rmse": scores["valid"].rmse, "test_rmse": scores["test"].rmse,
+             "test_count": scores["test"].count, "wall_s": wall}]
+    if refit_both:
+        s = predict.score(blend("refit", w), actual["test"])
+        rows.append({**rows[0], "kind": "ensemble_refit", "valid_rmse": float("nan"),
+                     "name": name + ", each refit on TRAIN+VALID (weight from VALID)",
+                     "test_rmse": s.rmse, "test_count": s.count, "wall_s": None})
+    return rows
 
 
 def summarise(rows: list[dict], kind: str, name: str) -> str:
@@ -197,7 +214,8 @@ def write_outputs(out: str, split: str, rows: list[dict], meta: dict) -> None:
              "| training wall (per run; ensemble: all members) |",
              "|---|---|---|---|---|---|"]
     names = sorted({(r["kind"], r["name"]) for r in rows},
-                   key=lambda k: ["baseline", "recipe", "refit", "ensemble"].index(k[0]))
+                   key=lambda k: ["baseline", "recipe", "refit", "ensemble",
+                                  "ensemble_refit"].index(k[0]))
     lines += [summarise(rows, k, n) for k, n in names]
     if split.startswith("u1") and "_x" not in split:
         lines += [f"| {k} (published) | | {v:.3f} | | | |" for k, v in PUBLISHED.items()]
@@ -241,6 +259,7 @@ def main(argv=None) -> int:
         if os.path.abspath(args.recipe) != RECIPE:
             split_name += "_" + os.path.splitext(os.path.basename(args.recipe))[0]
         work = os.path.join(args.work_dir, split_name)
+        both = os.path.join(work, "TRAIN+VALID")
         rows = baselines(split)
         for seed in seeds:
             cfg = member_config(split, os.path.join(work, f"recipe_seed{seed}"), seed,
@@ -252,12 +271,14 @@ def main(argv=None) -> int:
                          "wall_s": s.get("wall_s")})
             print(json.dumps(rows[-1]), flush=True)
             if args.refit:
-                rows.append(refit(split, cfg, s, work))
+                rows.append(refit(split, cfg, s, os.path.join(work, f"refit_seed{seed}"),
+                                  both)[0])
                 print(json.dumps(rows[-1]), flush=True)
         if not args.no_ensemble:
             for seed in seeds:
-                rows.append(ensemble(split, os.path.join(work, f"ensemble{seed}"), seed,
-                                     args.ensemble_items, args.ensemble_users, args.recipe))
+                rows += ensemble(split, os.path.join(work, f"ensemble{seed}"), seed,
+                                 args.ensemble_items, args.ensemble_users, args.recipe,
+                                 both if args.refit else "")
                 print(json.dumps(rows[-1]), flush=True)
         meta = {"command": "python -m experiments.beyond " + " ".join(argv or sys.argv[1:]),
                 "split": split.description, "machine": machine(), "commit": started,
