@@ -9,6 +9,7 @@ The first re-fed y is the output computed BEFORE step 1's update, as in the refe
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any, Callable, Iterable
 
@@ -49,7 +50,8 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
                     aug_step: int = 0, noise_prob: float = 0.0,
                     axis_name: str | None = None, *, sparse_input: bool = False,
                     dtype: str = "float32", sparse_output: bool | None = None,
-                    noisy_target: bool = False) -> Callable[[TrainState, Any], tuple]:
+                    noisy_target: bool = False, input_drop_prob: float = 0.0,
+                    input_shift: float = 0.0) -> Callable[[TrainState, Any], tuple]:
     """Builds ``train_step(state, x) -> (state, metrics)`` (not yet jitted).
 
     ``x`` is a dense (batch, n) float32 rating batch, or with ``sparse_input`` a sparse batch
@@ -74,6 +76,13 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
     errors and counts are summed across devices so that the loss and gradient are exactly those
     of the global batch.
 
+    ``input_drop_prob`` (beyond the paper; denoising, as in AutoRec-style models): inverted
+    dropout on the INPUT ratings of the update on the sparse batch (the targets stay complete),
+    drawn from ``fold_in(rng, 1)`` of the iteration, in training only; 0 leaves the paper's
+    step (and its random numbers) unchanged. It runs on the plain (unfused) sparse path.
+    ``input_shift`` (beyond the paper, with a baseline): added to every observed INPUT value
+    (not the targets; see ``baseline.Baseline.input_shift``), also on the plain path.
+
     ``dtype="bfloat16"`` runs the matmuls with bfloat16 operands and float32 accumulation
     (parameters, optimiser state and loss stay float32); ``"float32"`` (default) is exact.
     """
@@ -93,7 +102,14 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
             count = jax.lax.psum(count, axis_name)
         return sse / jnp.maximum(count, 1.0)
 
-    def loss_fn(params, inputs, targets, rng):
+    def input_key(rng):
+        return jax.random.fold_in(rng, 1)
+
+    def loss_fn(params, inputs, targets, rng, drop_input=False):
+        if drop_input and input_shift:
+            inputs = jnp.where(inputs != 0, inputs + input_shift, 0.0)
+        if drop_input and input_drop_prob > 0:
+            inputs = model.dropout(inputs, input_drop_prob, input_key(rng))
         outputs = forward(params, inputs, rng)
         sse, count = mmse_sums(outputs, targets)
         return finish(sse, count), outputs
@@ -105,7 +121,15 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
 
     def sparse_loss_fn(params, batch, rng):
         slots = sparse.Slots.from_batch(batch)
-        h = sparse.hidden_sparse(params, slots, model_cfg, dot, train=True, rng=rng)
+        in_slots = slots
+        if input_shift:
+            in_slots = dataclasses.replace(
+                slots, vals=jnp.where(slots.mask, slots.vals + input_shift, 0.0))
+        if input_drop_prob > 0:
+            keep = jax.random.bernoulli(input_key(rng), 1.0 - input_drop_prob, slots.vals.shape)
+            in_slots = dataclasses.replace(
+                in_slots, vals=jnp.where(keep, in_slots.vals / (1.0 - input_drop_prob), 0.0))
+        h = sparse.hidden_sparse(params, in_slots, model_cfg, dot, train=True, rng=rng)
         if sparse_output:
             pred = sparse.output_at(params, h, slots, model_cfg)
             dense = None
@@ -128,7 +152,7 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
             loss = jax.lax.psum(loss, axis_name)
         # the first layer's weight gradient comes last: every weight has been read by then
         params, opt_state = apply_gradients(optimizer, grads, opt_state, params,
-                                            after=(grads["encoder"][0]["w"],))
+                                            after=(grads["encoder"][0]["w"],), value=loss)
         return params, opt_state, loss, outputs
 
     def fused_sparse_update(params, opt_state, batch, rng):
@@ -190,7 +214,8 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         return params, opt_state, loss, outputs
 
     fused = (sparse_input and sparse_output and axis_name is None and dtype == "float32"
-             and isinstance(optimizer, SGDMomentum) and cpu_kernels.enabled())
+             and isinstance(optimizer, SGDMomentum) and cpu_kernels.enabled()
+             and input_drop_prob == 0 and not input_shift)
 
     def first_update(params, opt_state, x, rng):
         if fused:
@@ -198,6 +223,9 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         if sparse_input:
             return update(params, opt_state, x, None, rng,
                           loss=lambda p, b, _, r: sparse_loss_fn(p, b, r))
+        if input_drop_prob > 0 or input_shift:
+            return update(params, opt_state, x, x, rng,
+                          loss=lambda p, i, t, r: loss_fn(p, i, t, r, drop_input=True))
         return update(params, opt_state, x, x, rng)
 
     def train_step(state: TrainState, x):
