@@ -47,9 +47,9 @@ class EvalTargets:
 
 
 def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Index of each id in ``sorted_ids``, -1 where absent."""
-    at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
-    return np.where(sorted_ids[at] == ids, at, -1)
+    """Index of each id in ``sorted_ids``, -1 where absent (int or string ids alike)."""
+    at, known = ratings.lookup_ids(sorted_ids, ids)
+    return np.where(known, at, -1)
 
 
 def align_targets(train: ratings.RatingMatrix, triples: ratings.Triples,

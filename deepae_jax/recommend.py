@@ -82,6 +82,14 @@ class TopK:
         keep = np.isfinite(self.scores[u])
         return [(i.item(), float(s)) for i, s in zip(self.items[u][keep], self.scores[u][keep])]
 
+    def to_frame(self):
+        """A pandas DataFrame with columns user, item, score, rank (rank 1 = best), one row per
+        recommendation (users with fewer unrated items have fewer rows)."""
+        import pandas as pd
+        rows = [(np.asarray(user).item(), item, score, rank) for u, user in enumerate(self.users)
+                for rank, (item, score) in enumerate(self.for_user(u), start=1)]
+        return pd.DataFrame(rows, columns=["user", "item", "score", "rank"])
+
     def tsv(self) -> str:
         """``user<TAB>item<TAB>predicted rating<TAB>rank`` per recommendation (rank 1 = best);
         the first three columns read as a ratings file."""

@@ -21,7 +21,7 @@ from deepae_jax import selection
 from deepae_jax.config import Config, defaults
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import num_batches
-from deepae_jax.evaluate import EvalResult, evaluate, predict_eval_ratings
+from deepae_jax.evaluate import evaluate, predict_eval_ratings
 from deepae_jax.io_utils import atomic_write
 from deepae_jax.run_config import ignored_flags, save_run_config
 from deepae_jax.metrics import MetricsLogger, format_epoch_line
@@ -392,15 +392,23 @@ def predict_ratings(cfg: Config) -> tuple[predict.EvalTargets, np.ndarray]:
     return data.targets, pred
 
 
-def run_evaluate(cfg: Config) -> EvalResult:
-    """RMSE (and ``--metrics``) of a saved model on ``--path_to_eval_data``; the metrics also go
-    to ``--metrics_path`` as one JSON object."""
-    par = parallel.setup_from_config(cfg, train=False)
+def evaluate_saved(cfg: Config, par=None) -> tuple[predict.Scores, dict]:
+    """(scores, every metric as one dict) of a saved model on ``--path_to_eval_data``: rmse
+    (None without scored ratings), eval_ratings, eval_ratings_dropped and the ``--metrics``."""
     data, model_cfg, params, base = restore_for_inference(cfg)
     result = _evaluate_split(params, model_cfg, cfg, data, par, base)
     extra = metrics_lib.evaluate_metrics(params, model_cfg, data, cfg, result, base)
+    return result, {"rmse": result.rmse if result.count else None, "eval_ratings": result.count,
+                    "eval_ratings_dropped": result.total - result.count, **extra}
+
+
+def run_evaluate(cfg: Config) -> predict.Scores:
+    """RMSE (and ``--metrics``) of a saved model on ``--path_to_eval_data``, printed; the
+    metrics also go to ``--metrics_path`` as one JSON object."""
+    par = parallel.setup_from_config(cfg, train=False)
+    result, values = evaluate_saved(cfg, par)
     if parallel.is_main_process():
-        dropped = result.total - result.count
+        dropped = values["eval_ratings_dropped"]
         if result.count == 0:
             print(f"evaluation RMSE n/a: no evaluation ratings of known rows in "
                   f"{cfg.path_to_eval_data}", flush=True)
@@ -408,12 +416,12 @@ def run_evaluate(cfg: Config) -> EvalResult:
             print(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings"
                   + (f" ({dropped} dropped: unknown to training)" if dropped else ""),
                   flush=True)
+        extra = {k: v for k, v in values.items() if k not in
+                 ("rmse", "eval_ratings", "eval_ratings_dropped")}
         if extra:
             print(metrics_lib.format_metrics(extra), flush=True)
         if cfg.metrics_path:
-            metrics_lib.write_metrics_json(cfg.metrics_path, {
-                "rmse": result.rmse if result.count else None, "eval_ratings": result.count,
-                "eval_ratings_dropped": dropped, **extra})
+            metrics_lib.write_metrics_json(cfg.metrics_path, values)
     return result
 
 
