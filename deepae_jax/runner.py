@@ -347,25 +347,41 @@ def _finish_selection(cfg: Config, data: Data, model_cfg, base, selector: select
     return summary
 
 
+INHERITED = ("header", "columns", "delimiter", "column_order", "clip_predictions", "unknown")
+"""Settings that inference takes from the run's config.json when left at their defaults."""
+
+
+def inference_config(cfg: Config) -> Config:
+    """``cfg`` completed by the trained run's config.json: the training data when not given,
+    and the :data:`INHERITED` settings left at their defaults (how the data was read, how
+    predictions were clipped and unknown ratings predicted)."""
+    from deepae_jax.run_config import load_run_config
+    folder = os.path.dirname(os.path.abspath(cfg.save_path)) if cfg.save_path else cfg.logdir
+    try:
+        recorded = load_run_config(folder) or {}
+    except ValueError as e:
+        log.warning("warning: %s", e)
+        recorded = {}
+    return dataclasses.replace(
+        cfg, path_to_train_data=cfg.path_to_train_data or recorded.get("path_to_train_data", ""),
+        **{k: recorded[k] for k in INHERITED
+           if k in recorded and getattr(cfg, k) == getattr(DEFAULTS, k)})
+
+
 def restore_for_inference(cfg: Config):
     """(Data laid out on the trained model's ids, model config, params, baseline or None) for
     evaluate/infer: the best checkpoint when training kept one, else the newest that loads
-    (``--save_path``: that file).
+    (``--save_path``: that file). Pass ``cfg`` through :func:`inference_config` first.
 
     The architecture and --major come from the checkpoint (checkpoint.restore); an
-    architecture flag set to another value than the checkpoint's is ignored with a warning. The
-    training data defaults to the one recorded in config.json; a model trained on residuals of
-    a baseline is evaluated with that baseline, whatever --baseline says.
+    architecture flag set to another value than the checkpoint's is ignored with a warning. A
+    model trained on residuals of a baseline is evaluated with that baseline, whatever
+    --baseline says.
     """
     restored = ckpt.restore(cfg.logdir, cfg.save_path)
     for line in ignored_flags(cfg, restored.spec, restored.path):
         log.warning("warning: %s", line)
-    recorded = restored.run_config or {}
-    inference_cfg = dataclasses.replace(
-        cfg, major=restored.major,
-        path_to_train_data=cfg.path_to_train_data or recorded.get("path_to_train_data", ""),
-        **{k: recorded[k] for k in ("header", "columns", "delimiter", "column_order")
-           if k in recorded and getattr(cfg, k) == getattr(DEFAULTS, k)})
+    inference_cfg = dataclasses.replace(cfg, major=restored.major)
     if not inference_cfg.path_to_train_data:
         raise ValueError(f"--path_to_train_data: needed (the model's input vectors are the "
                          f"training ratings) and not recorded in {cfg.logdir}/config.json")
@@ -384,6 +400,7 @@ def predict_ratings(cfg: Config) -> tuple[predict.EvalTargets, np.ndarray]:
     """(every rating of ``--path_to_eval_data``, its prediction by the saved model, in the
     file's order): the model's baseline added back, ``--unknown`` and ``--clip_predictions``
     applied. Models of any layout predict the same ratings in the same order (ensembles)."""
+    cfg = inference_config(cfg)
     data, model_cfg, params, base = restore_for_inference(cfg)
     if base is None:
         data, base = centre(dataclasses.replace(cfg, baseline="none"), data)
@@ -395,6 +412,7 @@ def predict_ratings(cfg: Config) -> tuple[predict.EvalTargets, np.ndarray]:
 def evaluate_saved(cfg: Config, par=None) -> tuple[predict.Scores, dict]:
     """(scores, every metric as one dict) of a saved model on ``--path_to_eval_data``: rmse
     (None without scored ratings), eval_ratings, eval_ratings_dropped and the ``--metrics``."""
+    cfg = inference_config(cfg)
     data, model_cfg, params, base = restore_for_inference(cfg)
     result = _evaluate_split(params, model_cfg, cfg, data, par, base)
     extra = metrics_lib.evaluate_metrics(params, model_cfg, data, cfg, result, base)
@@ -429,6 +447,7 @@ def run_infer(cfg: Config) -> int:
     """Writes ``user<TAB>item<TAB>prediction<TAB>actual`` (ORIGINAL ids) for every evaluation
     rating to ``--predictions_path``; returns the number of lines."""
     par = parallel.setup_from_config(cfg, train=False)
+    cfg = inference_config(cfg)
     data, model_cfg, params, base = restore_for_inference(cfg)
     run = par.predict_eval_ratings if par else predict_eval_ratings
     chunks = []

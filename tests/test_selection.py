@@ -84,6 +84,10 @@ def test_training_keeps_the_best_epoch_and_scores_test_once(data_dir, tmp_path):
                                               "path_to_eval_data": str(data_dir / "test")}))
     assert evaluated.rmse == pytest.approx(summary["test_rmse"], rel=1e-6)
     assert evaluated.count == n_test
+    # ... and takes the training data, clipping and unknown-rating settings from the run
+    bare = runner.run_evaluate(Config(mode="evaluate", logdir=str(tmp_path),
+                                      path_to_eval_data=str(data_dir / "test")))
+    assert bare.rmse == pytest.approx(summary["test_rmse"], rel=1e-6) and bare.count == n_test
 
 
 def _scaled_copy(src, dst, factor):
