@@ -299,10 +299,22 @@ class Restored:
         return str(self.meta.get("run_id", ""))
 
 
+BEST_FILE = "best.msgpack"  # the best epoch's checkpoint (deepae_jax.selection writes it)
+
+
 def _pick(source: str, save_path: str) -> tuple[str, dict]:
+    """The file inference uses: ``save_path`` or a file ``source``; else, in the log directory
+    ``source``, the best epoch's checkpoint when training kept one (and it loads), else the
+    newest checkpoint that loads."""
     explicit = save_path or (source if os.path.isfile(source) else "")
     if explicit:
         return explicit, read_checkpoint(explicit)
+    best = os.path.join(source, BEST_FILE)
+    if os.path.isfile(best):
+        try:
+            return best, read_checkpoint(best)
+        except CheckpointError as e:
+            log.warning("warning: skipping a damaged best checkpoint: %s", e)
     found = latest_valid_checkpoint(source)
     if found is None:
         what = "no checkpoint that loads" if list_checkpoints(source) else "no checkpoint"
@@ -313,8 +325,9 @@ def _pick(source: str, save_path: str) -> tuple[str, dict]:
 def restore(source: str, save_path: str = "") -> Restored:
     """The one restore for evaluate, infer, recommend, export and serve.
 
-    ``source``: a checkpoint file or a log directory (its newest checkpoint that loads: damaged
-    newer ones are skipped with a warning); ``save_path``, when given, names the file instead.
+    ``source``: a checkpoint file or a log directory (its best epoch's checkpoint when training
+    kept one, else its newest checkpoint that loads: damaged ones are skipped with a warning);
+    ``save_path``, when given, names the file instead.
     The architecture comes from the checkpoint; ``vocab.npz`` beside it must be of the same run
     (same run id, when both record one) and fit the model's input width.
     """

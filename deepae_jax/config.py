@@ -162,6 +162,47 @@ class Config:
         "metrics.jsonl, config.json, events) by removing them first. Without it such a "
         "--logdir is refused unless --resume continues that run (with --resume: removes them "
         "only when no checkpoint there loads).")
+    # beyond the paper: predictions relative to a baseline, model selection, AutoRec-family
+    # regularisation and schedules (issue 13; all off by default: the paper's run is unchanged)
+    baseline: str = setting(
+        "none", "Learn ratings relative to a baseline: none (the paper), global (the training "
+        "mean) or bias (mean + regularised user and item biases); predictions add it back.",
+        ("none", "global", "bias"))
+    baseline_reg_user: float = setting(
+        -1.0, "--baseline=bias: L2 lambda of the user biases (-1: chosen on "
+        "--path_to_eval_data from a small grid).")
+    baseline_reg_item: float = setting(
+        -1.0, "--baseline=bias: L2 lambda of the item biases (-1: chosen on validation).")
+    baseline_input: str = setting(
+        "residual", "With a baseline, the model's input at rated entries: residual, or shifted "
+        "(residual + mean/scale: a bias-corrected rating, distinct from unrated 0; the targets "
+        "stay residuals).", ("residual", "shifted"))
+    baseline_scale: bool = setting(
+        True, "With a baseline: divide the residuals by their RMS for training (any rating "
+        "scale trains like 1..5).")
+    unknown: str = setting(
+        "drop", "Evaluation ratings of rows or columns unknown to training: drop (the paper's "
+        "protocol) or baseline (predicted by the baseline; the training mean with "
+        "--baseline=none).", ("drop", "baseline"))
+    clip_predictions: bool = setting(
+        False, "Clip predictions to the training ratings' range.")
+    path_to_test_data: str = setting(
+        "", "Test ratings: with them, the best epoch on --path_to_eval_data is kept as "
+        "best.msgpack and scored once on this data at the end (summary.json).")
+    selection_metric: str = setting(
+        "rmse", "Validation metric that picks the best epoch.", ("rmse", "mae"))
+    early_stopping_patience: int = setting(
+        0, "Stop after this many epochs without a better validation metric (0: off).")
+    l2_weights: float = setting(
+        0.0, "L2 on the weight matrices only (biases excluded), added to their gradients.")
+    input_drop_prob: float = setting(
+        0.0, "Dropout on the input ratings while training (denoising); targets stay whole.")
+    lr_schedule: str = setting(
+        "reference", "Learning-rate schedule: reference (multistep for momentum, constant "
+        "otherwise, as the reference), multistep (MultiStepLR for any optimiser), constant, "
+        "cosine (to 0 over --num_epochs), exponential (x0.95 per epoch), plateau (halved after "
+        "3 epochs without a lower training loss).",
+        ("reference", "multistep", "constant", "cosine", "exponential", "plateau"))
     # training step
     train_path: str = setting(
         "auto", "The training step's variant, fixed once per run and logged: dense (the dense "
@@ -204,6 +245,16 @@ class Config:
             bad("path_to_eval_data", f"--mode={self.mode} needs evaluation data")
         if self.mode == "infer" and not self.predictions_path:
             bad("predictions_path", "--mode=infer needs a file to write the predictions to")
+        if not 0.0 <= self.input_drop_prob < 1.0:
+            bad("input_drop_prob", "must be in [0, 1)")
+        if self.l2_weights < 0:
+            bad("l2_weights", "must be >= 0")
+        if self.early_stopping_patience < 0:
+            bad("early_stopping_patience", "must be >= 0 (0: off)")
+        if (self.path_to_test_data or self.early_stopping_patience) and (
+                self.mode == "train" and not self.path_to_eval_data):
+            bad("path_to_eval_data", "model selection (--path_to_test_data, "
+                "--early_stopping_patience) needs validation data")
         if self.top_k < 1:
             bad("top_k", "must be >= 1")
         try:

@@ -10,12 +10,14 @@ having no relevant held-out item (``ranking_users_skipped``).
 from __future__ import annotations
 
 import json
+import math
 
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
 from deepae_jax import model, ranking, scoring
+from deepae_jax.baseline import Baseline
 from deepae_jax.evaluate import EvalResult, predict_eval_ratings
 from deepae_jax.io_utils import atomic_write_text
 
@@ -38,12 +40,13 @@ def pointwise(params: model.Params, model_cfg: model.ModelConfig, train_csr: sp.
 def ranking_metrics(params: model.Params, model_cfg: model.ModelConfig,
                     train_csr: sp.csr_matrix, eval_csr: sp.csr_matrix, major: str,
                     names: tuple[str, ...], relevance_threshold: float = 0.0,
-                    batch_size: int = 256) -> dict[str, float]:
+                    batch_size: int = 256, base: Baseline | None = None) -> dict[str, float]:
     """The NAME@K entries of ``names`` averaged over the users with a relevant held-out item,
     plus ``ranking_users`` and ``ranking_users_skipped``.
 
-    ``train_csr`` and ``eval_csr`` are in the model's layout (rows = ``major``). A held-out
-    item is relevant when its rating is >= ``relevance_threshold`` (0: every held-out item).
+    ``train_csr`` (the model's input) and ``eval_csr`` are in the model's layout (rows =
+    ``major``). A held-out item is relevant when its rating is >= ``relevance_threshold`` (0:
+    every held-out item). ``base``: the run's baseline, added back to the scores.
     """
     ks = ranking.ranking_ks(names)
     if not ks:
@@ -61,7 +64,7 @@ def ranking_metrics(params: model.Params, model_cfg: model.ModelConfig,
     shown = np.zeros((len(ks), n_items), bool)
     pending = []
     for chunk, scores, rated, real in scoring.user_score_batches(
-            params, model_cfg, train_csr, major, users, batch_size):
+            params, model_cfg, train_csr, major, users, batch_size, base=base):
         relevant = relevant_csr[chunk].toarray() != 0
         weight = (np.arange(len(chunk)) < real).astype(np.float32)
         pending.append(ranking.batch_sums(scores, jnp.asarray(rated), jnp.asarray(relevant),
@@ -76,22 +79,27 @@ def ranking_metrics(params: model.Params, model_cfg: model.ModelConfig,
 
 
 def evaluate_metrics(params: model.Params, model_cfg: model.ModelConfig, data, cfg,
-                     evaluation: EvalResult | None = None) -> dict[str, float]:
+                     evaluation=None, base: Baseline | None = None) -> dict[str, float]:
     """Every ``--metrics`` entry on ``data.eval`` (a runner.Data), keyed by name (e.g.
     ``ndcg@10``), plus ranking_users / ranking_users_skipped when a ranking metric is asked for.
-    ``evaluation``: the RMSE already computed by the caller (reused for ``rmse``)."""
+
+    ``evaluation``: the scores already computed by the caller (an EvalResult or
+    predict.Scores; reused for ``rmse``, and for ``mae`` when it has one). ``base``: the run's
+    baseline (then ``data.inputs`` is the model's input and the scores add it back)."""
     names = ranking.parse_metrics(cfg.metrics)
     if data.eval is None or not names:
         return {}
     out: dict[str, float] = {}
-    if "mae" in names or ("rmse" in names and evaluation is None):
+    known_mae = math.isfinite(getattr(evaluation, "mae", math.nan))
+    if ("mae" in names and not known_mae) or ("rmse" in names and evaluation is None):
         point = pointwise(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
                           cfg.eval_batch_size)
         out.update({n: point[n] for n in ("rmse", "mae") if n in names})
-    elif "rmse" in names:
-        out["rmse"] = evaluation.rmse
-    out.update(ranking_metrics(params, model_cfg, data.train.csr, data.eval.csr, cfg.major,
-                               names, cfg.relevance_threshold, cfg.eval_batch_size))
+    else:
+        out.update({n: getattr(evaluation, n) for n in ("rmse", "mae") if n in names})
+    inputs = data.inputs if getattr(data, "inputs", None) is not None else data.train.csr
+    out.update(ranking_metrics(params, model_cfg, inputs, data.eval.csr, cfg.major,
+                               names, cfg.relevance_threshold, cfg.eval_batch_size, base))
     return out
 
 

@@ -179,6 +179,12 @@ def export_model(logdir: str, out_dir: str, save_path: str = "",
     restored = ckpt.restore(logdir, save_path)
     params, model_cfg, path = restored.params, restored.model_cfg, restored.path
     folder = os.path.dirname(os.path.abspath(path))
+    baseline = restored.spec.extras.get("baseline", "none")
+    if baseline != "none" or os.path.isfile(os.path.join(folder, "baseline.npz")):
+        raise ExportError(f"{path}: the model learned residuals of a --baseline={baseline}; "
+                          "the exported network alone would not predict ratings (export of "
+                          "such models is not supported yet: use the JSON service, "
+                          "python -m deepae_jax.serve)")
     row_ids, col_ids, major = restored.row_ids, restored.col_ids, restored.major
     os.makedirs(out_dir, exist_ok=True)
     written = {}

@@ -30,7 +30,8 @@ log = logging.getLogger("deepae_jax")
 LOCK_FILE = ".lock"
 _ARTEFACT = re.compile(r"^(checkpoint_\d+\.msgpack(\.corrupt)?|best\.msgpack|"
                        r"events\.out\.tfevents\..*)$")
-_ARTEFACT_NAMES = (ckpt.VOCAB_FILE, METRICS_FILE, CONFIG_FILE)
+_ARTEFACT_NAMES = (ckpt.VOCAB_FILE, METRICS_FILE, CONFIG_FILE, "baseline.npz", "best.json",
+                   "summary.json")
 
 
 class LogdirError(ValueError):

@@ -111,9 +111,10 @@ def format_epoch_line(epoch: int, num_epochs: int, values: dict[str, Any]) -> st
     if "train_rmse" in values:
         parts.append(f"train RMSE {values['train_rmse']:.4f}")
     if values.get("eval_rmse") is not None:
-        rmse = values["eval_rmse"]
-        parts.append(f"eval RMSE {rmse:.4f}" if math.isfinite(rmse) else
-                     "eval RMSE n/a (no evaluation ratings of known rows)")
+        rmse, count = values["eval_rmse"], values.get("eval_count")
+        parts.append((f"eval RMSE {rmse:.4f}" if math.isfinite(rmse) else
+                      "eval RMSE n/a (no evaluation ratings of known rows)")
+                     + (f" ({count:,} ratings)" if count is not None else ""))
     if values.get("eval_metrics"):
         parts.append(values["eval_metrics"])
     parts.append(f"time {values['epoch_time_s']:.1f} s")

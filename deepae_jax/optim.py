@@ -19,6 +19,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 OPTIMIZERS = ("momentum", "adam", "adagrad", "rmsprop")
@@ -41,11 +42,17 @@ def multistep_lr(base_lr: float, updates_per_epoch: int,
     return schedule
 
 
-def learning_rate_at_epoch(base_lr: float, optimizer: str, epoch: int) -> float:
-    """The learning rate used during 0-based ``epoch`` (for logs)."""
-    if optimizer != "momentum":
-        return base_lr
-    return base_lr * 0.5 ** sum(epoch + 1 >= m for m in MILESTONES)
+def learning_rate_at_epoch(base_lr: float, optimizer: str, epoch: int,
+                           schedule: str = "reference", num_epochs: int = 100) -> float:
+    """The learning rate at the start of 0-based ``epoch`` (for logs; ``plateau``: the base
+    rate, before the plateau's scaling)."""
+    if schedule == "multistep" or (schedule == "reference" and optimizer == "momentum"):
+        return base_lr * 0.5 ** sum(epoch + 1 >= m for m in MILESTONES)
+    if schedule == "cosine":
+        return float(base_lr * 0.5 * (1 + np.cos(np.pi * min(epoch, num_epochs) / num_epochs)))
+    if schedule == "exponential":
+        return float(base_lr * EXPONENTIAL_RATE ** epoch)
+    return base_lr
 
 
 def _torch_rmsprop(lr: float) -> optax.GradientTransformation:
@@ -74,27 +81,74 @@ def _torch_adagrad(lr: float, eps: float = 1e-10) -> optax.GradientTransformatio
                        optax.scale_by_learning_rate(lr))
 
 
+SCHEDULES = ("reference", "multistep", "constant", "cosine", "exponential", "plateau")
+EXPONENTIAL_RATE = 0.95  # --lr_schedule=exponential: lr * 0.95**epoch (smoothly)
+PLATEAU = dict(factor=0.5, patience=3, cooldown=0)  # in epochs; the value: the epoch's loss
+
+
+class PlateauOptimizer(optax.GradientTransformationExtraArgs):
+    """An optimiser whose update needs ``value=`` (the loss) for reduce-on-plateau."""
+
+
+def lr_schedule(schedule: str, optimizer: str, lr: float, updates_per_epoch: int,
+                num_epochs: int = 100):
+    """The learning rate (a float or an optax schedule of the update count) of
+    ``--lr_schedule``: ``reference`` = the reference's (multistep for momentum, else constant);
+    ``multistep``: MultiStepLR for any optimiser; ``cosine``: cosine decay to 0 over
+    ``num_epochs``; ``exponential``: x0.95 per epoch; ``constant`` and ``plateau``: ``lr``
+    (plateau scales the updates itself)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; choose one of {SCHEDULES}")
+    if schedule == "multistep" or (schedule == "reference" and optimizer == "momentum"):
+        return multistep_lr(lr, updates_per_epoch)
+    if schedule == "cosine":
+        return optax.cosine_decay_schedule(lr, max(1, num_epochs * updates_per_epoch))
+    if schedule == "exponential":
+        return optax.exponential_decay(lr, max(1, updates_per_epoch), EXPONENTIAL_RATE)
+    return lr
+
+
+def weights_mask(params):
+    """True at weight matrices ("w"), False at biases: what ``--l2_weights`` decays."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[-1], "key", None) == "w", params)
+
+
 def make_optimizer(name: str, lr: float, weight_decay: float = 0.0,
-                   updates_per_epoch: int = 1) -> optax.GradientTransformation:
+                   updates_per_epoch: int = 1, *, l2_weights: float = 0.0,
+                   schedule: str = "reference", num_epochs: int = 100
+                   ) -> optax.GradientTransformation:
     """The optax transformation for ``--optimizer name``.
 
-    ``updates_per_epoch`` counts optimiser updates (iterations × (1 + aug_step)) and is only
-    used by the momentum schedule.
+    ``updates_per_epoch`` counts optimiser updates (iterations × (1 + aug_step)); it sets the
+    epoch length of the schedules. ``l2_weights`` (beyond the paper): L2 on the weight matrices
+    only, ``l2_weights * w`` added to their gradients (biases excluded), beside the reference's
+    ``weight_decay`` on every parameter. The fused momentum path (:class:`SGDMomentum`) is
+    used only without any decay and plateau.
     """
+    rate = lr_schedule(schedule, name, lr, updates_per_epoch, num_epochs)
+    plain = not weight_decay and not l2_weights and schedule != "plateau"
     if name == "momentum":
-        if not weight_decay:
-            return SGDMomentum.create(multistep_lr(lr, updates_per_epoch), 0.9)
-        opt = optax.sgd(multistep_lr(lr, updates_per_epoch), momentum=0.9)
+        if plain:
+            return SGDMomentum.create(rate if callable(rate) else (lambda _: rate), 0.9)
+        opt = optax.sgd(rate, momentum=0.9)
     elif name == "adam":
-        opt = optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
+        opt = optax.adam(rate, b1=0.9, b2=0.999, eps=1e-8)
     elif name == "adagrad":
-        opt = _torch_adagrad(lr)
+        opt = _torch_adagrad(rate)
     elif name == "rmsprop":
-        opt = _torch_rmsprop(lr)
+        opt = _torch_rmsprop(rate)
     else:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
+    if l2_weights:
+        opt = optax.chain(optax.add_decayed_weights(l2_weights, mask=weights_mask), opt)
     if weight_decay:
         opt = optax.chain(optax.add_decayed_weights(weight_decay), opt)
+    if schedule == "plateau":
+        plateau = optax.contrib.reduce_on_plateau(
+            accumulation_size=max(1, updates_per_epoch), **PLATEAU)
+        chained = optax.chain(opt, plateau)
+        opt = PlateauOptimizer(chained.init, chained.update)
     return opt
 
 
@@ -112,9 +166,11 @@ class SGDMomentum(optax.GradientTransformationExtraArgs):
 
 
 def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, params,
-                    after: Sequence[jax.Array] = (), *, kernels: bool = False):
+                    after: Sequence[jax.Array] = (), value: jax.Array | None = None, *,
+                    kernels: bool = False):
     """(new params, new optimiser state) after one step of ``optimizer`` on ``grads``:
-    ``optimizer.update`` followed by ``optax.apply_updates``.
+    ``optimizer.update`` followed by ``optax.apply_updates``. ``value``: the loss, for
+    :class:`PlateauOptimizer`.
 
     ``kernels=True`` (the CPU-kernel branch of the step only) hands :class:`SGDMomentum`'s
     update to the CPU kernels (``deepae_jax.kernels.update.apply_momentum``: the same update,
@@ -124,5 +180,6 @@ def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, p
     if kernels and isinstance(optimizer, SGDMomentum):
         from deepae_jax.kernels.update import apply_momentum
         return apply_momentum(optimizer, grads, opt_state, params, after)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
+    extra = {"value": value} if isinstance(optimizer, PlateauOptimizer) else {}
+    updates, opt_state = optimizer.update(grads, opt_state, params, **extra)
     return optax.apply_updates(params, updates), opt_state

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -28,11 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
 
+from deepae_jax import baseline as baseline_lib
 from deepae_jax import checkpoint as ckpt
 from deepae_jax import model, scoring
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import bucket_length, dense_rows
 from deepae_jax.io_utils import atomic_write
+from deepae_jax.ranking import top_k_masked
 
 log = logging.getLogger("deepae_jax")
 
@@ -59,9 +62,6 @@ def top_k_unrated(params: model.Params, x: jax.Array, model_cfg: model.ModelConf
     return jax.lax.top_k(jnp.where(x != 0, -jnp.inf, out), k)
 
 
-predict_dense = scoring.reconstruct  # f(x) in evaluation mode: predicted ratings (batch, n_items)
-
-
 @dataclasses.dataclass(frozen=True)
 class TopK:
     """Recommendations of several users, ORIGINAL ids.
@@ -81,6 +81,14 @@ class TopK:
     def for_user(self, u: int) -> list[tuple[int | str, float]]:
         keep = np.isfinite(self.scores[u])
         return [(i.item(), float(s)) for i, s in zip(self.items[u][keep], self.scores[u][keep])]
+
+    def to_frame(self):
+        """A pandas DataFrame with columns user, item, score, rank (rank 1 = best), one row per
+        recommendation (users with fewer unrated items have fewer rows)."""
+        import pandas as pd
+        rows = [(np.asarray(user).item(), item, score, rank) for u, user in enumerate(self.users)
+                for rank, (item, score) in enumerate(self.for_user(u), start=1)]
+        return pd.DataFrame(rows, columns=["user", "item", "score", "rank"])
 
     def tsv(self) -> str:
         """``user<TAB>item<TAB>predicted rating<TAB>rank`` per recommendation (rank 1 = best);
@@ -132,7 +140,8 @@ class Recommender:
     def __init__(self, params: model.Params, model_cfg: model.ModelConfig, item_ids: np.ndarray,
                  train: ratings.RatingMatrix | None = None, batch_size: int = 256,
                  checkpoint: str = "", major: str = "users",
-                 rating_range: tuple[float, float] | None = None):
+                 rating_range: tuple[float, float] | None = None,
+                 base: baseline_lib.Baseline | None = None):
         n_inputs = len(item_ids) if major == "users" else (
             len(train.col_ids) if train is not None else -1)
         if major == "items" and (train is None or train.major != "items"):
@@ -152,13 +161,18 @@ class Recommender:
         self.major = major
         self._item_major_scores = None  # (n_users, n_items) on the device, computed once
         self.rating_range = rating_range  # (min, max) of the training ratings, when recorded
+        self.base = base if base is not None and base.kind != "none" else None
+        # the model's input for the training users (residuals of the baseline, if any)
+        self.inputs = (None if train is None else train.csr if self.base is None
+                       else baseline_lib.model_input(self.base, train.csr))
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_logdir(cls, logdir: str, path_to_train_data: str | None = None, save_path: str = "",
                     delimiter: str | None = None, column_order: str | None = None,
                     batch_size: int = 256, load_train: bool = True) -> "Recommender":
-        """Loads the latest checkpoint of ``logdir`` (or ``save_path``), its ``vocab.npz`` and,
+        """Loads the best (``best.msgpack``) else the latest checkpoint of ``logdir`` (or
+        ``save_path``), its ``vocab.npz`` and,
         unless ``load_train`` is False, the training data: ``path_to_train_data``, else the
         one recorded in ``logdir/config.json``. Without training data only new users (rating
         vectors given at run time) can be scored."""
@@ -181,8 +195,9 @@ class Recommender:
             log.warning("%s: no training data given (--path_to_train_data) nor recorded in "
                         "config.json: only new users (given ratings) can be scored", logdir)
         item_ids = col_ids if major == "users" else row_ids
+        base = baseline_lib.load(os.path.dirname(os.path.abspath(path)))
         return cls(restored.params, restored.model_cfg, item_ids, train, batch_size, path, major,
-                   restored.spec.rating_range)
+                   restored.spec.rating_range, base)
 
     @property
     def n_items(self) -> int:
@@ -252,24 +267,42 @@ class Recommender:
             return x
         return np.concatenate([x, np.zeros((self.batch_size - real, x.shape[1]), np.float32)])
 
-    def top_k_dense(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(item indices, scores), each (rows, k), for dense rating vectors x (rows, n_items)."""
+    def _scores(self, x: np.ndarray, row_index: np.ndarray) -> jax.Array:
+        """Predicted ratings of one padded batch of raw rating vectors (the baseline's, if any,
+        added back); ``row_index``: training rows (-1: users unknown to training)."""
+        x_in = baseline_lib.encode_dense(self.base, x, row_index)
+        return scoring.rating_scores(self.params, x_in, self.model_cfg, self.base, row_index)
+
+    def top_k_dense(self, x: np.ndarray, k: int, row_index: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """(item indices, scores), each (rows, k), for dense raw rating vectors x (rows,
+        n_items); ``row_index``: their training rows (default: users unknown to training)."""
         self._user_based_only("scoring a rating vector")
         if not 1 <= k <= self.n_items:
             raise RecommendError(f"k={k}: must be in 1..{self.n_items} (the number of items)")
         static_k = min(self.n_items, bucket_length(k))  # few compiled shapes for many k
+        row_index = np.full(len(x), -1) if row_index is None else np.asarray(row_index)
         idx, scores = [], []
         for start in range(0, x.shape[0], self.batch_size):
             chunk = x[start:start + self.batch_size]
-            s, i = top_k_unrated(self.params, self._padded(chunk), self.model_cfg, static_k)
+            if self.base is None:  # the reference's scores, one fused program
+                s, i = top_k_unrated(self.params, self._padded(chunk), self.model_cfg, static_k)
+            else:
+                padded = self._padded(chunk)
+                rows = np.resize(row_index[start:start + self.batch_size], len(padded))
+                s, i = top_k_masked(self._scores(padded, rows), jnp.asarray(padded != 0),
+                                    static_k)
             idx.append(np.asarray(i)[:len(chunk), :k])
             scores.append(np.asarray(s)[:len(chunk), :k])
         if not idx:
             return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
         return np.concatenate(idx), np.concatenate(scores)
 
-    def _top_k_csr(self, csr: sp.csr_matrix, rows: np.ndarray, users: np.ndarray, k: int) -> TopK:
-        parts = [self.top_k_dense(dense_rows(csr, rows[s:s + self.batch_size]), k)
+    def _top_k_csr(self, csr: sp.csr_matrix, rows: np.ndarray, users: np.ndarray, k: int,
+                   known: bool) -> TopK:
+        """Top k of the raw rating rows ``rows`` of ``csr``: training rows when ``known``."""
+        parts = [self.top_k_dense(dense_rows(csr, rows[s:s + self.batch_size]), k,
+                                  rows[s:s + self.batch_size] if known else None)
                  for s in range(0, len(rows), self.batch_size)]
         idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k), np.int64)
         scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k), np.float32)
@@ -287,7 +320,7 @@ class Recommender:
         """Item-based model: every training user's scores (n_users, n_items), computed once."""
         if self._item_major_scores is None:  # batches of >= 256 items: this runs once
             self._item_major_scores = scoring.item_major_scores(
-                self.params, self.model_cfg, self.train.csr, max(self.batch_size, 256))
+                self.params, self.model_cfg, self.inputs, max(self.batch_size, 256), self.base)
         return self._item_major_scores
 
     def user_scores(self, user_ids: Sequence[int]) -> np.ndarray:
@@ -295,15 +328,16 @@ class Recommender:
         user- and item-based models alike (what a service calls for a known user)."""
         rows = self.user_rows(user_ids)
         full = self._full_scores() if self.major == "items" else None
-        return scoring.user_scores(self.params, self.model_cfg, self.train.csr, self.major,
-                                   rows, self.batch_size, full)
+        return scoring.user_scores(self.params, self.model_cfg, self.inputs, self.major,
+                                   rows, self.batch_size, full, self.base)
 
     def _top_k_item_major(self, rows: np.ndarray, users: np.ndarray, k: int) -> TopK:
         """Top k of training users of an item-based model (columns of the reconstruction)."""
         if not 1 <= k <= self.n_items:
             raise RecommendError(f"k={k}: must be in 1..{self.n_items} (the number of items)")
-        idx, scores = scoring.top_k_unrated(self.params, self.model_cfg, self.train.csr, "items",
-                                            rows, k, self.batch_size, self._full_scores())
+        idx, scores = scoring.top_k_unrated(self.params, self.model_cfg, self.inputs, "items",
+                                            rows, k, self.batch_size, self._full_scores(),
+                                            self.base)
         missing = "" if self.item_ids.dtype.kind == "U" else -1
         items = np.where(np.isfinite(scores), self.item_ids[idx], missing)
         return TopK(np.asarray(users), items, scores)
@@ -318,7 +352,7 @@ class Recommender:
         rows = self.user_rows(user_ids)
         if self.major == "items":
             return self._top_k_item_major(rows, np.asarray(user_ids), k)
-        return self._top_k_csr(self.train.csr, rows, np.asarray(user_ids), k)
+        return self._top_k_csr(self.train.csr, rows, np.asarray(user_ids), k, known=True)
 
     def recommend_new_users(self, new: NewUsers, k: int, user_ids: Sequence[int] | None = None
                             ) -> TopK:
@@ -330,7 +364,7 @@ class Recommender:
             if not known.all():
                 raise UnknownIdError("user", np.asarray(user_ids)[~known],
                                      " (no ratings of them in the ratings file)")
-        return self._top_k_csr(new.csr, rows, new.user_ids[rows], k)
+        return self._top_k_csr(new.csr, rows, new.user_ids[rows], k, known=False)
 
     def recommend_vector(self, x: np.ndarray, k: int) -> list[tuple[int, float]]:
         """One user's top k [(item id, predicted rating)] from a dense vector (1, n_items)."""
@@ -344,10 +378,12 @@ class Recommender:
         return dense_rows(self.train.csr, self.user_rows([user_id]))
 
     def predict_dense(self, x: np.ndarray) -> np.ndarray:
-        """Predicted ratings (rows, n_items) of dense vectors x, in fixed-size batches."""
+        """Predicted ratings (rows, n_items) of dense raw rating vectors x of users unknown to
+        training (the baseline's prediction added back, if any), in fixed-size batches."""
         self._user_based_only("scoring a rating vector")
-        out = [np.asarray(predict_dense(self.params, self._padded(x[s:s + self.batch_size]),
-                                        self.model_cfg))[:len(x[s:s + self.batch_size])]
+        unknown = np.full(self.batch_size, -1)
+        out = [np.asarray(self._scores(self._padded(x[s:s + self.batch_size]), unknown)
+                          )[:len(x[s:s + self.batch_size])]
                for s in range(0, x.shape[0], self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.n_items), np.float32)
 

@@ -3,21 +3,25 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 
 import jax
 import numpy as np
 import scipy.sparse as sp
 
+from deepae_jax import baseline as baseline_lib
 from deepae_jax import checkpoint as ckpt
 from deepae_jax import eval_metrics as metrics_lib
 from deepae_jax import logdir as logdir_lib
 from deepae_jax import kernels, memory
 from deepae_jax import parallel
-from deepae_jax.config import Config
+from deepae_jax import predict
+from deepae_jax import selection
+from deepae_jax.config import Config, defaults
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import dense_batches, num_batches
-from deepae_jax.evaluate import EvalResult, evaluate, predict_eval_ratings
+from deepae_jax.evaluate import evaluate, predict_eval_ratings
 from deepae_jax.io_utils import atomic_write
 from deepae_jax.run_config import ignored_flags, save_run_config
 from deepae_jax.metrics import MetricsLogger, format_epoch_line
@@ -26,14 +30,20 @@ from deepae_jax.train import (ResidentEpochs, TrainingDivergedError, create_trai
                               jit_train_step, make_train_step, train_epoch)
 
 log = logging.getLogger("deepae_jax")
+DEFAULTS = defaults()
+AUTO_LOG_MAX_RATINGS = 5_000_000  # larger: the logged bias baseline uses fixed lambdas
 
 
 @dataclasses.dataclass(frozen=True)
 class Data:
-    """The training matrix and, when given, the evaluation ratings aligned to it."""
+    """The training matrix and, when given, the evaluation ratings aligned to it (``targets``:
+    every evaluation rating, known to training or not). ``train`` is the model's input: with a
+    baseline (:func:`centre`) its ratings are residuals."""
 
     train: ratings.RatingMatrix
     eval: ratings.EvalSplit | None
+    targets: predict.EvalTargets | None = None
+    inputs: sp.csr_matrix | None = None  # the model's input at evaluation (default: train.csr)
 
 
 def load_data(cfg: Config, vocab: tuple[np.ndarray, np.ndarray] | None = None) -> Data:
@@ -49,10 +59,10 @@ def load_data(cfg: Config, vocab: tuple[np.ndarray, np.ndarray] | None = None) -
     log.info("training data %s: %d %s x %d columns, %d ratings (%.2f s)",
              cfg.path_to_train_data, train.shape[0], cfg.major, train.shape[1], train.nnz,
              time.time() - t0)
-    split = None
+    split = targets = None
     if cfg.path_to_eval_data:
-        triples = ratings.load_triples(cfg.path_to_eval_data, **table_options(cfg))
-        split = ratings.align_eval(train, triples, source=cfg.path_to_eval_data)
+        targets = load_targets(cfg, train, cfg.path_to_eval_data)
+        split = targets.split
         if split.nnz == 0:
             log.warning("warning: %s: no evaluation ratings of known rows (every rating is of a "
                         "%s or column unknown to the training data)", cfg.path_to_eval_data,
@@ -60,7 +70,43 @@ def load_data(cfg: Config, vocab: tuple[np.ndarray, np.ndarray] | None = None) -
         log.info("evaluation data %s: %d ratings of %d rows kept; dropped %d ratings of rows and "
                  "%d of columns unknown to training", cfg.path_to_eval_data, split.nnz,
                  len(split.rows), split.dropped_unknown_rows, split.dropped_unknown_cols)
-    return Data(train, split)
+    return Data(train, split, targets)
+
+
+def load_targets(cfg: Config, train: ratings.RatingMatrix, path: str) -> predict.EvalTargets:
+    """The ratings of ``path`` aligned to the training matrix (known or not)."""
+    triples = ratings.load_triples(path, **table_options(cfg))
+    return predict.align_targets(train, triples, source=path)
+
+
+def centre(cfg: Config, data: Data, fitted: baseline_lib.Baseline | None = None
+           ) -> tuple[Data, baseline_lib.Baseline]:
+    """(data whose training ratings are residuals of ``--baseline``, the baseline): the given
+    ``fitted`` one, or one fitted on the training ratings (lambdas chosen on the evaluation
+    data when -1)."""
+    regs = baseline_lib.row_col_regs(cfg.major, cfg.baseline_reg_user, cfg.baseline_reg_item)
+    base = fitted or baseline_lib.fit(data.train.csr, cfg.baseline, *regs,
+                                      eval_csr=data.eval.csr if data.eval else None,
+                                      scale=cfg.baseline_scale,
+                                      shifted_input=cfg.baseline_input == "shifted")
+    train = dataclasses.replace(data.train, csr=baseline_lib.residual_csr(base, data.train.csr))
+    return dataclasses.replace(data, train=train,
+                               inputs=baseline_lib.input_csr(base, train.csr)), base
+
+
+def log_baselines(cfg: Config, data: Data) -> None:
+    """Logs the eval RMSE of the global mean and of the bias baseline (lambdas chosen on the
+    evaluation data up to AUTO_LOG_MAX_RATINGS training ratings, else baseline.DEFAULT_REG)."""
+    if data.targets is None:
+        return
+    regs = ((-1.0, -1.0) if data.train.nnz <= AUTO_LOG_MAX_RATINGS else
+            baseline_lib.row_col_regs(cfg.major, *baseline_lib.DEFAULT_REG))
+    for kind in ("global", "bias"):
+        base = baseline_lib.fit(data.train.csr, kind, *regs, eval_csr=data.eval.csr)
+        s = predict.baseline_scores(base, data.targets, cfg.clip_predictions, cfg.unknown)
+        log.info("baseline: %s gives eval %s (unknown rows/columns: mean + known bias)",
+                 "the global mean %.4f" % base.mean if kind == "global"
+                 else "user + item biases", s.describe())
 
 
 def table_options(cfg: Config) -> dict:
@@ -119,12 +165,29 @@ def _begin_run(cfg: Config, data: Data, state, meta: dict, main: bool):
         raise
 
 
-def _evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None) -> EvalResult | None:
+def _evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None,
+                    base: baseline_lib.Baseline | None = None) -> predict.Scores | None:
+    """Scores on the evaluation data: the paper's (known ratings, no baseline) or, with
+    ``base``, every rating per ``--unknown``, the baseline added back, ``--clip_predictions``."""
     if data.eval is None:
         return None
-    run = par.evaluate if par else evaluate  # par: all devices (parallel.DataParallel)
-    return run(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
-               cfg.eval_batch_size)
+    if base is None:
+        run = par.evaluate if par else evaluate  # par: all devices (parallel.DataParallel)
+        r = run(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
+                cfg.eval_batch_size)
+        return predict.Scores(r.rmse, float("nan"), r.count, len(data.targets.actual))
+    inputs = data.inputs if data.inputs is not None else data.train.csr
+    pred = predict.predict_all(params, model_cfg, inputs, base, data.targets,
+                               cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown,
+                               par.predict_eval_ratings if par else predict_eval_ratings)
+    return predict.score(pred, data.targets.actual)
+
+
+def uses_predictions(cfg: Config) -> bool:
+    """Whether evaluation goes through :mod:`deepae_jax.predict` (any option beyond the paper's
+    protocol); otherwise the paper's ``evaluate`` path, unchanged."""
+    return (cfg.baseline != "none" or cfg.unknown != "drop" or cfg.clip_predictions
+            or bool(cfg.path_to_test_data) or cfg.selection_metric != "rmse")
 
 
 def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shift: float = 0.0):
@@ -140,7 +203,7 @@ def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shif
     log.info("training step: %s path (--train_path=%s) on %d %s device(s)", path,
              cfg.train_path, n_devices, jax.default_backend())
     step_kwargs = dict(path=path, dtype=cfg.dtype, noisy_target=cfg.noisy_refeed_target,
-                       input_shift=input_shift)
+                       input_drop_prob=cfg.input_drop_prob, input_shift=input_shift)
     step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
                            **step_kwargs)
     n = num_batches(train_csr.shape[0], cfg.batch_size)
@@ -180,6 +243,11 @@ def train_and_evaluate(cfg: Config) -> dict:
     main = parallel.is_main_process()  # only process 0 writes files and logs
     cfg = cfg if main else dataclasses.replace(cfg, progress=False)
     data = load_data(cfg)
+    if main:
+        if data.eval is None:
+            log.info("no --path_to_eval_data: nothing will be evaluated (no eval RMSE, no model "
+                     "selection)")
+        log_baselines(cfg, data)
     model_cfg = cfg.model_config(data.train.shape[1])
     n_rows = data.train.shape[0]
     steps_per_epoch = num_batches(n_rows, cfg.batch_size)
@@ -187,20 +255,33 @@ def train_and_evaluate(cfg: Config) -> dict:
         raise ValueError(f"--batch_size={cfg.batch_size}: larger than the {n_rows} training "
                          f"rows in {cfg.path_to_train_data}; no full batch to train on")
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay,
-                               steps_per_epoch * (1 + cfg.refeed_steps))
+                               steps_per_epoch * (1 + cfg.refeed_steps),
+                               l2_weights=cfg.l2_weights, schedule=cfg.lr_schedule,
+                               num_epochs=cfg.num_epochs)
     memory.check_fits(model_cfg, optimizer, cfg.optimizer)
     state = create_train_state(jax.random.PRNGKey(cfg.seed), model_cfg, optimizer)
-    run, state, start_epoch, meta = _begin_run(cfg, data, state, run_meta(cfg, data), main)
+    extras = {"baseline": cfg.baseline} if uses_predictions(cfg) else {}
+    run, state, start_epoch, meta = _begin_run(cfg, data, state, run_meta(cfg, data, extras),
+                                               main)
     latest = run.resume_from[0] if run.resume_from else None
     state = par.replicate(state) if par else state
-    if data.eval is not None and data.eval.nnz:
-        mean = float(data.train.csr.data.mean())
-        baseline = float(np.sqrt(np.mean((data.eval.csr.data - mean) ** 2)))
-        log.info("baseline: predicting the global mean rating %.4f gives eval RMSE %.4f",
-                 mean, baseline)
-
-    step_fn, epoch_batches = _training_path(cfg, model_cfg, optimizer, data.train.csr, par)
+    base = None
+    try:
+        if uses_predictions(cfg):  # the model learns residuals of --baseline (none: ratings)
+            data, base = centre(cfg, data, baseline_lib.load(cfg.logdir) if cfg.resume else None)
+            if main:
+                baseline_lib.save(cfg.logdir, base)
+    except BaseException:
+        run.release()
+        raise
+    step_fn, epoch_batches = _training_path(cfg, model_cfg, optimizer, data.train.csr, par,
+                                            base.input_shift if base else 0.0)
     logger = MetricsLogger(cfg.logdir, enabled=main, run_id=run.run_id)
+    selector = None  # model selection: the best epoch on the evaluation data (selection.py)
+    if data.eval is not None and (cfg.path_to_test_data or cfg.early_stopping_patience):
+        selector = (selection.resumed_selector(cfg.logdir, cfg.early_stopping_patience,
+                                               cfg.selection_metric) if cfg.resume
+                    else selection.Selector(cfg.early_stopping_patience))
     last_good = latest if cfg.resume else None
     result: dict = {}
     try:
@@ -219,15 +300,17 @@ def train_and_evaluate(cfg: Config) -> dict:
                 ) from None
             jax.block_until_ready(state.params)
             epoch_time = time.time() - t0
-            evaluation = _evaluate_split(state.params, model_cfg, cfg, data, par)
+            evaluation = _evaluate_split(state.params, model_cfg, cfg, data, par, base)
             extra = metrics_lib.evaluate_metrics(parallel.to_host(state.params) if par else
                                                  state.params, model_cfg, data, cfg,
-                                                 evaluation) if cfg.metrics else {}
+                                                 evaluation, base) if cfg.metrics else {}
             result = {"epoch": epoch + 1, "train_rmse": float(np.sqrt(np.mean(losses))),
                       "eval_rmse": evaluation.rmse if evaluation else None,
+                      "eval_count": evaluation.count if evaluation else None,
                       "epoch_time_s": epoch_time,
                       "rows_per_s": steps_per_epoch * cfg.batch_size / max(epoch_time, 1e-9),
-                      "lr": learning_rate_at_epoch(cfg.lr, cfg.optimizer, epoch),
+                      "lr": learning_rate_at_epoch(cfg.lr, cfg.optimizer, epoch,
+                                                   cfg.lr_schedule, cfg.num_epochs),
                       **{f"eval_{k}": v for k, v in extra.items()}}
             if main:
                 print(format_epoch_line(epoch, cfg.num_epochs,
@@ -238,45 +321,148 @@ def train_and_evaluate(cfg: Config) -> dict:
             if main and (epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1):
                 last_good = ckpt.save_checkpoint(cfg.logdir, parallel.to_host(state), epoch + 1,
                                                  meta)
+            if selector is not None and _select(cfg, selector, state, epoch, meta, evaluation,
+                                                main):
+                break
+        if selector is not None and main:
+            result["summary"] = _finish_selection(cfg, data, model_cfg, base, selector, logger)
     finally:
         logger.close()
         run.release()
     return result
 
 
+def _select(cfg: Config, selector: selection.Selector, state, epoch: int, meta: dict,
+            evaluation: predict.Scores, main: bool) -> bool:
+    """Keeps the best epoch's state (``best.msgpack``); True when training should stop."""
+    value = getattr(evaluation, cfg.selection_metric)
+    if selector.update(epoch + 1, value) and main:
+        selection.save_best(cfg.logdir, parallel.to_host(state), epoch + 1, meta, value,
+                            cfg.selection_metric)
+    if selector.should_stop:
+        log.info("early stopping after epoch %d: no better validation %s than epoch %d's %.4f "
+                 "for %d epochs", epoch + 1, cfg.selection_metric, selector.best_epoch,
+                 selector.best_value, selector.since_best)
+    return selector.should_stop
+
+
+def _finish_selection(cfg: Config, data: Data, model_cfg, base, selector: selection.Selector,
+                      logger: MetricsLogger) -> dict:
+    """Scores the best checkpoint once on ``--path_to_test_data``; writes ``summary.json``."""
+    metric = cfg.selection_metric
+    summary = {"best_epoch": selector.best_epoch, "selection_metric": metric,
+               f"valid_{metric}": selector.best_value, "stopped_early": selector.should_stop,
+               "best_checkpoint": selection.best_checkpoint(cfg.logdir)}
+    if cfg.path_to_test_data and summary["best_checkpoint"]:
+        params = ckpt.restore(cfg.logdir, summary["best_checkpoint"]).params
+        targets = load_targets(cfg, data.train, cfg.path_to_test_data)
+        test = Data(data.train, targets.split, targets, data.inputs)
+        scores = _evaluate_split(params, model_cfg, cfg, test, None, base)
+        summary.update(test_rmse=scores.rmse, test_mae=scores.mae, test_count=scores.count,
+                       test_total=scores.total)
+        if base is not None:
+            b = predict.baseline_scores(base, targets, cfg.clip_predictions, cfg.unknown)
+            summary.update(test_baseline_rmse=b.rmse, baseline=base.kind)
+        logger.record("test", {k: summary[k] for k in ("test_rmse", "test_count")},
+                      selector.best_epoch)
+        print(f"test (best epoch {selector.best_epoch}): {scores.describe()}", flush=True)
+    selection.write_summary(cfg.logdir, summary)
+    return summary
+
+
+INHERITED = ("header", "columns", "delimiter", "column_order", "clip_predictions", "unknown")
+"""Settings that inference takes from the run's config.json when left at their defaults."""
+
+
+def inference_config(cfg: Config) -> Config:
+    """``cfg`` completed by the trained run's config.json: the training data when not given,
+    and the :data:`INHERITED` settings left at their defaults (how the data was read, how
+    predictions were clipped and unknown ratings predicted)."""
+    from deepae_jax.run_config import load_run_config
+    folder = os.path.dirname(os.path.abspath(cfg.save_path)) if cfg.save_path else cfg.logdir
+    try:
+        recorded = load_run_config(folder) or {}
+    except ValueError as e:
+        log.warning("warning: %s", e)
+        recorded = {}
+    return dataclasses.replace(
+        cfg, path_to_train_data=cfg.path_to_train_data or recorded.get("path_to_train_data", ""),
+        **{k: recorded[k] for k in INHERITED
+           if k in recorded and getattr(cfg, k) == getattr(DEFAULTS, k)})
+
+
 def restore_for_inference(cfg: Config):
-    """(Data laid out on the trained model's ids, model config, params) for evaluate/infer.
+    """(Data laid out on the trained model's ids, model config, params, baseline or None) for
+    evaluate/infer: the best checkpoint when training kept one, else the newest that loads
+    (``--save_path``: that file). Pass ``cfg`` through :func:`inference_config` first.
 
     The architecture and --major come from the checkpoint (checkpoint.restore); an
-    architecture flag set to another value than the checkpoint's is ignored with a warning.
+    architecture flag set to another value than the checkpoint's is ignored with a warning. A
+    model trained on residuals of a baseline is evaluated with that baseline, whatever
+    --baseline says.
     """
     restored = ckpt.restore(cfg.logdir, cfg.save_path)
     for line in ignored_flags(cfg, restored.spec, restored.path):
         log.warning("warning: %s", line)
-    data = load_data(dataclasses.replace(cfg, major=restored.major),
-                     vocab=(restored.row_ids, restored.col_ids))
-    return data, restored.model_cfg, restored.params
+    inference_cfg = dataclasses.replace(cfg, major=restored.major)
+    if not inference_cfg.path_to_train_data:
+        raise ValueError(f"--path_to_train_data: needed (the model's input vectors are the "
+                         f"training ratings) and not recorded in {cfg.logdir}/config.json")
+    data = load_data(inference_cfg, vocab=(restored.row_ids, restored.col_ids))
+    base = baseline_lib.load(os.path.dirname(os.path.abspath(restored.path)))
+    if restored.spec.extras.get("baseline", "none") != "none" and base is None:
+        raise ckpt.CheckpointError(f"{restored.path}: the model learned residuals of a "
+                                   f"--baseline={restored.spec.extras['baseline']} but "
+                                   f"{baseline_lib.FILENAME} is missing beside it")
+    if base is not None or uses_predictions(cfg):
+        data, base = centre(cfg, data, base)
+    return data, restored.model_cfg, restored.params, base
 
 
-def run_evaluate(cfg: Config) -> EvalResult:
-    """RMSE (and ``--metrics``) of a saved model on ``--path_to_eval_data``; the metrics also go
-    to ``--metrics_path`` as one JSON object."""
+def predict_ratings(cfg: Config) -> tuple[predict.EvalTargets, np.ndarray]:
+    """(every rating of ``--path_to_eval_data``, its prediction by the saved model, in the
+    file's order): the model's baseline added back, ``--unknown`` and ``--clip_predictions``
+    applied. Models of any layout predict the same ratings in the same order (ensembles)."""
+    cfg = inference_config(cfg)
+    data, model_cfg, params, base = restore_for_inference(cfg)
+    if base is None:
+        data, base = centre(dataclasses.replace(cfg, baseline="none"), data)
+    pred = predict.predict_all(params, model_cfg, data.inputs, base, data.targets,
+                               cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown)
+    return data.targets, pred
+
+
+def evaluate_saved(cfg: Config, par=None) -> tuple[predict.Scores, dict]:
+    """(scores, every metric as one dict) of a saved model on ``--path_to_eval_data``: rmse
+    (None without scored ratings), eval_ratings, eval_ratings_dropped and the ``--metrics``."""
+    cfg = inference_config(cfg)
+    data, model_cfg, params, base = restore_for_inference(cfg)
+    result = _evaluate_split(params, model_cfg, cfg, data, par, base)
+    extra = metrics_lib.evaluate_metrics(params, model_cfg, data, cfg, result, base)
+    return result, {"rmse": result.rmse if result.count else None, "eval_ratings": result.count,
+                    "eval_ratings_dropped": result.total - result.count, **extra}
+
+
+def run_evaluate(cfg: Config) -> predict.Scores:
+    """RMSE (and ``--metrics``) of a saved model on ``--path_to_eval_data``, printed; the
+    metrics also go to ``--metrics_path`` as one JSON object."""
     par = parallel.setup_from_config(cfg, train=False)
-    data, model_cfg, params = restore_for_inference(cfg)
-    result = _evaluate_split(params, model_cfg, cfg, data, par)
-    extra = metrics_lib.evaluate_metrics(params, model_cfg, data, cfg, result)
+    result, values = evaluate_saved(cfg, par)
     if parallel.is_main_process():
+        dropped = values["eval_ratings_dropped"]
         if result.count == 0:
             print(f"evaluation RMSE n/a: no evaluation ratings of known rows in "
                   f"{cfg.path_to_eval_data}", flush=True)
         else:
-            print(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings", flush=True)
+            print(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings"
+                  + (f" ({dropped} dropped: unknown to training)" if dropped else ""),
+                  flush=True)
+        extra = {k: v for k, v in values.items() if k not in
+                 ("rmse", "eval_ratings", "eval_ratings_dropped")}
         if extra:
             print(metrics_lib.format_metrics(extra), flush=True)
         if cfg.metrics_path:
-            metrics_lib.write_metrics_json(cfg.metrics_path, {
-                "rmse": result.rmse if result.count else None, "eval_ratings": result.count,
-                **extra})
+            metrics_lib.write_metrics_json(cfg.metrics_path, values)
     return result
 
 
@@ -284,12 +470,20 @@ def run_infer(cfg: Config) -> int:
     """Writes ``user<TAB>item<TAB>prediction<TAB>actual`` (ORIGINAL ids) for every evaluation
     rating to ``--predictions_path``; returns the number of lines."""
     par = parallel.setup_from_config(cfg, train=False)
-    data, model_cfg, params = restore_for_inference(cfg)
-    predict = par.predict_eval_ratings if par else predict_eval_ratings
+    cfg = inference_config(cfg)
+    data, model_cfg, params, base = restore_for_inference(cfg)
+    run = par.predict_eval_ratings if par else predict_eval_ratings
     chunks = []
-    for rows, cols, pred, actual in predict(
-            params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
-            cfg.eval_batch_size):
+    if base is not None:  # every rating asked for, in the file's order (--unknown=drop: known)
+        t = data.targets
+        pred = predict.predict_all(params, model_cfg, data.inputs, base, t,
+                                   cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown, run)
+        ok = np.isfinite(pred)
+        chunks.append("".join(f"{u}\t{i}\t{p:.6f}\t{a:g}\n" for u, i, p, a in zip(
+            t.triples.users[ok], t.triples.items[ok], pred[ok], t.actual[ok])))
+    for rows, cols, pred, actual in (run(params, model_cfg, data.train.csr, data.eval.csr,
+                                         data.eval.rows, cfg.eval_batch_size)
+                                     if base is None else ()):
         r_ids, c_ids = data.train.row_ids[rows], data.train.col_ids[cols]
         users, items = (r_ids, c_ids) if data.train.major == "users" else (c_ids, r_ids)
         chunks.append("".join(f"{u}\t{i}\t{p:.6f}\t{a:g}\n"

@@ -104,7 +104,8 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *args)
         # the first layer's weight gradient comes last: every weight has been read by then
         params, opt_state = apply_gradients(optimizer, grads, opt_state, params,
-                                            after=(grads["encoder"][0]["w"],), kernels=kernels)
+                                            after=(grads["encoder"][0]["w"],), value=loss,
+                                            kernels=kernels)
         return params, opt_state, loss, outputs
 
     dense_loss = functools.partial(_dense_loss, model_cfg, dot)

@@ -34,7 +34,7 @@ def runs(tmp_path_factory):
 
 def plain(cfg, threshold=0.0):
     """Every metric recomputed from the dense user x item matrices with plain Python."""
-    data, model_cfg, params = runner.restore_for_inference(
+    data, model_cfg, params, _ = runner.restore_for_inference(
         dataclasses.replace(cfg, mode="evaluate"))
     train, held = data.train.csr.toarray(), data.eval.csr.toarray()
     out = np.asarray(model.apply(params, train, model_cfg))
@@ -90,8 +90,8 @@ def test_evaluate_mode_prints_and_writes_json(runs, tmp_path, capsys):
     ev = dataclasses.replace(cfg, mode="evaluate", metrics="mae,hit@3", metrics_path=str(path))
     result = runner.run_evaluate(ev)
     saved = json.loads(path.read_text())
-    assert list(saved) == ["rmse", "eval_ratings", "mae", "hit@3", "ranking_users",
-                           "ranking_users_skipped"]
+    assert list(saved) == ["rmse", "eval_ratings", "eval_ratings_dropped", "mae", "hit@3",
+                           "ranking_users", "ranking_users_skipped"]
     assert saved["rmse"] == pytest.approx(result.rmse) and saved["eval_ratings"] == result.count
     out = capsys.readouterr().out
     assert f"hit@3 {saved['hit@3']:.4f}" in out and "ranked" in out

@@ -257,3 +257,81 @@ def test_optimizer_names():
     assert set(optim.OPTIMIZERS) == {"momentum", "adam", "adagrad", "rmsprop"}
     for name in optim.OPTIMIZERS:
         assert isinstance(optim.make_optimizer(name, 0.1), optax.GradientTransformation)
+
+
+# ---------------------------------------------------------------- beyond the paper (issue 13)
+
+def _model_like_params():
+    rng = np.random.default_rng(3)
+    return {"encoder": [{"w": rng.normal(size=(4, 3)).astype(np.float32),
+                         "b": rng.normal(size=(3,)).astype(np.float32)}],
+            "decoder": [{"w": rng.normal(size=(4, 3)).astype(np.float32),
+                         "b": rng.normal(size=(4,)).astype(np.float32)}]}
+
+
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+def test_l2_weights_decays_weight_matrices_only(name):
+    """One step by hand: the weights' gradient gets + l2 * w, the biases' does not."""
+    params = _model_like_params()
+    grads = jax.tree.map(lambda x: np.full_like(x, 0.5), params)
+    lr, l2 = 0.1, 0.3
+    opt = optim.make_optimizer(name, lr, l2_weights=l2, schedule="constant")
+    assert not isinstance(opt, optim.SGDMomentum)  # the fused path is not used
+    got = run_optax(opt, params, [grads])[0]
+    for part in ("encoder", "decoder"):
+        w, b = params[part][0]["w"], params[part][0]["b"]
+        g_w = 0.5 + l2 * w.astype(np.float64)
+        if name == "momentum":  # first step: trace = g; p -= lr * trace
+            want_w, want_b = w - lr * g_w, b - lr * 0.5
+        else:  # Adam's first step: lr * m_hat / (sqrt(v_hat) + eps) = lr * sign(g)
+            want_w, want_b = w - lr * g_w / (np.abs(g_w) + 1e-8), b - lr * 1.0
+        np.testing.assert_allclose(got[part][0]["w"], want_w, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[part][0]["b"], want_b, rtol=1e-5, atol=1e-6)
+
+
+def test_weights_mask():
+    mask = optim.weights_mask(_model_like_params())
+    assert mask["encoder"][0] == {"w": True, "b": False}
+    assert mask["decoder"][0] == {"w": True, "b": False}
+
+
+def _schedule_lrs(schedule, optimizer="adam", lr=0.1, upe=10, epochs=4):
+    """The learning rate of the first update of each epoch, read off one-parameter SGD-like
+    steps: with momentum, gradient 1 and a fresh trace per epoch the step is exactly lr."""
+    rate = optim.lr_schedule(schedule, optimizer, lr, upe, epochs)
+    return [float(rate(e * upe)) if callable(rate) else rate for e in range(epochs)]
+
+
+def test_schedules_learning_rates():
+    assert _schedule_lrs("reference", "adam") == [0.1] * 4  # the reference: adam constant
+    assert _schedule_lrs("constant", "momentum") == [0.1] * 4
+    ref = _schedule_lrs("reference", "momentum", epochs=30)
+    assert ref[22] == pytest.approx(0.1) and ref[23] == pytest.approx(0.05)  # MultiStepLR
+    assert _schedule_lrs("multistep", "adam", epochs=30) == pytest.approx(ref)
+    cos = _schedule_lrs("cosine", epochs=4)
+    np.testing.assert_allclose(cos, [0.1 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4)],
+                               rtol=1e-5)
+    np.testing.assert_allclose(_schedule_lrs("exponential"), [0.1 * 0.95 ** e for e in range(4)],
+                               rtol=1e-5)
+    for s in ("cosine", "exponential", "multistep"):
+        want = _schedule_lrs(s, "adam", epochs=30)
+        got = [optim.learning_rate_at_epoch(0.1, "adam", e, s, 30) for e in range(30)]
+        np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=s)
+    with pytest.raises(ValueError, match="lr schedule"):
+        optim.lr_schedule("linear", "adam", 0.1, 10)
+
+
+def test_plateau_halves_the_step_after_epochs_without_a_lower_loss():
+    """Adam's step on a constant gradient is lr, so the steps show the plateau's scale: the
+    loss never improves after epoch 1, so the rate halves as epoch 4 ends (3 epochs of
+    patience, the epoch's mean loss), again as epoch 7 ends."""
+    upe = 2
+    opt = optim.make_optimizer("adam", 0.1, updates_per_epoch=upe, schedule="plateau")
+    assert isinstance(opt, optim.PlateauOptimizer)
+    p = {"w": jnp.zeros((1,))}
+    state = opt.init(p)
+    steps = []
+    for _ in range(9 * upe):
+        upd, state = opt.update({"w": jnp.ones((1,))}, state, p, value=jnp.asarray(1.0))
+        steps.append(float(-upd["w"][0]))
+    np.testing.assert_allclose(steps, [0.1] * 7 + [0.05] * 6 + [0.025] * 5, rtol=1e-4)

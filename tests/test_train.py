@@ -387,3 +387,63 @@ def test_noisy_refeed_target_option():
     _, published = run(0.5, True)
     assert float(published["loss"]) == pytest.approx(float(paper["loss"]), rel=1e-6)
     assert abs(float(published["refeed_loss"][0]) - float(paper["refeed_loss"][0])) > 1e-4
+
+
+# ---------------------------------------------------------------- beyond the paper (issue 13)
+
+def _mmse(params, inputs, targets):
+    out = np.asarray(model.apply(jax.tree.map(jnp.asarray, params), jnp.asarray(inputs),
+                                 make_cfg()), np.float64)
+    mask = targets != 0
+    return float(np.sum((out - targets)[mask] ** 2) / mask.sum())
+
+
+def test_input_dropout_drops_inputs_only_in_the_dense_step():
+    """The loss is MMSE(f(x * keep / (1-p)), x): the mask is bernoulli(fold_in(key, 1)) of the
+    iteration's first key, and the targets stay the whole batch."""
+    params0 = init_params(False, seed=21)
+    x = rating_batches(1, seed=22)[0]
+    p = 0.4
+    step = train.make_train_step(make_cfg(), make_optimizer(), input_drop_prob=p)
+    state = make_state(params0, rng_seed=3, step=2)
+    _, metrics = jax.jit(step)(state, jnp.asarray(x))
+    key0 = jax.random.split(jax.random.fold_in(state.rng, state.step), 1)[0]
+    keep = np.asarray(jax.random.bernoulli(jax.random.fold_in(key0, 1), 1 - p, x.shape))
+    want = _mmse(params0, np.where(keep, x / (1 - p), 0.0), x)
+    assert float(metrics["loss"]) == pytest.approx(want, rel=1e-5)
+    assert want != pytest.approx(_mmse(params0, x, x), rel=1e-3)
+
+
+def _sparse_batch(x):
+    from deepae_jax.data.batching import padded_rows
+    cols, vals = padded_rows(sp.csr_matrix(x), np.arange(x.shape[0]))
+    return {"cols": jnp.asarray(cols), "vals": jnp.asarray(vals)}
+
+
+def test_input_options_off_leave_the_sparse_step_unchanged_and_on_change_it():
+    params0 = init_params(False, seed=23)
+    x = rating_batches(1, seed=24)[0]
+    batch = _sparse_batch(x)
+
+    def run(**kw):
+        step = train.make_train_step(make_cfg(drop_prob=0.5), make_optimizer(),
+                                     sparse_input=True, **kw)
+        return jax.jit(step)(make_state(params0, rng_seed=5), batch)
+    ref, m_ref = run()
+    same, m_same = run(input_drop_prob=0.0, input_shift=0.0)
+    for a, b in zip(jax.tree_util.tree_leaves(ref.params), jax.tree_util.tree_leaves(same.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _, m_drop = run(input_drop_prob=0.3)
+    assert float(m_drop["loss"]) != pytest.approx(float(m_ref["loss"]), rel=1e-4)
+
+
+def test_input_shift_is_added_to_rated_inputs_not_to_targets():
+    params0 = init_params(False, seed=25)
+    x = rating_batches(1, seed=26)[0] - 3.0  # residual-like, with exact zeros among the rated
+    x[x == 0] = 1e-6
+    x[rating_batches(1, seed=26)[0] == 0] = 0.0
+    step = train.make_train_step(make_cfg(), make_optimizer(), sparse_input=True,
+                                 input_shift=2.5)
+    _, metrics = jax.jit(step)(make_state(params0), _sparse_batch(x))
+    want = _mmse(params0, np.where(x != 0, x + 2.5, 0.0), x)
+    assert float(metrics["loss"]) == pytest.approx(want, rel=1e-5)

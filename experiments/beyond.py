@@ -1,0 +1,292 @@
+"""Beyond the paper (issue 13): the rating-prediction recipe and ensembles vs the bias baseline.
+
+    python -m experiments.beyond --data_dir ../shared/data/movielens-100k [--splits u1,time70]
+        [--seeds 1,2,3] [--ensemble_items 4 --ensemble_users 2] [--out experiments/results/beyond]
+
+For each MovieLens-100K setting of ``experiments/data.py`` (VALID carved from the training part,
+TEST scored once, over ALL its ratings: unknown users/items get the baseline's prediction):
+
+* the baselines: global mean, and user + item biases (lambdas chosen on VALID);
+* the recipe ``experiments/recipes/rating_prediction.flags`` unchanged, once per seed (the
+  trainer itself picks the best epoch on VALID, stops early and scores TEST: ``summary.json``);
+* an ensemble per seed s: ``--ensemble_items`` item-based recipe runs and ``--ensemble_users``
+  user-based ones (``--major=users``), each with its own training seed; the prediction is
+  (1 - w) * mean(item-based) + w * mean(user-based), w in 0, 0.05, ..., 0.5 chosen on VALID
+  (``runner.predict_ratings`` gives every member's prediction of every rating).
+* with ``--refit``: each recipe run and each ensemble member again, trained on TRAIN + VALID
+  for its best epoch count with the bias lambdas it chose on VALID (no choice made on the
+  larger set), scored once on TEST; refit ensembles keep the weight w chosen on VALID.
+
+Writes ``results.jsonl`` (one row per run and per ensemble), ``table.md`` and ``meta.json`` to
+``--out``; runs go to ``--work_dir`` (reused when their ``summary.json`` exists).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from deepae_jax import baseline as baseline_lib
+from deepae_jax import predict, runner
+from deepae_jax.config import Config
+from deepae_jax.data import ratings
+from experiments import data as data_lib
+from experiments.flagfiles import parse_flagfile
+from experiments.run import commit, machine
+
+RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes",
+                      "rating_prediction.flags")
+USER_WEIGHTS = [i / 20 for i in range(11)]  # weight of the user-based group, chosen on VALID
+PUBLISHED = {"GC-MC": 0.910, "IGMC": 0.905, "Sparse FC": 0.895, "GLocal-K": 0.889}
+
+
+def scaled_split(split: data_lib.Split, factor: float, folder: str) -> data_lib.Split:
+    """The same split with every rating multiplied by ``factor`` (e.g. 20: a 20..100 scale)."""
+    paths = {}
+    for part, path in (("TRAIN", split.train), ("VALID", split.valid), ("TEST", split.test)):
+        t = ratings.load_triples(path)
+        fname = os.path.join(folder, part, "ratings.tsv")
+        if not os.path.isfile(fname):
+            ratings.write_ratings_text(fname, ratings.Triples(t.users, t.items,
+                                                              t.ratings * np.float32(factor)))
+        paths[part] = os.path.dirname(fname)
+    return data_lib.Split(f"{split.name}_x{factor:g}", paths["TRAIN"], paths["VALID"],
+                          paths["TEST"], f"{split.description}; every rating x{factor:g}")
+
+
+def baselines(split: data_lib.Split) -> list[dict]:
+    """Global mean and user + item biases (lambdas on VALID), scored on every TEST rating."""
+    train = ratings.load_matrix(split.train)
+    valid = predict.align_targets(train, ratings.load_triples(split.valid))
+    test = predict.align_targets(train, ratings.load_triples(split.test))
+    rows = []
+    for kind in ("global", "bias"):
+        base = baseline_lib.fit(train.csr, kind, eval_csr=valid.split.csr)
+        v, t = predict.baseline_scores(base, valid), predict.baseline_scores(base, test)
+        rows.append({"kind": "baseline", "name": kind, "valid_rmse": v.rmse,
+                     "test_rmse": t.rmse, "test_count": t.count})
+    return rows
+
+
+SMOKE: dict = {}  # --smoke: settings replaced in every run
+
+
+def member_config(split: data_lib.Split, logdir: str, seed: int, recipe: str = RECIPE,
+                  **overrides) -> Config:
+    """The recipe, unchanged but for the data paths, the logdir, the seed and ``overrides``."""
+    values = {**parse_flagfile(recipe), **overrides, **SMOKE}
+    return Config(**{**values, "path_to_train_data": split.train,
+                     "path_to_eval_data": split.valid, "path_to_test_data": split.test,
+                     "logdir": logdir, "seed": seed})
+
+
+def train_member(cfg: Config) -> dict:
+    """Trains one run (or reuses its summary.json); the summary plus wall time."""
+    path = os.path.join(cfg.logdir, "summary.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    os.makedirs(cfg.logdir, exist_ok=True)
+    t0 = time.time()
+    with open(os.path.join(cfg.logdir, "train.log"), "w", encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log):
+        runner.train_and_evaluate(cfg)
+    with open(path, encoding="utf-8") as fh:
+        summary = json.load(fh)
+    summary["wall_s"] = time.time() - t0
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2, sort_keys=True)
+    return summary
+
+
+def member_predictions(cfg: Config, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, actual ratings) of a trained run on every rating of ``path``."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        targets, pred = runner.predict_ratings(dataclasses.replace(
+            cfg, mode="evaluate", path_to_eval_data=path, save_path=""))
+    return pred, targets.actual
+
+
+def refit(split: data_lib.Split, first: Config, summary: dict, logdir: str, both: str
+          ) -> tuple[dict, Config]:
+    """The first run's choices (epochs = its best epoch, the bias lambdas it chose on VALID)
+    retrained on TRAIN + VALID (written to the folder ``both``), then scored once on TEST (the
+    last epoch's checkpoint). Returns (the row, the refit run's Config)."""
+    for part, path in (("train", split.train), ("valid", split.valid)):
+        dst = os.path.join(both, f"{part}.tsv")
+        if not os.path.isfile(dst):
+            ratings.write_ratings_text(dst, ratings.load_triples(path))
+    base = baseline_lib.load(first.logdir)
+    user, item = baseline_lib.row_col_regs(first.major, base.reg_row, base.reg_col)
+    cfg = dataclasses.replace(first, path_to_train_data=both, path_to_eval_data="",
+                              path_to_test_data="", early_stopping_patience=0,
+                              num_epochs=int(summary["best_epoch"]), baseline_reg_user=user,
+                              baseline_reg_item=item,
+                              logdir=logdir)
+    done = os.path.join(cfg.logdir, "test.json")
+    if not os.path.isfile(done):
+        t0 = time.time()
+        os.makedirs(cfg.logdir, exist_ok=True)
+        with open(os.path.join(cfg.logdir, "train.log"), "w", encoding="utf-8") as log, \
+                contextlib.redirect_stdout(log):
+            runner.train_and_evaluate(cfg)
+        pred, actual = member_predictions(cfg, split.test)
+        s = predict.score(pred, actual)
+        with open(done, "w", encoding="utf-8") as fh:
+            json.dump({"test_rmse": s.rmse, "test_count": s.count,
+                       "wall_s": time.time() - t0}, fh)
+    with open(done, encoding="utf-8") as fh:
+        result = json.load(fh)
+    return {"kind": "refit", "name": "recipe, refit on TRAIN+VALID for its best epoch count",
+            "seed": first.seed, "valid_rmse": float("nan"), "epochs": cfg.num_epochs,
+            **result}, cfg
+
+
+def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users: int,
+             recipe: str = RECIPE, refit_both: str = "") -> list[dict]:
+    """Trains the members of ensemble ``seed`` and scores their averaged predictions."""
+    members = [("items", seed * 100 + j) for j in range(n_items)]
+    members += [("users", seed * 100 + 50 + j) for j in range(n_users)]
+    preds = {(part, major): [] for part in ("valid", "test", "refit")
+             for major in ("items", "users")}
+    actual, wall = {}, 0.0
+    for major, s in members:
+        cfg = member_config(split, os.path.join(work, f"{major}_seed{s}"), s, recipe,
+                            major=major)
+        wall += train_member(cfg).get("wall_s", 0.0)
+        for part, path in (("valid", split.valid), ("test", split.test)):
+            p, actual[part] = member_predictions(cfg, path)
+            preds[part, major].append(p)
+        if refit_both:  # the member retrained on TRAIN + VALID, scored on TEST
+            _, again = refit(split, cfg, train_member(cfg),
+                             os.path.join(work, f"{major}_seed{s}_refit"), refit_both)
+            preds["refit", major].append(member_predictions(again, split.test)[0])
+
+    def blend(part, w):  # (1 - w) * mean of the item-based + w * mean of the user-based
+        groups = [(1 - w, preds[part, "items"]), (w, preds[part, "users"])]
+        return sum(g * np.mean(p, axis=0) for g, p in groups if p and g > 0)
+    grid = USER_WEIGHTS if n_items and n_users else [float(n_users > 0)]
+    w = min(grid, key=lambda g: predict.score(blend("valid", g), actual["valid"]).rmse)
+    scores = {part: predict.score(blend(part, w), actual[part]) for part in ("valid", "test")}
+    name = f"ensemble {n_items} items + {n_users} users"
+    rows = [{"kind": "ensemble", "name": name,
+             "seed": seed, "members": [f"{m}:{s}" for m, s in members], "users_weight": w,
+             "valid_rmse": scores["valid"].rmse, "test_rmse": scores["test"].rmse,
+             "test_count": scores["test"].count, "wall_s": wall}]
+    if refit_both:
+        s = predict.score(blend("refit", w), actual["test"])
+        rows.append({**rows[0], "kind": "ensemble_refit", "valid_rmse": float("nan"),
+                     "name": name + ", each refit on TRAIN+VALID (weight from VALID)",
+                     "test_rmse": s.rmse, "test_count": s.count, "wall_s": None})
+    return rows
+
+
+def summarise(rows: list[dict], kind: str, name: str) -> str:
+    vals = [r for r in rows if r["kind"] == kind and r["name"] == name]
+    if not vals:
+        return ""
+    t = np.array([r["test_rmse"] for r in vals])
+    v = np.array([r["valid_rmse"] for r in vals])
+    spread = f" ± {t.std(ddof=1):.4f}" if len(t) > 1 else ""
+    seeds = ",".join(str(r["seed"]) for r in vals if "seed" in r)
+    walls = [r.get("wall_s") for r in vals if r.get("wall_s")]
+    wall = f"{np.mean(walls):.0f} s" if walls else "-"
+    extra = f" (min {t.min():.4f}, max {t.max():.4f})" if len(t) > 1 else ""
+    valid = f"{v.mean():.4f}" if np.isfinite(v).all() else "-"
+    return (f"| {name} | {valid} | **{t.mean():.4f}**{spread}{extra} | "
+            f"{vals[0]['test_count']} | {seeds or '-'} | {wall} |")
+
+
+def write_outputs(out: str, split: str, rows: list[dict], meta: dict) -> None:
+    folder = os.path.join(out, split)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "results.jsonl"), "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    lines = [f"# {split}: TEST RMSE over all its ratings (mean ± sample std over seeds)", "",
+             "| method | VALID RMSE | TEST RMSE | TEST ratings | seeds "
+             "| training wall (per run; ensemble: all members) |",
+             "|---|---|---|---|---|---|"]
+    names = sorted({(r["kind"], r["name"]) for r in rows},
+                   key=lambda k: ["baseline", "recipe", "refit", "ensemble",
+                                  "ensemble_refit"].index(k[0]))
+    lines += [summarise(rows, k, n) for k, n in names]
+    if split.startswith("u1") and "_x" not in split:
+        lines += [f"| {k} (published) | | {v:.3f} | | | |" for k, v in PUBLISHED.items()]
+    lines += ["", "```", json.dumps(meta, indent=2), "```", ""]
+    with open(os.path.join(folder, "table.md"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines))
+    with open(os.path.join(folder, "meta.json"), "w", encoding="utf-8") as fh:
+        json.dump(meta, fh, indent=2)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data_dir", required=True)
+    ap.add_argument("--splits", default="u1,time70")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--ensemble_items", type=int, default=5)
+    ap.add_argument("--ensemble_users", type=int, default=2)
+    ap.add_argument("--no_ensemble", action="store_true")
+    ap.add_argument("--refit", action="store_true",
+                    help="also retrain each recipe run on TRAIN+VALID for its best epoch count")
+    ap.add_argument("--recipe", default=RECIPE, help="the flagfile of every run")
+    ap.add_argument("--smoke", action="store_true",
+                    help="CI: a corner of MovieLens-100K and 2 epochs per run")
+    ap.add_argument("--rating_factor", type=float, default=1.0,
+                    help="multiply every rating (e.g. 20: the 1..5 stars as 20..100)")
+    ap.add_argument("--out", default="experiments/results/beyond")
+    ap.add_argument("--work_dir", default="runs/beyond")
+    args = ap.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    SMOKE.clear()
+    SMOKE.update({"num_epochs": 2} if args.smoke else {})
+    started = commit()  # the code that runs (HEAD may move while the runs go)
+    for split_name in args.splits.split(","):
+        t0 = time.time()
+        split = data_lib.movielens_split(args.data_dir, split_name,
+                                         os.path.join(args.work_dir, "data"), smoke=args.smoke)
+        if args.rating_factor != 1:
+            split_name = f"{split_name}_x{args.rating_factor:g}"
+            split = scaled_split(split, args.rating_factor,
+                                 os.path.join(args.work_dir, "data", split_name))
+        if os.path.abspath(args.recipe) != RECIPE:
+            split_name += "_" + os.path.splitext(os.path.basename(args.recipe))[0]
+        work = os.path.join(args.work_dir, split_name)
+        both = os.path.join(work, "TRAIN+VALID")
+        rows = baselines(split)
+        for seed in seeds:
+            cfg = member_config(split, os.path.join(work, f"recipe_seed{seed}"), seed,
+                                args.recipe)
+            s = train_member(cfg)
+            rows.append({"kind": "recipe", "name": f"recipe ({os.path.basename(args.recipe)})",
+                         "seed": seed, "valid_rmse": s["valid_rmse"], "test_rmse": s["test_rmse"],
+                         "test_count": s["test_count"], "best_epoch": s["best_epoch"],
+                         "wall_s": s.get("wall_s")})
+            print(json.dumps(rows[-1]), flush=True)
+            if args.refit:
+                rows.append(refit(split, cfg, s, os.path.join(work, f"refit_seed{seed}"),
+                                  both)[0])
+                print(json.dumps(rows[-1]), flush=True)
+        if not args.no_ensemble:
+            for seed in seeds:
+                rows += ensemble(split, os.path.join(work, f"ensemble{seed}"), seed,
+                                 args.ensemble_items, args.ensemble_users, args.recipe,
+                                 both if args.refit else "")
+                print(json.dumps(rows[-1]), flush=True)
+        meta = {"command": "python -m experiments.beyond " + " ".join(argv or sys.argv[1:]),
+                "split": split.description, "machine": machine(), "commit": started,
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "wall_s": round(time.time() - t0, 1)}
+        write_outputs(args.out, split_name, rows, meta)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
