@@ -64,9 +64,8 @@ def load_data(cfg: Config, vocab: tuple[np.ndarray, np.ndarray] | None = None) -
         targets = load_targets(cfg, train, cfg.path_to_eval_data)
         split = targets.split
         if split.nnz == 0:
-            log.warning("warning: %s: no evaluation ratings of known rows (every rating is of a "
-                        "%s or column unknown to the training data)", cfg.path_to_eval_data,
-                        cfg.major[:-1])
+            log.warning("warning: %s: no evaluation ratings of known rows (every rating's "
+                        "user or item is unknown to the training data)", cfg.path_to_eval_data)
         log.info("evaluation data %s: %d ratings of %d rows kept; dropped %d ratings of rows and "
                  "%d of columns unknown to training", cfg.path_to_eval_data, split.nnz,
                  len(split.rows), split.dropped_unknown_rows, split.dropped_unknown_cols)

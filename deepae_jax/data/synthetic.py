@@ -82,17 +82,17 @@ def ensure_dataset(train_path: str, eval_path: str, spec: SyntheticSpec = Synthe
 def write_csv(path: str, spec: SyntheticSpec = SyntheticSpec()) -> int:
     """Writes every synthetic rating (training and held-out) as a MovieLens-style
     ``ratings.csv``: a header ``userId,movieId,rating,timestamp``, string user ids ``u1, u2,
-    ...``, each user's ratings in a seeded random order with a timestamp that grows along
-    them, for trying the "your own data"
+    ...``, and a seeded random timestamp within one year (each user's lines in time order),
+    for trying the "your own data"
     walk-through without a download. Returns the number of ratings written."""
     from deepae_jax.io_utils import atomic_write_text
     train, held_out = generate(spec)
     users = np.concatenate([train.users, held_out.users])
     items = np.concatenate([train.items, held_out.items])
     values = np.concatenate([train.ratings, held_out.ratings])
-    shuffle = np.random.default_rng(spec.seed + 1).random(len(users))
-    order = np.lexsort((shuffle, users))  # by user, each user's ratings in a random order
-    stamps = 1_000_000_000 + np.arange(len(order)) * 60  # rating n of the file at minute n
+    when = np.random.default_rng(spec.seed + 1).integers(0, 365 * 86400, len(users))
+    order = np.lexsort((when, users))  # by user, each user's ratings in time order
+    stamps = 1_000_000_000 + when[order]  # a year of seeded random times
     lines = [f"u{u},{i},{r:g},{t}" for u, i, r, t in
              zip(users[order], items[order], values[order], stamps)]
     atomic_write_text(path, "userId,movieId,rating,timestamp\n" + "\n".join(lines) + "\n")
