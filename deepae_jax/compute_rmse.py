@@ -8,6 +8,7 @@ import numpy as np
 from absl import app, flags
 
 from deepae_jax.data.ratings import RatingsFormatError
+from deepae_jax.data.table import read_utf8
 
 flags.DEFINE_string("path_to_predictions", "", "Predictions file written by --mode=infer.")
 flags.DEFINE_boolean("round", False, "Round predictions to the nearest integer first.")
@@ -17,14 +18,7 @@ def rmse_of_predictions(path: str, round_predictions: bool = False) -> tuple[flo
     """(RMSE, number of lines) of a predictions file; errors name the file and line: bytes that
     are not UTF-8 text, short lines, and predictions or actual ratings that are not finite
     numbers (a NaN prediction would make the RMSE nan)."""
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise RatingsFormatError(f"{path}:{line}: not valid UTF-8 text ({e.reason}); expected "
-                                 "the predictions file of --mode=infer") from None
+    text = read_utf8(path, "; expected the predictions file of --mode=infer")
     predictions, actual = [], []
     for lineno, line in enumerate(text.split("\n"), start=1):
         parts = line.rstrip("\r").split("\t")

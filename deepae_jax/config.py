@@ -12,6 +12,7 @@ generates their flags in a private FlagValues (no clash with main.py's) and pars
 from __future__ import annotations
 
 import dataclasses
+import math
 import functools
 import sys
 import types
@@ -245,6 +246,12 @@ class Config:
             bad("path_to_eval_data", f"--mode={self.mode} needs evaluation data")
         if self.mode == "infer" and not self.predictions_path:
             bad("predictions_path", "--mode=infer needs a file to write the predictions to")
+        for f in dataclasses.fields(self):  # no NaN or infinite setting anywhere
+            if isinstance(f.default, float) and not math.isfinite(getattr(self, f.name)):
+                bad(f.name, "must be a finite number")
+        for flag in ("baseline_reg_user", "baseline_reg_item"):
+            if getattr(self, flag) < 0 and getattr(self, flag) != -1:
+                bad(flag, "must be >= 0, or -1 to choose it on the evaluation data")
         if not 0.0 <= self.input_drop_prob < 1.0:
             bad("input_drop_prob", "must be in [0, 1)")
         if self.l2_weights < 0:

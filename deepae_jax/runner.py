@@ -374,9 +374,9 @@ INHERITED = ("header", "columns", "delimiter", "column_order", "clip_predictions
 
 
 def inference_config(cfg: Config) -> Config:
-    """``cfg`` completed by the trained run's config.json: the training data when not given,
-    and the :data:`INHERITED` settings left at their defaults (how the data was read, how
-    predictions were clipped and unknown ratings predicted)."""
+    """``cfg`` completed by the trained run's config.json: the model's --major, the training
+    data when not given, and the :data:`INHERITED` settings left at their defaults (how the
+    data was read, how predictions were clipped and unknown ratings predicted)."""
     from deepae_jax.run_config import load_run_config
     folder = os.path.dirname(os.path.abspath(cfg.save_path)) if cfg.save_path else cfg.logdir
     try:
@@ -384,8 +384,13 @@ def inference_config(cfg: Config) -> Config:
     except ValueError as e:
         log.warning("warning: %s", e)
         recorded = {}
+    major = recorded.get("major", cfg.major)  # the model's layout, whatever --major says
+    if major != cfg.major and cfg.major != DEFAULTS.major:
+        log.warning("warning: --major=%s ignored: the model in %s was trained with --major=%s",
+                    cfg.major, folder, major)
     return dataclasses.replace(
-        cfg, path_to_train_data=cfg.path_to_train_data or recorded.get("path_to_train_data", ""),
+        cfg, major=major,
+        path_to_train_data=cfg.path_to_train_data or recorded.get("path_to_train_data", ""),
         **{k: recorded[k] for k in INHERITED
            if k in recorded and getattr(cfg, k) == getattr(DEFAULTS, k)})
 

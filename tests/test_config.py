@@ -117,3 +117,14 @@ def test_tool_help_lists_the_flags(capsys):
     out = capsys.readouterr().out
     assert out.startswith("The tool.") and "--count: How many." in out and "--[no]loud" in out
     assert config_lib.tool_config(ToolConfig, ["--name", "x"], "", "tool") == ToolConfig("x")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--relevance_threshold=nan"], "--relevance_threshold=nan: must be a finite number"),
+    (["--weight_decay=inf"], "--weight_decay=inf: must be a finite number"),
+    (["--baseline_reg_user=-5"], "--baseline_reg_user=-5.0: must be >= 0, or -1"),
+])
+def test_non_finite_and_out_of_range_numbers_are_refused(argv, needle):
+    fv = fresh_flags("--path_to_train_data=x", *argv)
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        config_lib.config_from_flags(fv)

@@ -104,3 +104,17 @@ def test_epoch_line_shows_the_metrics(runs, capsys):
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch 2/2")][0]
     assert "eval RMSE" in line and " mae " in line and "recall@3 " in line
     assert "(ranked" in line
+
+
+def test_evaluate_takes_the_major_and_data_from_the_run(runs, tmp_path):
+    """A bare --mode=evaluate (no --major, no training data) of an item-based model ranks
+    every user with held-out ratings, as the run itself did."""
+    cfg, _ = runs["items"]
+    path = tmp_path / "bare.json"
+    runner.run_evaluate(Config(mode="evaluate", logdir=cfg.logdir,
+                               path_to_eval_data=cfg.path_to_eval_data, metrics="hit@3",
+                               metrics_path=str(path)))
+    full = runner.evaluate_saved(dataclasses.replace(cfg, mode="evaluate", metrics="hit@3"))[1]
+    bare = json.loads(path.read_text())
+    assert bare["ranking_users"] == full["ranking_users"] > SPEC.n_items
+    assert bare["hit@3"] == pytest.approx(full["hit@3"])

@@ -242,18 +242,28 @@ def check_ratings(path: str, ratings: np.ndarray, line_of, unit: str = ":") -> N
                     int(line_of(np.array([i]))[0]), float(ratings[i]), int((ratings < 0).sum()))
 
 
+def read_utf8(path: str, hint: str = "") -> str:
+    """The text of ``path``; bytes that are not UTF-8 raise RatingsFormatError naming the
+    file and line (``hint`` is appended to the message)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise RatingsFormatError(f"{path}:{line}: not valid UTF-8 text ({e.reason}){hint}"
+                                 ) from None
+
+
 def explain(path: str, delimiter: str, header: bool, cols: dict[str, int],
             arrow_message: str = "") -> RatingsFormatError:
     """The error of the first bad line of a file that the fast readers refused: bytes that are
     not UTF-8, a line with another number of fields than the first, a rating that is not a
     number or a timestamp that is not an integer. Falls back to ``arrow_message``."""
-    with open(path, "rb") as fh:
-        raw = fh.read()
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        return RatingsFormatError(f"{path}:{line}: not valid UTF-8 text ({e.reason})")
+        text = read_utf8(path)
+    except RatingsFormatError as e:
+        return e
     expected, seen_header = None, not header
     for lineno, line in enumerate(text.split("\n"), start=1):
         line = line.rstrip("\r")
