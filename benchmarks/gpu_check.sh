@@ -5,9 +5,10 @@
 #
 # Netflix Full's size (477,412 users, 17,768 items, ~92M ratings; generated once, seeded, no
 # text file), one epoch per setting:
-#   1. float32, output layer dense (the default off the CPU)
-#   2. float32, output layer only at the observed items (--sparse-output on)
-#   3. bfloat16 matmuls (float32 accumulation and master weights), dense output
+#   1. float32, output layer only at the observed items (the default), with the H100 estimate
+#      from the compiled step's cost_analysis() printed beside it (--gpu-estimate)
+#   2. float32, output layer dense (--sparse-output off)
+#   3. bfloat16 matmuls (float32 accumulation and master weights), output at the observed items
 # Each prints training users/s for aug_step 0 and 1 (epoch time = 477,412 / users/s), evaluation
 # time for 173,482 users and peak device memory. Logs go to OUT_DIR (default: $OUT or .).
 set -uo pipefail
@@ -25,12 +26,13 @@ size+=(--skip-text --device-report)
   "$py" -c "import jax; print('jax', jax.__version__, jax.devices())"
 } > "$out/gpu_env.txt" 2>&1
 cat "$out/gpu_env.txt"
-for setting in "f32_dense:--sparse-output off" "f32_sparse:--sparse-output on" \
-               "bf16_dense:--sparse-output off --dtype bfloat16"; do
+for setting in "f32_sparse:--sparse-output on --gpu-estimate" "f32_dense:--sparse-output off" \
+               "bf16_sparse:--sparse-output on --dtype bfloat16"; do
   name="${setting%%:*}"
   # shellcheck disable=SC2086
   /usr/bin/time -v "$py" benchmarks/throughput.py "${size[@]}" ${setting#*:} \
     > "$out/throughput_$name.txt" 2>&1
   echo "== $name (exit $?)"
-  grep -E "^\||^data|^jax|generation" "$out/throughput_$name.txt"
+  grep -E "^\||^data|^jax|generation|^training step|^aug_step|ESTIMATE|^  (float32|bfloat16)" \
+    "$out/throughput_$name.txt"
 done

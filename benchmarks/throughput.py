@@ -10,6 +10,8 @@ or ~/.cache/deepae_jax_bench).
     python benchmarks/throughput.py --device-report --users 477412 --eval-users 173482  # NF size
     python benchmarks/throughput.py --users 300 --items 200 --mean-ratings 20 --eval-users 50 \\
         --hidden 32,32 --steps 4                          # tiny (CI smoke test)
+    python benchmarks/throughput.py --num_devices 4       # 4 devices (forced on the CPU)
+    python benchmarks/throughput.py --gpu-estimate        # + an H100 estimate for Netflix Full
 
 Training figures are steady state (the first call, which compiles, is timed separately) over
 ``--steps`` iterations (default: one epoch) with the runner's fast path (sparse input, matrix
@@ -25,11 +27,28 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+
+def _force_cpu_devices(argv) -> None:
+    """``--num_devices N`` on the CPU: N host devices, forced before JAX starts."""
+    for i, a in enumerate(argv):
+        n = a.split("=", 1)[1] if a.startswith("--num_devices=") else (
+            argv[i + 1] if a == "--num_devices" and i + 1 < len(argv) else None)
+        if n and int(n) > 1 and "xla_force_host_platform_device_count" not in os.environ.get(
+                "XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                       + f" --xla_force_host_platform_device_count={n}").strip()
+
+
+_force_cpu_devices(sys.argv[1:])
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+import gpu_estimate  # noqa: E402
 import s1data  # noqa: E402
 from deepae_jax import model, sparse, train  # noqa: E402
+from deepae_jax.distributed import make_mesh  # noqa: E402
+from deepae_jax.runner import resolve_train_path  # noqa: E402
 from deepae_jax.data import ratings  # noqa: E402
 from deepae_jax.evaluate import evaluate  # noqa: E402
 from deepae_jax.optim import make_optimizer  # noqa: E402
@@ -55,10 +74,11 @@ def bench_training(csr, args, aug_step):
     opt = make_optimizer("momentum", args.lr, 0.0, n_batches * (1 + aug_step))
     state = train.create_train_state(jax.random.PRNGKey(0), cfg, opt)
     sparse_output = {"auto": None, "on": True, "off": False}[args.sparse_output]
-    step = train.make_train_step(cfg, opt, aug_step, sparse_input=True, dtype=args.dtype,
+    step = train.make_train_step(cfg, opt, aug_step, path=args.path, dtype=args.dtype,
                                  sparse_output=sparse_output)
     runner = train.ResidentEpochs(step, csr, args.batch_size, seed=0,
-                                  steps_per_call=args.steps_per_call)
+                                  steps_per_call=args.steps_per_call,
+                                  mesh=make_mesh(args.num_devices))
     def chunks():
         epoch = 0
         while True:
@@ -88,6 +108,11 @@ def bench_training(csr, args, aug_step):
     jax.block_until_ready(last)
     elapsed += time.perf_counter() - t_start
     loss = float(np.mean(np.asarray(last["loss"])))
+    real, processed = runner.real_slots(0)
+    print(f"aug_step {aug_step}: {runner.groups} device(s), {real:,} real slots per step "
+          f"(ratings), {processed:,} processed ({processed / max(real, 1):.2f}x; per device "
+          f"{args.batch_size // runner.groups} rows x width {runner.width}); epoch time "
+          f"{runner.n_batches * elapsed / max(done, 1):.1f} s at this rate", flush=True)
     return done * args.batch_size / max(elapsed, 1e-9), compile_s, loss, state.params, cfg
 
 
@@ -114,10 +139,20 @@ def main(argv=None):
                    help="output layer at the observed items only (auto: where the CPU kernels "
                         "run)")
     p.add_argument("--device-report", action="store_true")
+    p.add_argument("--num_devices", type=int, default=1,
+                   help="devices of the 1-D mesh (on the CPU: forced host devices)")
+    p.add_argument("--train-path", default="auto", choices=("auto", "sparse", "cpu_kernels"),
+                   help="the step's variant (auto: as --train_path=auto)")
+    p.add_argument("--gpu-estimate", action="store_true",
+                   help="also print an H100 estimate for Netflix Full from the compiled XLA "
+                        "step's cost_analysis()")
     p.add_argument("--no-host-memory-tweak", action="store_true",
                    help="leave glibc's malloc settings alone (see sparse.keep_host_memory_mapped)")
     args = p.parse_args(argv)
     args.hidden = tuple(int(s) for s in args.hidden.split(","))
+    args.path = resolve_train_path(args.train_path, args.num_devices)
+    print(f"training step: {args.path} path on {args.num_devices} {jax.default_backend()} "
+          f"device(s)", flush=True)
     if jax.default_backend() == "cpu" and not args.no_host_memory_tweak:
         sparse.keep_host_memory_mapped()
 
@@ -144,6 +179,8 @@ def main(argv=None):
     if params is None:
         cfg = model.ModelConfig((csr.shape[1], *args.hidden), "selu", args.drop_prob)
         params = model.init(jax.random.PRNGKey(0), cfg.layer_sizes)
+    if args.gpu_estimate:
+        gpu_estimate.report(args)
     t0 = time.perf_counter()
     first = evaluate(params, cfg, csr, split.csr, split.rows, args.eval_batch_size)
     eval_first = time.perf_counter() - t0

@@ -204,6 +204,14 @@ class Config:
         "cosine (to 0 over --num_epochs), exponential (x0.95 per epoch), plateau (halved after "
         "3 epochs without a lower training loss).",
         ("reference", "multistep", "constant", "cosine", "exponential", "plateau"))
+    # training step
+    train_path: str = setting(
+        "auto", "The training step's variant, fixed once per run and logged: dense (the dense "
+        "reference computation), sparse (the sparse XLA path: gather-sum first layer, output "
+        "at the observed items; any backend and device count), cpu_kernels (the sparse path "
+        "on the CPU kernels, CPU platform and one device only). auto: cpu_kernels where they "
+        "are built and the run is on one CPU device, else sparse.",
+        ("auto", "dense", "sparse", "cpu_kernels"))
 
     def __post_init__(self):
         bad = functools.partial(bad_setting, self)

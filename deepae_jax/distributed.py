@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 log = logging.getLogger("deepae_jax")
 
 AXIS = "batch"
-"""The name of the device axis: the ``axis_name`` of the per-device train step."""
+"""The name of the device axis of the 1-D mesh (the batch is sharded along it)."""
 
 
 

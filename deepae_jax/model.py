@@ -116,15 +116,37 @@ def dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
-def encode(params: Params, x: jax.Array, cfg: ModelConfig, train: bool = False,
-           rng: jax.Array | None = None, first_layer: Callable | None = None) -> jax.Array:
+Dot = Callable[[jax.Array, jax.Array], jax.Array]
+DTYPES = ("float32", "bfloat16")
+
+
+def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """The float32 matmul ``a @ b`` (the default of every forward pass)."""
+    return a @ b
+
+
+def make_dot(dtype: str = "float32") -> Dot:
+    """``a @ b`` in float32, or with bfloat16 operands and float32 accumulation."""
+    if dtype == "float32":
+        return matmul
+    if dtype == "bfloat16":
+        return lambda a, b: jnp.dot(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
+                                    preferred_element_type=jnp.float32)
+    raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+
+
+def encode(params: Params, x: jax.Array | None, cfg: ModelConfig, train: bool = False,
+           rng: jax.Array | None = None, first_layer: Callable | None = None,
+           dot: Dot = matmul) -> jax.Array:
     """The code layer: encoder layers, then dropout when training.
 
-    ``first_layer``, if given, replaces ``x @ W1`` (e.g. by a sparse gather-sum).
+    ``first_layer``, if given, replaces ``x @ W1`` (e.g. by a sparse gather-sum; ``x`` is then
+    unused); ``dot`` is the matmul of every other layer (see :func:`make_dot`).
     """
     act = ACTIVATIONS[cfg.activation]
     for i, layer in enumerate(params["encoder"]):
-        pre = first_layer(layer["w"]) if (i == 0 and first_layer is not None) else x @ layer["w"]
+        pre = first_layer(layer["w"]) if (i == 0 and first_layer is not None) else dot(
+            x, layer["w"])
         x = act(pre + layer["b"])
     if train and cfg.drop_prob > 0.0:
         if rng is None:
@@ -133,12 +155,12 @@ def encode(params: Params, x: jax.Array, cfg: ModelConfig, train: bool = False,
     return x
 
 
-def decode_hidden(params: Params, z: jax.Array, cfg: ModelConfig) -> jax.Array:
+def decode_hidden(params: Params, z: jax.Array, cfg: ModelConfig, dot: Dot = matmul) -> jax.Array:
     """Every decoder layer but the last: the input of the output layer."""
     act = ACTIVATIONS[cfg.activation]
     ws = decoder_weights(params)
     for w, layer in zip(ws[:-1], params["decoder"][:-1]):
-        z = act(z @ w + layer["b"])
+        z = act(dot(z, w) + layer["b"])
     return z
 
 
@@ -147,9 +169,14 @@ def output_activation(cfg: ModelConfig) -> Callable[[jax.Array], jax.Array]:
     return ACTIVATIONS["none" if cfg.last_layer_linear else cfg.activation]
 
 
-def apply(params: Params, x: jax.Array, cfg: ModelConfig, train: bool = False,
-          rng: jax.Array | None = None) -> jax.Array:
-    """f(x): the dense reconstruction (batch, n) of rating vectors x (batch, n)."""
-    h = decode_hidden(params, encode(params, x, cfg, train, rng), cfg)
+def dense_output(params: Params, h: jax.Array, cfg: ModelConfig, dot: Dot = matmul) -> jax.Array:
+    """The full (batch, n) output from the output layer's input h."""
     w_out = decoder_weights(params)[-1]
-    return output_activation(cfg)(h @ w_out + params["decoder"][-1]["b"])
+    return output_activation(cfg)(dot(h, w_out) + params["decoder"][-1]["b"])
+
+
+def apply(params: Params, x: jax.Array, cfg: ModelConfig, train: bool = False,
+          rng: jax.Array | None = None, dot: Dot = matmul) -> jax.Array:
+    """f(x): the dense reconstruction (batch, n) of rating vectors x (batch, n)."""
+    h = decode_hidden(params, encode(params, x, cfg, train, rng, dot=dot), cfg, dot)
+    return dense_output(params, h, cfg, dot)

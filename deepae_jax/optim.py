@@ -9,11 +9,11 @@
 ``weight_decay`` is PyTorch-style L2: ``decay * w`` is added to the gradient before the optimiser.
 
 :func:`apply_gradients` applies an optimiser's step to the parameters; for ``momentum`` without
-weight decay it does so in one fused pass per array (``cpu_kernels.momentum`` on the CPU).
+weight decay it is :class:`SGDMomentum` (plain ``optax.sgd`` that also records its schedule and
+momentum, for the CPU kernels' fused update: ``deepae_jax.kernels.update``).
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Sequence
 
@@ -21,8 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-from deepae_jax import cpu_kernels
 
 OPTIMIZERS = ("momentum", "adam", "adagrad", "rmsprop")
 MILESTONES = (24, 36, 48, 66, 72)
@@ -154,50 +152,10 @@ def make_optimizer(name: str, lr: float, weight_decay: float = 0.0,
     return opt
 
 
-_increment = getattr(optax, "safe_increment", None) or optax.safe_int32_increment
-FUSED_MIN_SIZE = 1 << 22  # arrays this large use the kernel (smaller: XLA fuses them well)
-
-
-@dataclasses.dataclass(frozen=True)
-class SparseRows:
-    """A gradient given as a scatter: g[key[t]] += scale[t] * src[idx[t]] over slots t, zero
-    elsewhere (e.g. the sparse first layer's: src = dL/d(x W1) (B, h), idx = batch row,
-    key = item, scale = rating). :func:`apply_gradients` takes it in place of a dense leaf."""
-
-    src: jax.Array  # (R, h)
-    idx: jax.Array  # (T,) int32 rows of src
-    key: jax.Array  # (T,) int32 rows of the gradient
-    scale: jax.Array  # (T,) float32
-
-    def dense(self, shape) -> jax.Array:
-        rows = self.src[self.idx] * self.scale[:, None]
-        return jnp.zeros(shape, self.src.dtype).at[self.key].add(rows)
-
-    @staticmethod
-    def concat(*parts: "SparseRows") -> "SparseRows":
-        """One scatter holding every part's slots (their sum)."""
-        offsets = [0]
-        for part in parts[:-1]:
-            offsets.append(offsets[-1] + part.src.shape[0])
-        return SparseRows(jnp.concatenate([p.src for p in parts]),
-                          jnp.concatenate([p.idx + o for p, o in zip(parts, offsets)]),
-                          jnp.concatenate([p.key for p in parts]),
-                          jnp.concatenate([p.scale for p in parts]))
-
-
-@dataclasses.dataclass(frozen=True)
-class Updated:
-    """A gradient leaf saying that the caller has already updated this parameter (e.g. in a
-    kernel that also computes something else): :func:`apply_gradients` takes the new value and
-    momentum trace as they are. :class:`SGDMomentum` only."""
-
-    param: jax.Array
-    trace: jax.Array
-
-
 class SGDMomentum(optax.GradientTransformationExtraArgs):
     """``optax.sgd(schedule, momentum)`` (same state, same updates) that also knows its schedule
-    and momentum, so that :func:`apply_gradients` can update each array in one pass."""
+    and momentum, so that the CPU kernels can update each array in one pass
+    (``deepae_jax.kernels.update.apply_momentum``)."""
 
     @classmethod
     def create(cls, schedule: optax.Schedule, momentum: float) -> "SGDMomentum":
@@ -207,60 +165,21 @@ class SGDMomentum(optax.GradientTransformationExtraArgs):
         return tx
 
 
-def momentum_lr(optimizer: SGDMomentum, opt_state) -> jax.Array:
-    """The learning rate of :class:`SGDMomentum`'s next update (float32 scalar)."""
-    return jnp.asarray(optimizer.schedule(opt_state[1].count), jnp.float32)
-
-
-def momentum_trace(opt_state):
-    """:class:`SGDMomentum`'s momentum traces (a pytree like the parameters)."""
-    return opt_state[0].trace
-
-
 def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, params,
-                    after: Sequence[jax.Array] = (), value: jax.Array | None = None):
-    """(new params, new optimiser state) after one step of ``optimizer`` on ``grads``.
+                    after: Sequence[jax.Array] = (), value: jax.Array | None = None, *,
+                    kernels: bool = False):
+    """(new params, new optimiser state) after one step of ``optimizer`` on ``grads``:
+    ``optimizer.update`` followed by ``optax.apply_updates``. ``value``: the loss, for
+    :class:`PlateauOptimizer`.
 
-    Equal to ``optimizer.update`` followed by ``optax.apply_updates``; for :class:`SGDMomentum`
-    each array is updated in one pass (trace = g + m * trace; p = p - lr * trace), large float32
-    arrays by the multi-threaded CPU kernel where it is available, and a gradient leaf may be a
-    :class:`SparseRows` (summed inside the update by the CPU kernel, never stored densely).
-
-    ``after`` (CPU kernels only): arrays every weight matrix's in-place update waits for, such
-    as the backward pass's last gradient. ``value``: the loss, for :class:`PlateauOptimizer`.
-    XLA cannot always tell that the backward pass has read
-    a weight before its update; it then copies the weight first (measured: ~15% of a sparse
-    training step).
+    ``kernels=True`` (the CPU-kernel branch of the step only) hands :class:`SGDMomentum`'s
+    update to the CPU kernels (``deepae_jax.kernels.update.apply_momentum``: the same update,
+    one pass per array, gradient leaves that may be scatters; ``after``: arrays each in-place
+    update waits for).
     """
-    if not isinstance(optimizer, SGDMomentum):
-        if any(isinstance(g, Updated) for g in jax.tree.leaves(grads)):
-            raise TypeError("an Updated gradient leaf needs an SGDMomentum optimiser")
-        grads = jax.tree.map(lambda p, g: g.dense(p.shape) if isinstance(g, SparseRows) else g,
-                             params, grads)
-        extra = {"value": value} if isinstance(optimizer, PlateauOptimizer) else {}
-        updates, opt_state = optimizer.update(grads, opt_state, params, **extra)
-        return optax.apply_updates(params, updates), opt_state
-    trace_state, schedule_state = opt_state
-    lr = momentum_lr(optimizer, opt_state)
-    mu = optimizer.momentum
-    kernel = cpu_kernels.enabled()
-
-    def leaf(p, t, g):
-        if isinstance(g, Updated):
-            return g.param, g.trace
-        if isinstance(g, SparseRows):
-            if kernel and p.dtype == jnp.float32 and p.ndim == 2:
-                return cpu_kernels.sparse_momentum(p, t, g.src, g.idx, g.key, g.scale, lr, mu,
-                                                   after)
-            g = g.dense(p.shape)
-        if kernel and p.dtype == jnp.float32 and (p.size >= FUSED_MIN_SIZE
-                                                  or (after and p.ndim == 2)):
-            return cpu_kernels.momentum(p, t, g, lr, mu, after)
-        t = g + mu * t
-        return p + (-lr).astype(p.dtype) * t, t
-    pairs = jax.tree.map(leaf, params, trace_state.trace, grads)
-    is_pair = lambda x: isinstance(x, tuple)  # noqa: E731
-    new_params = jax.tree.map(lambda x: x[0], pairs, is_leaf=is_pair)
-    new_trace = jax.tree.map(lambda x: x[1], pairs, is_leaf=is_pair)
-    return new_params, (optax.TraceState(trace=new_trace),
-                        optax.ScaleByScheduleState(count=_increment(schedule_state.count)))
+    if kernels and isinstance(optimizer, SGDMomentum):
+        from deepae_jax.kernels.update import apply_momentum
+        return apply_momentum(optimizer, grads, opt_state, params, after)
+    extra = {"value": value} if isinstance(optimizer, PlateauOptimizer) else {}
+    updates, opt_state = optimizer.update(grads, opt_state, params, **extra)
+    return optax.apply_updates(params, updates), opt_state

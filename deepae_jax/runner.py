@@ -14,20 +14,20 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax import checkpoint as ckpt
 from deepae_jax import eval_metrics as metrics_lib
 from deepae_jax import logdir as logdir_lib
-from deepae_jax import memory
+from deepae_jax import kernels, memory
 from deepae_jax import parallel
 from deepae_jax import predict
 from deepae_jax import selection
 from deepae_jax.config import Config, defaults
 from deepae_jax.data import ratings
-from deepae_jax.data.batching import num_batches
+from deepae_jax.data.batching import dense_batches, num_batches
 from deepae_jax.evaluate import evaluate, predict_eval_ratings
 from deepae_jax.io_utils import atomic_write
 from deepae_jax.run_config import ignored_flags, save_run_config
 from deepae_jax.metrics import MetricsLogger, format_epoch_line
 from deepae_jax.optim import learning_rate_at_epoch, make_optimizer
 from deepae_jax.train import (ResidentEpochs, TrainingDivergedError, create_train_state,
-                              make_train_step, train_epoch)
+                              jit_train_step, make_train_step, train_epoch)
 
 log = logging.getLogger("deepae_jax")
 DEFAULTS = defaults()
@@ -189,26 +189,49 @@ def uses_predictions(cfg: Config) -> bool:
             or bool(cfg.path_to_test_data) or cfg.selection_metric != "rmse")
 
 
-def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shift=0.0):
-    """(step_fn, epoch_batches) of the sparse fast path; ``epoch_batches(epoch)`` gives
-    (the epoch's batches or multi-step calls, how many).
+def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shift: float = 0.0):
+    """(step_fn, epoch_batches) of ``--train_path``; ``epoch_batches(epoch)`` gives (the epoch's
+    batches or multi-step calls, how many).
 
-    One device: the ratings stay on the device and batches are gathered there
-    (:class:`~deepae_jax.train.ResidentEpochs`). Several devices (``par``): each process builds
-    its rows of every global batch as padded sparse rows, split over the devices.
+    The sparse paths keep the ratings on the devices (one or several, any number of processes)
+    and gather the batches there (:class:`~deepae_jax.train.ResidentEpochs`); the dense path
+    takes host-built dense batches, sharded over the devices with ``par``.
     """
-    step_kwargs = dict(sparse_input=True, dtype=cfg.dtype, noisy_target=cfg.noisy_refeed_target,
+    n_devices = par.num_devices if par else 1
+    path = resolve_train_path(cfg.train_path, n_devices)
+    log.info("training step: %s path (--train_path=%s) on %d %s device(s)", path,
+             cfg.train_path, n_devices, jax.default_backend())
+    step_kwargs = dict(path=path, dtype=cfg.dtype, noisy_target=cfg.noisy_refeed_target,
                        input_drop_prob=cfg.input_drop_prob, input_shift=input_shift)
-    if par:
+    step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
+                           **step_kwargs)
+    n = num_batches(train_csr.shape[0], cfg.batch_size)
+    if path == "dense" and par:
         step_fn = par.train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
                                  **step_kwargs)
-        n = num_batches(train_csr.shape[0], cfg.batch_size)
         return step_fn, lambda epoch: (
-            par.batches(train_csr, cfg.batch_size, cfg.seed, epoch, builder="padded"), n)
-    resident = ResidentEpochs(
-        make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob, **step_kwargs),
-        train_csr, cfg.batch_size, cfg.seed)
+            par.batches(train_csr, cfg.batch_size, cfg.seed, epoch, builder="dense"), n)
+    if path == "dense":
+        return jit_train_step(step), lambda epoch: (
+            dense_batches(train_csr, cfg.batch_size, cfg.seed, epoch), n)
+    if par:
+        par.check_same_data(train_csr, cfg.seed)
+    resident = ResidentEpochs(step, train_csr, cfg.batch_size, cfg.seed,
+                              mesh=par.mesh if par else None)
     return resident.step_fn, lambda epoch: (resident.batches(epoch), resident.num_calls(epoch))
+
+
+def resolve_train_path(requested: str, n_devices: int = 1) -> str:
+    """``--train_path`` made explicit: ``auto`` is ``cpu_kernels`` where the kernels are built
+    and the run is on one CPU device, else ``sparse``. Raises ValueError for ``cpu_kernels`` on
+    several devices (the kernels are custom calls XLA cannot split across devices)."""
+    if requested == "cpu_kernels" and n_devices > 1:
+        raise ValueError(f"--train_path=cpu_kernels runs on one device, not {n_devices}; use "
+                         "--train_path=sparse (or auto) for several devices")
+    if requested != "auto":
+        return requested
+    on_cpu = jax.default_backend() == "cpu"
+    return "cpu_kernels" if n_devices == 1 and on_cpu and kernels.available() else "sparse"
 
 
 def train_and_evaluate(cfg: Config) -> dict:

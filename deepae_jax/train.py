@@ -9,7 +9,7 @@ The first re-fed y is the output computed BEFORE step 1's update, as in the refe
 """
 from __future__ import annotations
 
-import dataclasses
+import functools
 import itertools
 from typing import Any, Callable, Iterable
 
@@ -19,11 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from deepae_jax import cpu_kernels, model, sparse
+from deepae_jax import model, sparse
+from deepae_jax.distributed import AXIS, check_batch_size
+from deepae_jax.kernels import ops as kernel_ops
+from deepae_jax.kernels.update import fused_sparse_update
 from deepae_jax.losses import mmse_sums
-from deepae_jax.optim import (SGDMomentum, SparseRows, Updated, apply_gradients, momentum_lr,
-                              momentum_trace)
+from deepae_jax.optim import SGDMomentum, apply_gradients
 
 
 @flax.struct.dataclass
@@ -46,208 +49,151 @@ def create_train_state(rng: jax.Array, model_cfg: model.ModelConfig,
                       opt_state=optimizer.init(params), rng=dropout_rng)
 
 
-def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTransformation,
-                    aug_step: int = 0, noise_prob: float = 0.0,
-                    axis_name: str | None = None, *, sparse_input: bool = False,
-                    dtype: str = "float32", sparse_output: bool | None = None,
-                    noisy_target: bool = False, input_drop_prob: float = 0.0,
-                    input_shift: float = 0.0) -> Callable[[TrainState, Any], tuple]:
-    """Builds ``train_step(state, x) -> (state, metrics)`` (not yet jitted).
+PATHS = ("dense", "sparse", "cpu_kernels")
+"""The training step's variants (``--train_path``): the dense reference computation; the sparse
+XLA path (gather-sum first layer, output at the observed items: any backend, GPU-shaped); the
+sparse path on the CPU kernels (CPU platform only; the XLA path elsewhere)."""
 
-    ``x`` is a dense (batch, n) float32 rating batch, or with ``sparse_input`` a sparse batch
-    pytree (``deepae_jax.sparse``: padded ``{"cols", "vals"}`` (B, L) or packed ``{"cols", "vals",
-    "rows"}`` (B, K)). The sparse fast path computes the same loss and gradients (up to float
-    rounding): the first layer is a gather-sum over the observed items; with ``sparse_output``
-    the update on the sparse batch also evaluates the output layer and its gradient only at the
-    observed items (default: on where ``cpu_kernels`` run, where it measured faster; plain XLA:CPU
-    was faster with the dense output matmul). Dropout draws the same mask (same rng, same
-    code-layer shape) in both paths. On the CPU with the kernels, the sparse path with
-    ``optim.SGDMomentum`` hands the first and last layers' gradients to the optimiser as
-    ``optim.SparseRows`` (summed inside the update; see ``fused_sparse_update``).
+
+def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTransformation,
+                    aug_step: int = 0, noise_prob: float = 0.0, *, path: str | None = None,
+                    sparse_input: bool = False, dtype: str = "float32",
+                    sparse_output: bool | None = None, noisy_target: bool = False,
+                    input_drop_prob: float = 0.0, input_shift: float = 0.0
+                    ) -> Callable[[TrainState, Any], tuple]:
+    """Builds the pure ``train_step(state, batch) -> (state, metrics)`` (not yet jitted).
+
+    ``path`` (one of :data:`PATHS`; default ``"sparse"`` with ``sparse_input``, else
+    ``"dense"``) fixes the variant once. ``"dense"`` takes a dense (B, n) rating batch; the
+    sparse paths take a sparse batch pytree (``deepae_jax.sparse``: padded, packed or grouped
+    packed). All compute the same loss and updates up to float rounding: the first layer as a
+    gather-sum over the observed items and, with ``sparse_output`` (default on), the output
+    layer and its gradient at the observed items only (off: the dense output matmul). Dropout
+    draws the same mask (same rng, same code-layer shape) on every path. ``"cpu_kernels"`` runs
+    that computation on the CPU kernels (``deepae_jax.kernels``; with ``optim.SGDMomentum`` the
+    item-sized gradients are summed inside the optimiser's kernels) in the CPU branch of
+    ``jax.lax.platform_dependent``: chosen when the step is lowered, the XLA path on other
+    platforms.
+
+    The step is written for the whole batch; on several devices it runs under ``jax.jit`` with
+    the batch sharded along its rows and the state replicated (``deepae_jax.parallel``), and XLA
+    inserts the sums across devices, so every update is that of the global batch.
 
     ``noise_prob`` drops entries of the re-fed input; the re-feeding target stays the clean
     output (PAPER.md). ``noisy_target=True`` uses the noised input as the target too, as the
-    published DeepRecommender run.py does.
+    published DeepRecommender run.py does. ``input_drop_prob`` (beyond the paper): inverted
+    dropout on the INPUT ratings of the update on the sparse batch (targets complete), drawn
+    from ``fold_in(rng, 1)`` of that update; ``input_shift``: added to every observed input
+    value (not the targets). ``dtype="bfloat16"``: bfloat16 matmul operands, float32
+    accumulation, parameters and loss.
 
-    ``metrics`` holds ``loss`` (MMSE of the update on the sparse batch) and ``refeed_loss`` (MMSE
-    of each re-feeding update, (aug_step,)).
-
-    With ``axis_name`` (inside pmap), each device holds a slice of the global batch: squared
-    errors and counts are summed across devices so that the loss and gradient are exactly those
-    of the global batch.
-
-    ``input_drop_prob`` (beyond the paper; denoising, as in AutoRec-style models): inverted
-    dropout on the INPUT ratings of the update on the sparse batch (the targets stay complete),
-    drawn from ``fold_in(rng, 1)`` of the iteration, in training only; 0 leaves the paper's
-    step (and its random numbers) unchanged. It runs on the plain (unfused) sparse path.
-    ``input_shift`` (beyond the paper, with a baseline): added to every observed INPUT value
-    (not the targets; see ``baseline.Baseline.input_shift``), also on the plain path.
-
-    ``dtype="bfloat16"`` runs the matmuls with bfloat16 operands and float32 accumulation
-    (parameters, optimiser state and loss stay float32); ``"float32"`` (default) is exact.
+    ``metrics``: ``loss`` (MMSE of the update on the sparse batch) and ``refeed_loss`` (MMSE of
+    each re-feeding update, (aug_step,)).
     """
     if aug_step < 0:
         raise ValueError(f"aug_step must be >= 0, got {aug_step}")
-    dot = sparse.make_dot(dtype)
-    if sparse_output is None:  # measured on XLA:CPU: faster with the CPU kernels, slower without
-        sparse_output = cpu_kernels.enabled()
+    path = path or ("sparse" if sparse_input else "dense")
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    dot = model.make_dot(dtype)
+    at_items = sparse_output is not False
+    fused = (path == "cpu_kernels" and at_items and dtype == "float32" and not input_drop_prob
+             and not input_shift and isinstance(optimizer, SGDMomentum))
 
-    def forward(params, inputs, rng):
-        if dtype == "float32":
-            return model.apply(params, inputs, model_cfg, train=True, rng=rng)
-        return sparse.apply_dense(params, inputs, model_cfg, dot, train=True, rng=rng)
-
-    def finish(sse, count):
-        if axis_name is not None:
-            count = jax.lax.psum(count, axis_name)
-        return sse / jnp.maximum(count, 1.0)
-
-    def input_key(rng):
-        return jax.random.fold_in(rng, 1)
-
-    def loss_fn(params, inputs, targets, rng, drop_input=False):
-        if drop_input and input_shift:
-            inputs = jnp.where(inputs != 0, inputs + input_shift, 0.0)
-        if drop_input and input_drop_prob > 0:
-            inputs = model.dropout(inputs, input_drop_prob, input_key(rng))
-        outputs = forward(params, inputs, rng)
-        sse, count = mmse_sums(outputs, targets)
-        return finish(sse, count), outputs
-
-    def slots_loss(pred, slots):
-        """MMSE of the predictions at the batch's slots (padding slots masked out)."""
-        err = jnp.where(slots.mask, pred - slots.vals, 0.0)
-        return finish(jnp.sum(err * err), jnp.sum(slots.mask.astype(jnp.float32)))
-
-    def sparse_loss_fn(params, batch, rng):
-        slots = sparse.Slots.from_batch(batch)
-        in_slots = slots
-        if input_shift:
-            in_slots = dataclasses.replace(
-                slots, vals=jnp.where(slots.mask, slots.vals + input_shift, 0.0))
-        if input_drop_prob > 0:
-            keep = jax.random.bernoulli(input_key(rng), 1.0 - input_drop_prob, slots.vals.shape)
-            in_slots = dataclasses.replace(
-                in_slots, vals=jnp.where(keep, in_slots.vals / (1.0 - input_drop_prob), 0.0))
-        h = sparse.hidden_sparse(params, in_slots, model_cfg, dot, train=True, rng=rng)
-        if sparse_output:
-            pred = sparse.output_at(params, h, slots, model_cfg)
-            dense = None
-        else:
-            dense = sparse.dense_output(params, h, model_cfg, dot)
-            pred = dense[slots.rows, slots.cols]
-        loss = slots_loss(pred, slots)
-        outputs = None
-        if aug_step > 0:  # the re-feeding input: the dense output, no gradient through it
-            outputs = jax.lax.stop_gradient(dense) if dense is not None else (
-                sparse.dense_output(jax.lax.stop_gradient(params), jax.lax.stop_gradient(h),
-                                    model_cfg, dot))
-        return loss, outputs
-
-    def update(params, opt_state, inputs, targets, rng, loss=loss_fn):
-        (loss, outputs), grads = jax.value_and_grad(loss, has_aux=True)(
-            params, inputs, targets, rng)
-        if axis_name is not None:
-            grads = jax.lax.psum(grads, axis_name)
-            loss = jax.lax.psum(loss, axis_name)
+    def update(params, opt_state, loss_fn, args, kernels):
+        (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *args)
         # the first layer's weight gradient comes last: every weight has been read by then
         params, opt_state = apply_gradients(optimizer, grads, opt_state, params,
-                                            after=(grads["encoder"][0]["w"],), value=loss)
+                                            after=(grads["encoder"][0]["w"],), value=loss,
+                                            kernels=kernels)
         return params, opt_state, loss, outputs
 
-    def fused_sparse_update(params, opt_state, batch, rng):
-        """The update on the sparse batch with the item-sized gradients (first layer, output
-        layer) summed inside the optimiser's kernels: differentiating through zero offsets e1
-        (on x W1) and e2 (on the output at the observed items) gives dL/d(x W1) and
-        dL/d(output) there, from which the kernels sum the gradient rows themselves
-        (:class:`SparseRows`). Untied, the output layer is updated first, and its kernel also
-        returns the output layer's input gradient (it reads every old weight row anyway); the
-        backward pass through the other layers then starts from there."""
+    dense_loss = functools.partial(_dense_loss, model_cfg, dot)
+    sparse_loss = functools.partial(_sparse_loss, model_cfg, dot, at_items, aug_step > 0)
+
+    def first_update(params, opt_state, batch, rng, kernels=False):
+        """The update on the sparse batch: (params, opt_state, loss, re-feeding input)."""
+        key = jax.random.fold_in(rng, 1)
+        if path == "dense":
+            x = jnp.where(batch != 0, batch + input_shift, 0.0) if input_shift else batch
+            x = model.dropout(x, input_drop_prob, key) if input_drop_prob else x
+            return update(params, opt_state, dense_loss, (x, batch, rng), kernels)
         slots = sparse.Slots.from_batch(batch)
-        stop = jax.lax.stop_gradient
+        if kernels and fused:
+            return fused_sparse_update(params, opt_state, slots, rng, model_cfg, optimizer,
+                                       aug_step > 0, dot)
+        in_slots = slots.with_vals(_input_vals(slots, input_shift, input_drop_prob, key))
+        loss = lambda p: sparse_loss(p, slots, in_slots, rng, kernels)  # noqa: E731
+        return update(params, opt_state, loss, (), kernels)
 
-        def hidden(p, e1):  # the output layer's input
-            first = lambda w: slots.first_layer(stop(w)) + e1  # noqa: E731
-            code = sparse.encode(p, model_cfg, first, dot, train=True, rng=rng)
-            return sparse.decode_hidden(p, code, model_cfg, dot)
+    def refeed_update(params, opt_state, y, rng, noise_rng, kernels=False):
+        """One dense re-feeding update on the previous output y."""
+        target = jax.lax.stop_gradient(y)
+        inputs = model.dropout(target, noise_prob, noise_rng) if noise_prob else target
+        return update(params, opt_state, dense_loss,
+                      (inputs, inputs if noisy_target else target, rng), kernels)
 
-        def head(w_rows, b, h, e2):  # MMSE of the output at the observed items
-            pre = sparse.rowdot(w_rows, b, h, slots.cols, slots.rows, slots.mask) + e2
-            return slots_loss(model.output_activation(model_cfg)(pre), slots)
+    def on_platform(fn, *args):
+        """fn(*args) with the kernels in the CPU platform's branch (``cpu_kernels`` path)."""
+        if path != "cpu_kernels":
+            return fn(*args)
+        return jax.lax.platform_dependent(*args, cpu=functools.partial(fn, kernels=True),
+                                          default=fn)
 
-        def refeed_input(h):
-            return (sparse.dense_output(stop(params), h, model_cfg, dot) if aug_step > 0
-                    else None)
-
-        e1 = jnp.zeros((slots.n_rows, params["encoder"][0]["w"].shape[1]), jnp.float32)
-        e2 = jnp.zeros(slots.cols.shape, jnp.float32)
-        if "w" not in params["decoder"][-1]:  # tied: W1 is the output layer's weight too
-            def loss_fn(p, e1, e2):
-                h = hidden(p, e1)
-                return head(stop(sparse.decoder_out_layer(p)[0]), p["decoder"][-1]["b"], h,
-                            e2), h
-            (loss, h), (grads, g_first, g_out) = jax.value_and_grad(
-                loss_fn, argnums=(0, 1, 2), has_aux=True)(params, e1, e2)
-            h = stop(h)
-            outputs = refeed_input(h)
-            grads["encoder"][0]["w"] = SparseRows.concat(
-                SparseRows(g_first, slots.rows, slots.cols, slots.vals),
-                SparseRows(h, slots.rows, slots.cols, g_out))
-        else:
-            w_rows, b_out = sparse.decoder_out_layer(params)
-            h, backward = jax.vjp(hidden, params, e1)
-            loss, (g_b, g_out) = jax.value_and_grad(head, argnums=(1, 3))(
-                stop(w_rows), b_out, h, e2)
-            outputs = refeed_input(h)
-            # the output layer's update waits for the re-feeding input, which reads its weight
-            w_new, trace_new, dh = cpu_kernels.sparse_momentum_grad(
-                w_rows, momentum_trace(opt_state)["decoder"][-1]["w"], h, slots.rows,
-                slots.cols, g_out, momentum_lr(optimizer, opt_state), optimizer.momentum,
-                after=() if outputs is None else (outputs,))
-            grads, g_first = backward(dh)
-            grads["encoder"][0]["w"] = SparseRows(g_first, slots.rows, slots.cols, slots.vals)
-            grads["decoder"][-1] = {"w": Updated(w_new, trace_new), "b": g_b}
-        # g_first is the backward pass's last result: after it (and after the re-feeding
-        # input), every weight has been read
-        after = (g_first,) if outputs is None else (g_first, outputs)
-        params, opt_state = apply_gradients(optimizer, grads, opt_state, params, after=after)
-        return params, opt_state, loss, outputs
-
-    fused = (sparse_input and sparse_output and axis_name is None and dtype == "float32"
-             and isinstance(optimizer, SGDMomentum) and cpu_kernels.enabled()
-             and input_drop_prob == 0 and not input_shift)
-
-    def first_update(params, opt_state, x, rng):
-        if fused:
-            return fused_sparse_update(params, opt_state, x, rng)
-        if sparse_input:
-            return update(params, opt_state, x, None, rng,
-                          loss=lambda p, b, _, r: sparse_loss_fn(p, b, r))
-        if input_drop_prob > 0 or input_shift:
-            return update(params, opt_state, x, x, rng,
-                          loss=lambda p, i, t, r: loss_fn(p, i, t, r, drop_input=True))
-        return update(params, opt_state, x, x, rng)
-
-    def train_step(state: TrainState, x):
-        rng = jax.random.fold_in(state.rng, state.step)
-        if axis_name is not None:
-            rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-        keys = jax.random.split(rng, 1 + 2 * aug_step)
-        params, opt_state, loss, y = first_update(state.params, state.opt_state, x, keys[0])
+    def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
+        keys = jax.random.split(jax.random.fold_in(state.rng, state.step), 1 + 2 * aug_step)
+        params, opt_state, loss, y = on_platform(first_update, state.params, state.opt_state,
+                                                 batch, keys[0])
         refeed_losses = []
-        for t in range(aug_step):
-            target = jax.lax.stop_gradient(y)
-            inputs = (model.dropout(target, noise_prob, keys[2 + 2 * t]) if noise_prob > 0
-                      else target)
-            params, opt_state, refeed_loss, y = update(
-                params, opt_state, inputs, inputs if noisy_target else target, keys[1 + 2 * t])
+        for t in range(aug_step):  # the dense re-feeding updates: y <- f(y)
+            params, opt_state, refeed_loss, y = on_platform(
+                refeed_update, params, opt_state, y, keys[1 + 2 * t], keys[2 + 2 * t])
             refeed_losses.append(refeed_loss)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-        metrics = {"loss": loss,
-                   "refeed_loss": jnp.stack(refeed_losses) if refeed_losses else jnp.zeros((0,))}
-        return new_state, metrics
+        metrics = {"loss": loss, "refeed_loss": jnp.stack(refeed_losses) if refeed_losses
+                   else jnp.zeros((0,))}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
+
+
+def _dense_loss(cfg: model.ModelConfig, dot: model.Dot, params: model.Params,
+                inputs: jax.Array, targets: jax.Array, rng: jax.Array) -> tuple:
+    """(MMSE of f(inputs) against the observed targets, f(inputs)): the dense computation."""
+    outputs = model.apply(params, inputs, cfg, train=True, rng=rng, dot=dot)
+    sse, count = mmse_sums(outputs, targets)
+    return sse / jnp.maximum(count, 1.0), outputs
+
+
+def _sparse_loss(cfg: model.ModelConfig, dot: model.Dot, at_items: bool, refeed: bool,
+                 params: model.Params, slots: sparse.Slots, in_slots: sparse.Slots,
+                 rng: jax.Array, kernels: bool = False) -> tuple:
+    """(MMSE at the observed items of ``slots`` of f(in_slots), the re-feeding input or None):
+    the first layer a gather-sum, the output at the observed items (``at_items``) or dense;
+    ``kernels``: both on the CPU kernels. The re-feeding input is the dense output, computed
+    only when ``refeed`` and with no gradient through it."""
+    gather, pre_at = (kernel_ops.gather_sum, kernel_ops.output_pre_at) if kernels else (
+        sparse.gather_sum, sparse.output_pre_at)
+    h = sparse.hidden_sparse(params, in_slots, cfg, dot, True, rng, lambda w: gather(w, in_slots))
+    dense = None if at_items else model.dense_output(params, h, cfg, dot)
+    pred = (sparse.output_at(params, h, slots, cfg, pre_at) if at_items else
+            dense[slots.batch_rows(), slots.cols])
+    y = None
+    if refeed:
+        stop = jax.lax.stop_gradient
+        y = stop(dense) if dense is not None else model.dense_output(stop(params), stop(h), cfg,
+                                                                     dot)
+    return sparse.masked_mse(pred, slots.vals), y
+
+
+def _input_vals(slots: sparse.Slots, shift: float, drop_prob: float, key: jax.Array
+                ) -> jax.Array:
+    """The input values of the update on the sparse batch: shifted by ``shift`` where observed,
+    then inverted dropout with ``drop_prob`` (beyond the paper; 0 and 0: the ratings)."""
+    vals = jnp.where(slots.mask, slots.vals + shift, 0.0) if shift else slots.vals
+    if drop_prob:
+        keep = jax.random.bernoulli(key, 1.0 - drop_prob, vals.shape)
+        vals = jnp.where(keep, vals / (1.0 - drop_prob), 0.0)
+    return vals
 
 
 def jit_train_step(step_fn: Callable) -> Callable:
@@ -313,61 +259,115 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
     return state, np.asarray(fetched)
 
 
+def put_global(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+    """A host array (the same on every process) as a global array laid out by ``sharding``."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def one_device_mesh(device=None) -> Mesh:
+    """The 1-D mesh (axis ``distributed.AXIS``) of one device (default: the first)."""
+    return Mesh(np.asarray([device or jax.devices()[0]]), (AXIS,))
+
+
 class ResidentEpochs:
-    """Training with the rating matrix resident on the device (sparse fast path).
+    """Training with the rating matrix resident on the devices (the sparse paths), on any
+    number of devices.
 
-    The CSR matrix is copied to the device once; each call of :meth:`step_fn` gathers the packed
-    batches of ``steps_per_call`` iterations on the device from the epoch's shuffled permutation
-    and runs them in one ``lax.scan`` (one dispatch, no host-to-device batch copies, state
-    buffers donated). Batches, their order and the dropped final partial batch are exactly those
-    of ``batching.sparse_batches`` / ``dense_batches``; every batch of an epoch has the same
-    packed width (the largest ``batching.epoch_packed_width`` so far), so an epoch compiles at
-    most two programs (full calls and the remainder), and later epochs mostly none.
+    The CSR matrix is copied once to every device of ``mesh`` (default: one device); each call
+    of :meth:`step_fn` gathers the batches of ``steps_per_call`` iterations on the devices from
+    the epoch's shuffled permutation and runs them in one ``lax.scan`` (one dispatch, no
+    host-to-device batch copies, state buffers donated). On G devices each global batch of B
+    rows is G groups of B/G rows (device g: rows [g*B/G, (g+1)*B/G) of the batch), each gathered
+    and packed on its own device with group-local row indices (``sparse``'s grouped packed
+    layout), so the step's gather-sums are local; the state is replicated and XLA sums the
+    gradients across devices. The packed width K follows the real slots: the epoch's largest
+    per-group rating count over B/G rows, rounded up by ``batching.bucket_fine`` (never
+    narrower than a width already compiled), so an epoch compiles at most two programs (full
+    calls and the remainder), and later epochs mostly none.
 
-    Use with :func:`train_epoch`::
+    Batches, their order and the dropped final partial batch are exactly those of
+    ``batching.sparse_batches`` / ``dense_batches``. Use with :func:`train_epoch`::
 
-        runner = ResidentEpochs(make_train_step(..., sparse_input=True), csr, batch_size, seed)
+        runner = ResidentEpochs(make_train_step(..., path="sparse"), csr, batch_size, seed)
         state, losses = train_epoch(state, runner.step_fn, runner.batches(epoch),
                                     runner.num_calls(epoch), epoch)
     """
 
     def __init__(self, step: Callable, csr, batch_size: int, seed: int,
-                 steps_per_call: int = 8, device=None):
+                 steps_per_call: int = 8, device=None, mesh: Mesh | None = None):
         from deepae_jax.data import batching
         self._batching = batching
+        self.mesh = mesh if mesh is not None else one_device_mesh(device)
+        self.groups = self.mesh.size
+        check_batch_size(batch_size, self.groups)
         self.csr, self.batch_size, self.seed = csr, int(batch_size), int(seed)
         self.steps_per_call = max(1, int(steps_per_call))
-        self.data = sparse.DeviceRatings.from_csr(csr, device)
+        self.replicated = NamedSharding(self.mesh, P())
+        self.data = sparse.DeviceRatings.from_csr(csr, self.replicated)
         self.n_batches = batching.num_batches(csr.shape[0], self.batch_size)
         self.width = 0
-        self.device = next(iter(self.data.indptr.devices()))
+        by_group = NamedSharding(self.mesh, P(AXIS))
+        self._rows_sharding = NamedSharding(self.mesh, P(None, AXIS))
 
         def multi(state, data, rows, width):
-            def body(st, r):
-                return step(st, sparse.gather_packed(data, r, width))
+            def body(st, r):  # r (G, B/G): each group's rows gathered on its own device
+                batch = jax.vmap(sparse.gather_packed, in_axes=(None, 0, None))(data, r, width)
+                return step(st, jax.lax.with_sharding_constraint(batch, by_group))
             return jax.lax.scan(body, state, rows)
-        self._multi = jax.jit(multi, static_argnums=(3,), donate_argnums=(0,))
+        self.scan = multi  # (state, data, rows, width): what one call runs, not jitted
+        self._multi = jax.jit(multi, static_argnums=(3,), donate_argnums=(0,),
+                              out_shardings=self.replicated)
 
     def num_calls(self, epoch: int) -> int:
         """Calls of :meth:`step_fn` per epoch."""
         return -(-self.n_batches // self.steps_per_call)
 
+    def epoch_width(self, epoch: int) -> int:
+        """The packed width K of the epoch's batches (slots per row of a group)."""
+        self.width = max(self.width, self._batching.epoch_packed_width(
+            self.csr, self.batch_size, self.seed, epoch, num_shards=self.groups))
+        return self.width
+
     def batches(self, epoch: int):
-        """The items to pass to :meth:`step_fn`: (rows (S, B) on the device, packed width)."""
-        b = self.batch_size
-        # never narrower than before: a width once compiled is reused by later epochs
-        self.width = max(self.width, self._batching.epoch_packed_width(self.csr, b, self.seed,
-                                                                       epoch))
-        width = self.width
+        """The items to pass to :meth:`step_fn`: (rows (S, G, B/G) on the devices, width)."""
+        b, g = self.batch_size, self.groups
+        width = self.epoch_width(epoch)
         perm = self._batching.epoch_permutation(self.csr.shape[0], self.seed, epoch)
-        rows = perm[:self.n_batches * b].astype(np.int32).reshape(self.n_batches, b)
-        rows = jax.device_put(rows, self.device)
+        rows = perm[:self.n_batches * b].astype(np.int32).reshape(self.n_batches, g, b // g)
         for start in range(0, self.n_batches, self.steps_per_call):
-            yield rows[start:start + self.steps_per_call], width
+            yield put_global(rows[start:start + self.steps_per_call], self._rows_sharding), width
+
+    def real_slots(self, epoch: int) -> tuple[int, int]:
+        """(ratings, processed slots G*(B/G)*K) per step of the epoch, averaged over its steps:
+        how much of the packed width is padding."""
+        counts = np.diff(self.csr.indptr)[self._batching.epoch_permutation(
+            self.csr.shape[0], self.seed, epoch)][:self.n_batches * self.batch_size]
+        return (int(counts.sum()) // max(self.n_batches, 1),
+                self.batch_size * self.epoch_width(epoch))
 
     def step_fn(self, state: TrainState, item) -> tuple[TrainState, dict]:
         rows, width = item
-        # committed to the data's device like the outputs will be: a fresh (uncommitted) state
-        # would otherwise compile the step a second time on the next call
-        state = jax.device_put(state, self.device)
-        return self._multi(state, self.data, rows, width)
+        # replicated on the mesh like the outputs will be: a fresh (uncommitted) state would
+        # otherwise compile the step a second time on the next call
+        state = replicated_on(state, self.replicated)
+        state, metrics = self._multi(state, self.data, rows, width)
+        return state, local_metrics(metrics)
+
+
+def replicated_on(tree: Any, sharding: NamedSharding) -> Any:
+    """``tree`` with every leaf a global array replicated by ``sharding`` (leaves that already
+    are stay as they are; host values must be the same on every process)."""
+    def put(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+            return jax.device_put(x, sharding)  # the same buffers, relabelled
+        return put_global(np.asarray(jax.device_get(x)), sharding)
+    return jax.tree_util.tree_map(put, tree)
+
+
+def local_metrics(metrics: Any) -> Any:
+    """Replicated metrics as this process's copy (fetchable even when they span processes)."""
+    return jax.tree_util.tree_map(
+        lambda x: x if x.is_fully_addressable else x.addressable_data(0), metrics)

@@ -23,7 +23,9 @@ from deepae_jax import model, parallel, runner  # noqa: E402
 from deepae_jax.config import Config  # noqa: E402
 from deepae_jax.data import synthetic  # noqa: E402
 from deepae_jax.optim import make_optimizer  # noqa: E402
-from deepae_jax.train import create_train_state  # noqa: E402
+from deepae_jax.data.batching import dense_batches, epoch_permutation  # noqa: E402
+from deepae_jax.train import (ResidentEpochs, create_train_state, jit_train_step,  # noqa: E402
+                              make_train_step, replicated_on, train_epoch)
 
 TINY = synthetic.SyntheticSpec(n_users=160, n_items=48, rank=3, mean_ratings_per_user=10.0,
                                seed=3)
@@ -75,60 +77,54 @@ def main(workdir: str) -> dict:
     out["infer_same_rows"] = bool(np.array_equal(pred[4][:, [0, 1, 3]], pred[1][:, [0, 1, 3]]))
     out["infer_max_abs_diff"] = float(np.max(np.abs(pred[4][:, 2] - pred[1][:, 2])))
 
-    # 3. Dropout: the keys seen by the model are distinct per device and the same on a rerun.
+    # 3. Dropout: one key per iteration for the whole global batch, so 4 devices draw the
+    #    same masks as 1 device (and a rerun the same again).
     par = parallel.setup(num_devices=4)
     model_cfg = model.ModelConfig((48, 16, 8), drop_prob=0.5)
     optimizer = make_optimizer("adam", 0.01, 0.0, 10)
-    seen: list = []
-    real_apply = model.apply
+    rng = np.random.default_rng(0)
+    x = np.where(rng.random((8, 48)) < 0.3, rng.integers(1, 6, (8, 48)), 0).astype(np.float32)
+    finals = []
+    for _ in range(2):
+        state = par.replicate(create_train_state(jax.random.PRNGKey(7), model_cfg, optimizer))
+        state, _ = par.train_step(model_cfg, optimizer)(state, parallel.global_batch(x, par.mesh,
+                                                                                     8))
+        finals.append(jax.tree_util.tree_leaves(parallel.to_host(state.params)))
+    one = jit_train_step(make_train_step(model_cfg, optimizer))(
+        create_train_state(jax.random.PRNGKey(7), model_cfg, optimizer), x)[0]
+    out["dropout_rerun_same_params"] = all(np.array_equal(a, b) for a, b in zip(*finals))
+    out["dropout_max_abs_diff_4_vs_1"] = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(finals[0], jax.tree_util.tree_leaves(
+            jax.device_get(one.params))))
 
-    def spying_apply(params, x, cfg, train=False, rng=None):
-        if train:
-            jax.debug.callback(lambda k: seen.append(tuple(np.asarray(k).ravel().tolist())),
-                               jax.random.key_data(rng) if jax.dtypes.issubdtype(
-                                   rng.dtype, jax.dtypes.prng_key) else rng)
-        return real_apply(params, x, cfg, train=train, rng=rng)
-
-    model.apply = spying_apply
-    try:
-        finals = []
-        for _ in range(2):
-            state = par.replicate(create_train_state(jax.random.PRNGKey(7), model_cfg, optimizer))
-            step = par.train_step(model_cfg, optimizer)
-            rng = np.random.default_rng(0)
-            x = np.where(rng.random((8, 48)) < 0.3, rng.integers(1, 6, (8, 48)), 0)
-            state, _ = step(state, parallel.global_batch(x.astype(np.float32), par.mesh, 8))
-            finals.append(parallel.to_host(state.params))
-            jax.effects_barrier()
-    finally:
-        model.apply = real_apply
-    out["dropout_keys_first_run"] = len(set(seen[:4]))
-    out["dropout_keys_rerun_equal"] = sorted(seen[:4]) == sorted(seen[4:8])
-    out["dropout_rerun_same_params"] = all(
-        np.array_equal(a, b) for a, b in zip(*(jax.tree_util.tree_leaves(f) for f in finals)))
-
-    # 4. The sparse fast path's padded batches ({"cols", "vals"} pytrees) on 4 devices give the
-    #    updates of the dense single-device step (when make_train_step has ``sparse_input``).
-    import inspect
-
-    from deepae_jax.data.batching import dense_batches
-    from deepae_jax.train import jit_train_step, make_train_step, train_epoch
-    if "sparse_input" in inspect.signature(make_train_step).parameters:
-        data = runner.load_data(Config(**base))
-        model_cfg = Config(**base).model_config(data.train.shape[1])
-        optimizer = make_optimizer("momentum", 0.02, 0.0, 10)
-        init = create_train_state(jax.random.PRNGKey(5), model_cfg, optimizer)
-        init_replicated = par.replicate(init)  # before the dense step donates ``init``
-        n = data.train.shape[0] // 16
-        dense_state, _ = train_epoch(init, jit_train_step(make_train_step(model_cfg, optimizer, 1)),
-                                     dense_batches(data.train.csr, 16, 5, 0), n, 0)
-        sparse_state, _ = train_epoch(
-            init_replicated, par.train_step(model_cfg, optimizer, 1, sparse_input=True),
-            par.batches(data.train.csr, 16, 5, 0, builder="padded"), n, 0)
-        out["padded_param_max_abs_diff"] = max(
-            float(np.max(np.abs(a - b))) for a, b in zip(
-                jax.tree_util.tree_leaves(parallel.to_host(dense_state.params)),
-                jax.tree_util.tree_leaves(parallel.to_host(sparse_state.params))))
+    # 4. The sparse XLA path with the ratings resident on the 4 devices (grouped packed
+    #    batches gathered on each device) gives the updates of the dense single-device step;
+    #    its packed width follows the groups' real ratings; XLA inserted the collectives.
+    data = runner.load_data(Config(**base))
+    model_cfg = Config(**base).model_config(data.train.shape[1])
+    optimizer = make_optimizer("momentum", 0.02, 0.0, 10)
+    init = create_train_state(jax.random.PRNGKey(5), model_cfg, optimizer)
+    n = data.train.shape[0] // 16
+    dense_state, _ = train_epoch(init, jit_train_step(make_train_step(model_cfg, optimizer, 1)),
+                                 dense_batches(data.train.csr, 16, 5, 0), n, 0)
+    resident = ResidentEpochs(make_train_step(model_cfg, optimizer, 1, path="sparse"),
+                              data.train.csr, 16, 5, steps_per_call=3, mesh=par.mesh)
+    init = create_train_state(jax.random.PRNGKey(5), model_cfg, optimizer)
+    sparse_state, _ = train_epoch(init, resident.step_fn, resident.batches(0),
+                                  resident.num_calls(0), 0)
+    out["resident_param_max_abs_diff"] = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(
+            jax.tree_util.tree_leaves(parallel.to_host(dense_state.params)),
+            jax.tree_util.tree_leaves(parallel.to_host(sparse_state.params))))
+    counts = np.diff(data.train.csr.indptr)
+    out["resident_width"] = resident.width
+    out["resident_group_max_ratings"] = int(max(
+        counts[r].sum() for r in epoch_permutation(len(counts), 5, 0)[:n * 16].reshape(-1, 4)))
+    out["resident_longest_row"] = int(counts.max())
+    rows, width = next(iter(resident.batches(0)))
+    state = replicated_on(init, resident.replicated)
+    hlo = resident._multi.lower(state, resident.data, rows, width).compile().as_text()
+    out["resident_hlo_has_all_reduce"] = "all-reduce" in hlo
 
     # 5. Clear errors.
     out["error_batch"] = error_of(lambda: parallel.setup(num_devices=4, batch_size=18))

@@ -56,6 +56,7 @@ def test_reading_flags_parse():
     (["--header=false", "--columns=userId,movieId,rating"], "column names need a header"),
     (["--timestamp_column=2"], "a column is used twice"),
     (["--mode=recommend", "--users=1,,2"], "--users='1,,2'"),
+    (["--train_path=gpu"], "--train_path='gpu': choose one of"),
 ])
 def test_bad_values_name_the_flag(argv, needle):
     fv = fresh_flags("--path_to_train_data=x", *argv)

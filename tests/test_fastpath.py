@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from deepae_jax import model, sparse, train
 from deepae_jax.data import batching
 from deepae_jax.evaluate import evaluate, predict_at, predict_eval_ratings
+from deepae_jax.optim import make_optimizer
 
 N_ROWS, N_COLS, BATCH = 40, 60, 8
 
@@ -208,3 +209,23 @@ def test_gather_packed_with_empty_rows_and_overflow():
                                       np.where(valid, csr.indices[src], 0))
         np.testing.assert_array_equal(np.asarray(got["vals"]).ravel(),
                                       np.where(valid, csr.data[src], 0.0))
+
+
+@pytest.mark.parametrize("path", ["sparse", "cpu_kernels"])
+def test_step_lowered_for_a_gpu_has_no_loop_but_the_scan(path):
+    """The XLA path lowered for CUDA (jax.export, no GPU needed): the gather-sums and the output
+    at the observed items have no chunk loop (the only while loop is the scan over the call's
+    iterations), and the cpu_kernels path lowers to that same XLA path off the CPU: its kernel
+    branch is chosen at lowering time, for the CPU platform only (no custom call)."""
+    csr = random_csr(3)
+    cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
+    opt = make_optimizer("momentum", 0.01, 0.0, 10)
+    runner = train.ResidentEpochs(train.make_train_step(cfg, opt, 1, path=path), csr, BATCH,
+                                  seed=0, steps_per_call=2)
+    rows, width = next(iter(runner.batches(0)))
+    state = train.create_train_state(jax.random.PRNGKey(0), cfg, opt)
+    exported = jax.export.export(jax.jit(functools.partial(runner.scan, width=width)),
+                                 platforms=["cuda"])(state, runner.data, rows)
+    text = exported.mlir_module()
+    assert text.count("stablehlo.while") == 1
+    assert "custom_call" not in text

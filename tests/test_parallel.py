@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from deepae_jax import parallel
 from deepae_jax.config import Config, ConfigError
-from deepae_jax.data.batching import bucket_length, dense_batches
+from deepae_jax.data.batching import dense_batches
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -63,10 +63,9 @@ def test_evaluate_and_infer_on_four_devices_give_the_same_numbers(four_devices):
     assert four_devices["infer_max_abs_diff"] < 1e-5
 
 
-def test_dropout_keys_are_distinct_per_device_and_reproducible(four_devices):
-    assert four_devices["dropout_keys_first_run"] == 4
-    assert four_devices["dropout_keys_rerun_equal"]
+def test_dropout_draws_follow_the_global_batch_not_the_device_count(four_devices):
     assert four_devices["dropout_rerun_same_params"]
+    assert four_devices["dropout_max_abs_diff_4_vs_1"] < 1e-5
 
 
 def test_batch_that_does_not_divide_among_devices_is_a_clear_error(four_devices):
@@ -126,18 +125,6 @@ def test_batches_on_one_device_mesh_are_the_single_device_batches():
         np.testing.assert_array_equal(g, w)
 
 
-def test_padded_builder_pads_to_the_global_batch_length():
-    csr = _csr(rows=20, cols=40)
-    counts = np.diff(csr.indptr)
-    rows = np.argsort(counts)  # this process's rows are the shortest ones
-    local, global_rows = rows[:4], rows
-    batch = parallel.padded_builder(csr, local, global_rows)
-    assert batch["cols"].shape == batch["vals"].shape == (4, bucket_length(counts.max()))
-    dense = np.zeros((4, 40), np.float32)
-    np.add.at(dense, (np.arange(4)[:, None], batch["cols"]), batch["vals"])  # pads add 0
-    np.testing.assert_array_equal(dense, csr[local].toarray())
-
-
 def test_to_host_and_replicate_round_trip():
     mesh = parallel.make_mesh(1)
     tree = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.int32(4)}
@@ -148,8 +135,14 @@ def test_to_host_and_replicate_round_trip():
                       np.ndarray)
 
 
-def test_padded_sparse_batches_on_four_devices_match_the_dense_step(four_devices):
-    """The fast path's {"cols", "vals"} batches go through the same data-parallel step."""
-    if "padded_param_max_abs_diff" not in four_devices:
-        pytest.skip("make_train_step has no sparse_input (no sparse fast path)")
-    assert four_devices["padded_param_max_abs_diff"] < 1e-4
+def test_resident_sparse_path_on_four_devices_matches_the_dense_step(four_devices):
+    """The sparse XLA path, ratings resident on the 4 devices, batches gathered there."""
+    assert four_devices["resident_param_max_abs_diff"] < 1e-4
+
+
+def test_resident_width_follows_the_real_slots_not_the_longest_row(four_devices):
+    """Each device's packed width: its group's ratings (4 rows) rounded up a little, not the
+    longest row of the batch."""
+    width, most = four_devices["resident_width"], four_devices["resident_group_max_ratings"]
+    assert most <= 4 * width <= 1.2 * most + 32
+    assert four_devices["resident_hlo_has_all_reduce"]  # the sums across devices: XLA's

@@ -178,3 +178,30 @@ def test_eval_set_without_known_rows_writes_null_not_nan(data_dir, tmp_path, cap
     assert "NaN" not in text and json.loads(text)["eval_rmse"] is None
     runner.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
     assert "no evaluation ratings of known rows" in capsys.readouterr().out
+
+
+def test_every_train_path_trains_to_the_same_parameters(data_dir, tmp_path, caplog):
+    """--train_path fixes the step's variant once (logged); dense, sparse and cpu_kernels reach
+    the same parameters (one epoch, dropout 0)."""
+    import logging
+    caplog.set_level(logging.INFO, logger="deepae_jax")
+    params = {}
+    for path in ("dense", "sparse", "cpu_kernels", "auto"):
+        if path == "cpu_kernels" and not runner.kernels.available():
+            continue
+        runner.train_and_evaluate(make_cfg(data_dir, tmp_path / path, train_path=path,
+                                           num_epochs=1, drop_prob=0.0))
+        assert f"training step: {runner.resolve_train_path(path)} path" in caplog.text
+        params[path] = params_of(tmp_path / path)[1]
+    for path, leaves in params.items():
+        for a, b in zip(leaves, params["dense"]):
+            np.testing.assert_allclose(a, b, atol=1e-5, err_msg=path)
+
+
+def test_resolve_train_path():
+    assert runner.resolve_train_path("sparse", 4) == "sparse"
+    assert runner.resolve_train_path("auto", 4) == "sparse"
+    want = "cpu_kernels" if runner.kernels.available() else "sparse"
+    assert runner.resolve_train_path("auto", 1) == want
+    with pytest.raises(ValueError, match="--train_path=cpu_kernels runs on one device"):
+        runner.resolve_train_path("cpu_kernels", 2)

@@ -1,4 +1,5 @@
-"""The CPU kernels (csrc/sparse_cpu.cc) against plain jax/numpy, and the fused sparse update."""
+"""The CPU kernels (deepae_jax.kernels: csrc/sparse_cpu.cc) against plain jax/numpy, the
+kernel branch of the step against the XLA path, and the fused sparse update."""
 from __future__ import annotations
 
 import os
@@ -11,11 +12,12 @@ import numpy as np
 import optax
 import pytest
 
-from deepae_jax import cpu_kernels, model, optim, train
+from deepae_jax import kernels, model, optim, train
+from deepae_jax.kernels import ffi, update
 from deepae_jax.data import batching
 from tests.test_fastpath import N_COLS, assert_trees_close, batch_rows, random_csr
 
-needs_kernels = pytest.mark.skipif(not cpu_kernels.enabled(),
+needs_kernels = pytest.mark.skipif(not kernels.available(),
                                    reason="CPU kernels not built here (no C++ compiler?)")
 
 
@@ -38,7 +40,7 @@ def test_scatter_axpy_matches_loop(m):
     scale = rng.normal(size=t).astype(np.float32)
     scale[::7] = 0.0  # skipped
     key[3], idx[5] = m + 4, -1  # out of range: skipped, like XLA's dropped scatter updates
-    got = jax.jit(cpu_kernels.scatter_axpy, static_argnums=4)(src, idx, key, scale, m)
+    got = jax.jit(ffi.scatter_axpy, static_argnums=4)(src, idx, key, scale, m)
     np.testing.assert_allclose(np.asarray(got), scatter_reference(src, idx, key, scale, m),
                                rtol=1e-5, atol=1e-5)
 
@@ -51,22 +53,22 @@ def test_rowdot_and_momentum_match_formulas():
     cols = rng.integers(0, 50, 40).astype(np.int32)
     rows = rng.integers(0, 6, 40).astype(np.int32)
     active = (rng.random(40) > 0.3).astype(np.float32)
-    got = np.asarray(jax.jit(cpu_kernels.rowdot)(w, h, cols, rows, active))
+    got = np.asarray(jax.jit(ffi.rowdot)(w, h, cols, rows, active))
     want = np.where(active != 0, np.einsum("th,th->t", h[rows], w[cols]), 0.0)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
     cols[0], rows[1], active[:2] = 50, -1, 1.0  # out of range: 0
-    got = np.asarray(jax.jit(cpu_kernels.rowdot)(w, h, cols, rows, active))
+    got = np.asarray(jax.jit(ffi.rowdot)(w, h, cols, rows, active))
     assert got[0] == 0.0 and got[1] == 0.0
     np.testing.assert_allclose(got[2:], want[2:], rtol=1e-5, atol=1e-5)
 
     p, tr, g = (rng.normal(size=(300, 400)).astype(np.float32) for _ in range(3))
-    p2, t2 = jax.jit(cpu_kernels.momentum, static_argnums=4)(p, tr, g, 0.01, 0.9)
+    p2, t2 = jax.jit(ffi.momentum, static_argnums=4)(p, tr, g, 0.01, 0.9)
     t_want = g + np.float32(0.9) * tr
     np.testing.assert_allclose(np.asarray(t2), t_want, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.asarray(p2), p - np.float32(0.01) * t_want, rtol=1e-6,
                                atol=1e-6)
-    after = jax.jit(lambda *a: cpu_kernels.momentum(*a, 0.9, after=(h, cols)))(p, tr, g, 0.01)
+    after = jax.jit(lambda *a: ffi.momentum(*a, 0.9, after=(h, cols)))(p, tr, g, 0.01)
     for a, b in zip(after, (p2, t2)):  # operands to wait for change nothing
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
@@ -74,16 +76,16 @@ def test_rowdot_and_momentum_match_formulas():
     idx = rng.integers(0, 6, 90).astype(np.int32)
     key = rng.integers(0, 300, 90).astype(np.int32)
     scale = rng.normal(size=90).astype(np.float32)
-    fused = jax.jit(cpu_kernels.sparse_momentum, static_argnums=7)(p, tr, src, idx, key, scale,
+    fused = jax.jit(ffi.sparse_momentum, static_argnums=7)(p, tr, src, idx, key, scale,
                                                                    0.01, 0.9)
-    dense_g = cpu_kernels.scatter_axpy(src, idx, key, scale, 300)
-    plain = jax.jit(cpu_kernels.momentum, static_argnums=4)(p, tr, dense_g, 0.01, 0.9)
+    dense_g = ffi.scatter_axpy(src, idx, key, scale, 300)
+    plain = jax.jit(ffi.momentum, static_argnums=4)(p, tr, dense_g, 0.01, 0.9)
     for a, b in zip(fused, plain):  # the same sums in the same order: identical
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     key[:3] = 299  # several slots on one row, and rows in every task
-    with_grad = jax.jit(cpu_kernels.sparse_momentum_grad, static_argnums=7)(
+    with_grad = jax.jit(ffi.sparse_momentum_grad, static_argnums=7)(
         p, tr, src, idx, key, scale, 0.01, 0.9)
-    fused = jax.jit(cpu_kernels.sparse_momentum, static_argnums=7)(p, tr, src, idx, key, scale,
+    fused = jax.jit(ffi.sparse_momentum, static_argnums=7)(p, tr, src, idx, key, scale,
                                                                    0.01, 0.9)
     for a, b in zip(with_grad[:2], fused):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -93,7 +95,7 @@ def test_rowdot_and_momentum_match_formulas():
 
 
 @needs_kernels
-def test_sparse_path_same_with_and_without_kernels(monkeypatch):
+def test_sparse_path_same_with_and_without_kernels():
     csr = random_csr(4)
     rows = batch_rows(csr)
     batch = batching.packed_rows(csr, rows)
@@ -101,12 +103,10 @@ def test_sparse_path_same_with_and_without_kernels(monkeypatch):
     opt = optax.sgd(0.01, momentum=0.9)
     state = train.create_train_state(jax.random.PRNGKey(0), cfg, opt)
 
-    def run():
-        step = jax.jit(train.make_train_step(cfg, opt, 1, sparse_input=True, sparse_output=True))
-        return step(state, batch)
-    s_kernels, m_kernels = run()
-    monkeypatch.setattr(cpu_kernels, "enabled", lambda: False)
-    s_xla, m_xla = run()
+    def run(path):
+        return jax.jit(train.make_train_step(cfg, opt, 1, path=path))(state, batch)
+    s_kernels, m_kernels = run("cpu_kernels")
+    s_xla, m_xla = run("sparse")
     np.testing.assert_allclose(m_kernels["loss"], m_xla["loss"], rtol=1e-6)
     assert_trees_close(s_kernels.params, s_xla.params, tol=1e-6)
 
@@ -124,7 +124,7 @@ def test_fused_momentum_step_matches_dense_optax_step(aug_step, drop_prob, const
     fused_opt = optim.make_optimizer("momentum", 0.02, 0.0, updates_per_epoch=1)
     plain_opt = optax.sgd(optim.multistep_lr(0.02, 1), momentum=0.9)
     assert isinstance(fused_opt, optim.SGDMomentum)
-    fused = jax.jit(train.make_train_step(cfg, fused_opt, aug_step, sparse_input=True))
+    fused = jax.jit(train.make_train_step(cfg, fused_opt, aug_step, path="cpu_kernels"))
     dense = jax.jit(train.make_train_step(cfg, plain_opt, aug_step))
     s1 = s2 = train.create_train_state(jax.random.PRNGKey(3), cfg, plain_opt)
     for i in range(3):
@@ -145,10 +145,10 @@ def test_fused_step_updates_weights_without_copies(aug_step):
     csr = random_csr(6)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = optim.make_optimizer("momentum", 0.02, 0.0, updates_per_epoch=1)
-    step = train.make_train_step(cfg, opt, aug_step, sparse_input=True)
+    step = train.make_train_step(cfg, opt, aug_step, path="cpu_kernels")
     runner = train.ResidentEpochs(step, csr, 8, seed=0, steps_per_call=2)
-    state = jax.device_put(train.create_train_state(jax.random.PRNGKey(0), cfg, opt),
-                           runner.device)
+    state = train.replicated_on(train.create_train_state(jax.random.PRNGKey(0), cfg, opt),
+                                runner.replicated)
     rows, width = next(iter(runner.batches(0)))
     hlo = runner._multi.lower(state, runner.data, rows, width).compile().as_text()
     shapes = {f"f32[{a},{b}]" for a, b in [(N_COLS, 16), (16, N_COLS), (16, 12), (12, 16)]}
@@ -157,41 +157,46 @@ def test_fused_step_updates_weights_without_copies(aug_step):
     assert not copies, copies
 
 
-def test_sparse_rows_gradient_with_other_optimizers():
-    """A SparseRows leaf is densified for optimisers without a fused update."""
+def test_sparse_rows_and_the_fused_update_match_optax():
+    """A SparseRows gradient is the scatter it stands for, and apply_momentum with it (kernel
+    summing it inside the update) is optax.sgd's update with the dense gradient."""
     rng = np.random.default_rng(1)
-    params = {"w": jnp.asarray(rng.normal(size=(9, 4)), jnp.float32)}
+    params = {"w": jnp.asarray(rng.normal(size=(9, 4)), jnp.float32),
+              "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}
     src = jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)
-    g = optim.SparseRows(src, jnp.asarray([0, 2, 2]), jnp.asarray([8, 1, 8]),
-                         jnp.asarray([1.0, -2.0, 0.5], jnp.float32))
+    g = update.SparseRows(src, jnp.asarray([0, 2, 2]), jnp.asarray([8, 1, 8]),
+                          jnp.asarray([1.0, -2.0, 0.5], jnp.float32))
     dense = np.zeros((9, 4), np.float32)
     dense[8] = src[0] + 0.5 * src[2]
     dense[1] = -2.0 * src[2]
     np.testing.assert_allclose(np.asarray(g.dense((9, 4))), dense, rtol=1e-6)
-    opt = optax.adam(0.1)
+    opt = optim.make_optimizer("momentum", 0.1, 0.0, updates_per_epoch=1)
     state = opt.init(params)
-    with pytest.raises(TypeError, match="SGDMomentum"):
-        optim.apply_gradients(opt, {"w": optim.Updated(params["w"], params["w"])}, state, params)
-    got, _ = optim.apply_gradients(opt, {"w": g}, state, params)
-    updates, _ = opt.update({"w": jnp.asarray(dense)}, state, params)
-    want = optax.apply_updates(params, updates)
-    np.testing.assert_allclose(np.asarray(got["w"]), np.asarray(want["w"]), rtol=1e-6)
+    g_b = params["b"] * 2.0
+    for _ in range(2):  # the second update reads the first's trace
+        want, want_state = optim.apply_gradients(opt, {"w": jnp.asarray(dense), "b": g_b},
+                                                 state, params)
+        got, got_state = jax.jit(lambda s, p: optim.apply_gradients(
+            opt, {"w": g, "b": g_b}, s, p, kernels=True))(state, params)
+        assert_trees_close(got, want, tol=1e-6)
+        assert_trees_close(got_state, want_state, tol=1e-6)
+        params, state = want, want_state
 
 
 def test_build_is_cached_and_a_missing_compiler_falls_back(tmp_path):
-    if cpu_kernels._compiler() is None:
+    if ffi._compiler() is None:
         pytest.skip("no C++ compiler here")
-    first = cpu_kernels.build(str(tmp_path))
-    assert os.path.exists(first) and cpu_kernels.build(str(tmp_path)) == first
+    first = kernels.build(str(tmp_path))
+    assert os.path.exists(first) and kernels.build(str(tmp_path)) == first
     assert [f for f in os.listdir(tmp_path) if f.endswith(".so")] == [os.path.basename(first)]
     code = ("import logging, jax; logging.basicConfig();"
-            "from deepae_jax import cpu_kernels; print('enabled', cpu_kernels.enabled())")
+            "from deepae_jax import kernels; print('enabled', kernels.available())")
     env = dict(os.environ, CXX="/bin/false", DEEPAE_JAX_CACHE=str(tmp_path / "empty"),
                JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)
     assert "enabled False" in done.stdout, done.stderr
-    assert "using plain XLA ops" in done.stderr
+    assert "CPU kernels unavailable" in done.stderr
     env = dict(os.environ, DEEPAE_JAX_CPU_KERNELS="0", JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120)

@@ -1,0 +1,70 @@
+"""An ESTIMATE (not a measurement) of the training step on an H100 at Netflix Full's size.
+
+Netflix Full: 477,412 users x 17,768 items, ~98M training ratings; the paper's model
+n,512,512,1024 (dropout 0.8 on the code), aug_step 1, batch 128, SGD with momentum. The XLA path's
+step (``--train_path=sparse``: what runs on a GPU) is compiled here for the shapes of such a batch
+(no data needed), and its ``cost_analysis()`` (FLOPs, bytes accessed, as XLA counts them on the
+backend that compiled it) is set against an H100 SXM's published peaks: 989 TFLOP/s dense bf16
+(tensor cores), ~67 TFLOP/s fp32 (non-tensor), 3.35 TB/s HBM3. A step takes at least
+max(FLOPs / peak, bytes / bandwidth); real steps are slower (kernel launches, gathers and
+scatters at less than peak bandwidth), so read the figures as lower bounds.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from deepae_jax import model, train
+from deepae_jax.data.batching import bucket_fine
+from deepae_jax.optim import make_optimizer
+
+NETFLIX = dict(users=477_412, items=17_768, ratings=98_074_901)
+H100 = dict(bf16_flops=989e12, fp32_flops=67e12, hbm_bytes=3.35e12)
+
+
+def netflix_width(batch_size: int, seed: int = 0) -> int:
+    """The packed width of an epoch's batches for Netflix-shaped counts (log-normal, sigma 1.25,
+    as benchmarks/s1data.py): the largest batch's ratings per row, rounded up."""
+    rng = np.random.default_rng(seed)
+    mean, sigma = NETFLIX["ratings"] / NETFLIX["users"], 1.25
+    counts = rng.lognormal(np.log(mean) - sigma ** 2 / 2, sigma, NETFLIX["users"]).astype(int)
+    n = len(counts) // batch_size
+    return bucket_fine(-(-int(counts[:n * batch_size].reshape(n, -1).sum(1).max()) // batch_size))
+
+
+def step_cost(hidden, batch_size: int, width: int, dtype: str, aug_step: int = 1) -> dict:
+    """cost_analysis() of one compiled XLA-path step for a (1, batch, width) packed batch."""
+    cfg = model.ModelConfig((NETFLIX["items"], *hidden), "selu", 0.8)
+    opt = make_optimizer("momentum", 0.001, 0.0, NETFLIX["users"] // batch_size)
+    step = train.make_train_step(cfg, opt, aug_step, path="sparse", dtype=dtype)
+    state = jax.eval_shape(lambda: train.create_train_state(jax.random.PRNGKey(0), cfg, opt))
+    shape = (1, batch_size, width)
+    batch = {"cols": jax.ShapeDtypeStruct(shape, np.int32),
+             "vals": jax.ShapeDtypeStruct(shape, np.float32),
+             "rows": jax.ShapeDtypeStruct(shape, np.int32)}
+    cost = jax.jit(step).lower(state, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return {"flops": float(cost.get("flops", 0.0)),
+            "bytes": float(cost.get("bytes accessed", 0.0))}
+
+
+def report(args) -> None:
+    """Prints the estimate (labelled as one) for the benchmark's model and batch size."""
+    width = netflix_width(args.batch_size)
+    steps = NETFLIX["users"] // args.batch_size
+    print(f"ESTIMATE (not measured): H100, Netflix Full ({NETFLIX['users']:,} users x "
+          f"{NETFLIX['items']:,} items, ~{NETFLIX['ratings'] / 1e6:.0f}M ratings), model "
+          f"{NETFLIX['items']},{','.join(map(str, args.hidden))}, aug_step 1, batch "
+          f"{args.batch_size}, packed width {width}, {steps:,} steps/epoch; from the XLA "
+          f"step's cost_analysis() compiled on {jax.default_backend()}", flush=True)
+    for dtype, peak_name in (("float32", "fp32_flops"), ("bfloat16", "bf16_flops")):
+        cost = step_cost(args.hidden, args.batch_size, width, dtype)
+        t_flops = cost["flops"] / H100[peak_name]
+        t_bytes = cost["bytes"] / H100["hbm_bytes"]
+        t_step = max(t_flops, t_bytes)
+        print(f"  {dtype}: {cost['flops'] / 1e9:.1f} GFLOP, {cost['bytes'] / 1e9:.2f} GB per "
+              f"step -> compute {t_flops * 1e3:.3f} ms ({peak_name.split('_')[0]} peak "
+              f"{H100[peak_name] / 1e12:.0f} TFLOP/s), memory {t_bytes * 1e3:.3f} ms "
+              f"(3.35 TB/s): >= {t_step * 1e3:.3f} ms/step, >= {t_step * steps:.1f} s/epoch, "
+              f"<= {args.batch_size / t_step:,.0f} users/s ({'memory' if t_bytes > t_flops else 'compute'}"
+              f"-bound)", flush=True)
