@@ -130,7 +130,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None,
                    help="training iterations to time per aug_step (default: one epoch)")
     p.add_argument("--steps-per-call", type=int, default=8)
-    p.add_argument("--dtype", default="float32", choices=sparse.DTYPES)
+    p.add_argument("--dtype", default="float32", choices=model.DTYPES)
     p.add_argument("--eval-batch-size", type=int, default=1024)
     p.add_argument("--data-dir", default=None, help="cache folder for the generated data")
     p.add_argument("--skip-text", action="store_true",

@@ -136,16 +136,16 @@ class Model:
                  relevance_threshold: float = 0.0) -> dict[str, Any]:
         """Every metric of ``metrics`` (the ``--metrics`` syntax) on ``data``, with
         eval_ratings (scored) and eval_ratings_dropped (unknown to training)."""
-        from deepae_jax import runner
+        from deepae_jax import inference
         path = as_path(data, os.path.join(self.logdir, DATA_FOLDER), "evaluate", columns)
         cfg = self._settings(mode="evaluate", path_to_eval_data=path, metrics=metrics,
                              relevance_threshold=relevance_threshold)
-        return runner.evaluate_saved(cfg)[1]
+        return inference.evaluate_saved(cfg)[1]
 
     def _inference(self):
         if self._restored is None:
-            from deepae_jax import runner
-            data, model_cfg, params, base = runner.restore_for_inference(
+            from deepae_jax import inference, runner
+            data, model_cfg, params, base = inference.restore_for_inference(
                 self._settings(path_to_eval_data=""))
             if base is None:
                 data, base = runner.centre(self._settings(baseline="none"), data)

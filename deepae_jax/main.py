@@ -29,7 +29,7 @@ def main(argv):
     from absl import logging as absl_logging
     absl_logging.get_absl_handler().setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-    from deepae_jax import runner  # heavy imports (jax) after flag parsing: fast --help
+    from deepae_jax import inference, runner  # heavy imports (jax) after flag parsing
     from deepae_jax.checkpoint import CheckpointError
     from deepae_jax.data.ratings import RatingsFormatError
     from deepae_jax.train import TrainingDivergedError
@@ -45,12 +45,12 @@ def main(argv):
         if cfg.mode == "train":
             runner.train_and_evaluate(cfg)
         elif cfg.mode == "evaluate":
-            runner.run_evaluate(cfg)
+            inference.run_evaluate(cfg)
         elif cfg.mode == "recommend":
             from deepae_jax import recommend
             recommend.run_recommend(cfg)
         else:
-            runner.run_infer(cfg)
+            inference.run_infer(cfg)
     except (config_lib.ConfigError, RatingsFormatError, CheckpointError, TrainingDivergedError,
             OSError, ValueError) as e:  # OSError: e.g. disk full (the message names the file)
         print(f"error: {e}", file=sys.stderr)

@@ -1,9 +1,9 @@
-"""What ``main.py`` calls: train, evaluate and infer runs built from a :class:`Config`."""
+"""Training runs built from a :class:`Config` (what ``--mode=train`` calls); evaluate, infer and
+the other uses of a trained model are in :mod:`deepae_jax.inference`."""
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 
 import jax
@@ -22,8 +22,7 @@ from deepae_jax.config import Config, defaults
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import dense_batches, num_batches
 from deepae_jax.evaluate import evaluate, predict_eval_ratings
-from deepae_jax.io_utils import atomic_write
-from deepae_jax.run_config import ignored_flags, save_run_config
+from deepae_jax.run_config import save_run_config
 from deepae_jax.metrics import MetricsLogger, format_epoch_line
 from deepae_jax.optim import learning_rate_at_epoch, make_optimizer
 from deepae_jax.train import (ResidentEpochs, TrainingDivergedError, create_train_state,
@@ -164,7 +163,7 @@ def _begin_run(cfg: Config, data: Data, state, meta: dict, main: bool):
         raise
 
 
-def _evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None,
+def evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None,
                     base: baseline_lib.Baseline | None = None) -> predict.Scores | None:
     """Scores on the evaluation data: the paper's (known ratings, no baseline) or, with
     ``base``, every rating per ``--unknown``, the baseline added back, ``--clip_predictions``."""
@@ -234,6 +233,64 @@ def resolve_train_path(requested: str, n_devices: int = 1) -> str:
     return "cpu_kernels" if n_devices == 1 and on_cpu and kernels.available() else "sparse"
 
 
+def _optimizer(cfg: Config, n_rows: int):
+    """(iterations per epoch, the optax optimiser of the run's settings)."""
+    steps_per_epoch = num_batches(n_rows, cfg.batch_size)
+    if steps_per_epoch == 0:
+        raise ValueError(f"--batch_size={cfg.batch_size}: larger than the {n_rows} training "
+                         f"rows in {cfg.path_to_train_data}; no full batch to train on")
+    return steps_per_epoch, make_optimizer(
+        cfg.optimizer, cfg.lr, cfg.weight_decay, steps_per_epoch * (1 + cfg.refeed_steps),
+        l2_weights=cfg.l2_weights, schedule=cfg.lr_schedule, num_epochs=cfg.num_epochs)
+
+
+def _centre_for_run(cfg: Config, data: Data, main: bool):
+    """(data, baseline or None): with any option beyond the paper's protocol, the model learns
+    residuals of --baseline (fitted now, or the resumed run's), saved as baseline.npz."""
+    if not uses_predictions(cfg):
+        return data, None
+    data, base = centre(cfg, data, baseline_lib.load(cfg.logdir) if cfg.resume else None)
+    if main:
+        baseline_lib.save(cfg.logdir, base)
+    return data, base
+
+
+def _epoch_result(cfg: Config, epoch: int, losses, evaluation, extra: dict,
+                  epoch_time: float, rows: int) -> dict:
+    """What an epoch records in metrics.jsonl (and returns): 1-based epoch, train and eval RMSE
+    (with the count of scored ratings), speed, learning rate and the ``--metrics``."""
+    return {"epoch": epoch + 1, "train_rmse": float(np.sqrt(np.mean(losses))),
+            "eval_rmse": evaluation.rmse if evaluation else None,
+            "eval_count": evaluation.count if evaluation else None,
+            "epoch_time_s": epoch_time, "rows_per_s": rows / max(epoch_time, 1e-9),
+            "lr": learning_rate_at_epoch(cfg.lr, cfg.optimizer, epoch, cfg.lr_schedule,
+                                         cfg.num_epochs),
+            **{f"eval_{k}": v for k, v in extra.items()}}
+
+
+def _selector(cfg: Config, data: Data) -> selection.Selector | None:
+    """Model selection (the best epoch on the evaluation data, selection.py) when the run asks
+    for it (--path_to_test_data or --early_stopping_patience); a resumed run's knows its best."""
+    if data.eval is None or not (cfg.path_to_test_data or cfg.early_stopping_patience):
+        return None
+    if cfg.resume:
+        return selection.resumed_selector(cfg.logdir, cfg.early_stopping_patience,
+                                          cfg.selection_metric)
+    return selection.Selector(cfg.early_stopping_patience)
+
+
+def _train_epoch(cfg: Config, state, step_fn, epoch_batches, epoch: int, base_step: int,
+                 logger: MetricsLogger):
+    """(state, per-iteration losses) after one epoch, its parameters computed (not queued)."""
+    batches, n_calls = epoch_batches(epoch)
+    state, losses = train_epoch(
+        state, step_fn, batches, n_calls, epoch, cfg.summary_frequency,
+        on_summary=lambda i, r: logger.scalar("train/rmse_recent", r, base_step + i),
+        progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.num_epochs}")
+    jax.block_until_ready(state.params)
+    return state, losses
+
+
 def train_and_evaluate(cfg: Config) -> dict:
     """Trains for ``--num_epochs`` (resuming from ``--logdir`` with ``--resume``); returns the
     last epoch's metrics. Writes checkpoints, ``vocab.npz``, ``metrics.jsonl`` and TensorBoard
@@ -248,15 +305,7 @@ def train_and_evaluate(cfg: Config) -> dict:
                      "selection)")
         log_baselines(cfg, data)
     model_cfg = cfg.model_config(data.train.shape[1])
-    n_rows = data.train.shape[0]
-    steps_per_epoch = num_batches(n_rows, cfg.batch_size)
-    if steps_per_epoch == 0:
-        raise ValueError(f"--batch_size={cfg.batch_size}: larger than the {n_rows} training "
-                         f"rows in {cfg.path_to_train_data}; no full batch to train on")
-    optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay,
-                               steps_per_epoch * (1 + cfg.refeed_steps),
-                               l2_weights=cfg.l2_weights, schedule=cfg.lr_schedule,
-                               num_epochs=cfg.num_epochs)
+    steps_per_epoch, optimizer = _optimizer(cfg, data.train.shape[0])
     memory.check_fits(model_cfg, optimizer, cfg.optimizer)
     state = create_train_state(jax.random.PRNGKey(cfg.seed), model_cfg, optimizer)
     extras = {"baseline": cfg.baseline} if uses_predictions(cfg) else {}
@@ -264,53 +313,34 @@ def train_and_evaluate(cfg: Config) -> dict:
                                                main)
     latest = run.resume_from[0] if run.resume_from else None
     state = par.replicate(state) if par else state
-    base = None
     try:
-        if uses_predictions(cfg):  # the model learns residuals of --baseline (none: ratings)
-            data, base = centre(cfg, data, baseline_lib.load(cfg.logdir) if cfg.resume else None)
-            if main:
-                baseline_lib.save(cfg.logdir, base)
+        data, base = _centre_for_run(cfg, data, main)
     except BaseException:
         run.release()
         raise
     step_fn, epoch_batches = _training_path(cfg, model_cfg, optimizer, data.train.csr, par,
                                             base.input_shift if base else 0.0)
     logger = MetricsLogger(cfg.logdir, enabled=main, run_id=run.run_id)
-    selector = None  # model selection: the best epoch on the evaluation data (selection.py)
-    if data.eval is not None and (cfg.path_to_test_data or cfg.early_stopping_patience):
-        selector = (selection.resumed_selector(cfg.logdir, cfg.early_stopping_patience,
-                                               cfg.selection_metric) if cfg.resume
-                    else selection.Selector(cfg.early_stopping_patience))
+    selector = _selector(cfg, data)
     last_good = latest if cfg.resume else None
     result: dict = {}
     try:
         for epoch in range(start_epoch, cfg.num_epochs):
             t0 = time.time()
-            base_step = epoch * steps_per_epoch
             try:
-                batches, n_calls = epoch_batches(epoch)
-                state, losses = train_epoch(
-                    state, step_fn, batches, n_calls, epoch, cfg.summary_frequency,
-                    on_summary=lambda i, r: logger.scalar("train/rmse_recent", r, base_step + i),
-                    progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.num_epochs}")
+                state, losses = _train_epoch(cfg, state, step_fn, epoch_batches, epoch,
+                                             epoch * steps_per_epoch, logger)
             except TrainingDivergedError as e:
                 raise TrainingDivergedError(
                     f"{e}; stopped. Last good checkpoint: {last_good or 'none written yet'}"
                 ) from None
-            jax.block_until_ready(state.params)
             epoch_time = time.time() - t0
-            evaluation = _evaluate_split(state.params, model_cfg, cfg, data, par, base)
+            evaluation = evaluate_split(state.params, model_cfg, cfg, data, par, base)
             extra = metrics_lib.evaluate_metrics(parallel.to_host(state.params) if par else
                                                  state.params, model_cfg, data, cfg,
                                                  evaluation, base) if cfg.metrics else {}
-            result = {"epoch": epoch + 1, "train_rmse": float(np.sqrt(np.mean(losses))),
-                      "eval_rmse": evaluation.rmse if evaluation else None,
-                      "eval_count": evaluation.count if evaluation else None,
-                      "epoch_time_s": epoch_time,
-                      "rows_per_s": steps_per_epoch * cfg.batch_size / max(epoch_time, 1e-9),
-                      "lr": learning_rate_at_epoch(cfg.lr, cfg.optimizer, epoch,
-                                                   cfg.lr_schedule, cfg.num_epochs),
-                      **{f"eval_{k}": v for k, v in extra.items()}}
+            result = _epoch_result(cfg, epoch, losses, evaluation, extra, epoch_time,
+                                   steps_per_epoch * cfg.batch_size)
             if main:
                 print(format_epoch_line(epoch, cfg.num_epochs,
                                         {**result, "row_name": cfg.major,
@@ -356,7 +386,7 @@ def _finish_selection(cfg: Config, data: Data, model_cfg, base, selector: select
         params = ckpt.restore(cfg.logdir, summary["best_checkpoint"]).params
         targets = load_targets(cfg, data.train, cfg.path_to_test_data)
         test = Data(data.train, targets.split, targets, data.inputs)
-        scores = _evaluate_split(params, model_cfg, cfg, test, None, base)
+        scores = evaluate_split(params, model_cfg, cfg, test, None, base)
         summary.update(test_rmse=scores.rmse, test_mae=scores.mae, test_count=scores.count,
                        test_total=scores.total)
         if base is not None:
@@ -367,135 +397,3 @@ def _finish_selection(cfg: Config, data: Data, model_cfg, base, selector: select
         print(f"test (best epoch {selector.best_epoch}): {scores.describe()}", flush=True)
     selection.write_summary(cfg.logdir, summary)
     return summary
-
-
-INHERITED = ("header", "columns", "delimiter", "column_order", "clip_predictions", "unknown")
-"""Settings that inference takes from the run's config.json when left at their defaults."""
-
-
-def inference_config(cfg: Config) -> Config:
-    """``cfg`` completed by the trained run's config.json: the model's --major, the training
-    data when not given, and the :data:`INHERITED` settings left at their defaults (how the
-    data was read, how predictions were clipped and unknown ratings predicted)."""
-    from deepae_jax.run_config import load_run_config
-    folder = os.path.dirname(os.path.abspath(cfg.save_path)) if cfg.save_path else cfg.logdir
-    try:
-        recorded = load_run_config(folder) or {}
-    except ValueError as e:
-        log.warning("warning: %s", e)
-        recorded = {}
-    major = recorded.get("major", cfg.major)  # the model's layout, whatever --major says
-    if major != cfg.major and cfg.major != DEFAULTS.major:
-        log.warning("warning: --major=%s ignored: the model in %s was trained with --major=%s",
-                    cfg.major, folder, major)
-    return dataclasses.replace(
-        cfg, major=major,
-        path_to_train_data=cfg.path_to_train_data or recorded.get("path_to_train_data", ""),
-        **{k: recorded[k] for k in INHERITED
-           if k in recorded and getattr(cfg, k) == getattr(DEFAULTS, k)})
-
-
-def restore_for_inference(cfg: Config):
-    """(Data laid out on the trained model's ids, model config, params, baseline or None) for
-    evaluate/infer: the best checkpoint when training kept one, else the newest that loads
-    (``--save_path``: that file). Pass ``cfg`` through :func:`inference_config` first.
-
-    The architecture and --major come from the checkpoint (checkpoint.restore); an
-    architecture flag set to another value than the checkpoint's is ignored with a warning. A
-    model trained on residuals of a baseline is evaluated with that baseline, whatever
-    --baseline says.
-    """
-    restored = ckpt.restore(cfg.logdir, cfg.save_path)
-    for line in ignored_flags(cfg, restored.spec, restored.path):
-        log.warning("warning: %s", line)
-    inference_cfg = dataclasses.replace(cfg, major=restored.major)
-    if not inference_cfg.path_to_train_data:
-        raise ValueError(f"--path_to_train_data: needed (the model's input vectors are the "
-                         f"training ratings) and not recorded in {cfg.logdir}/config.json")
-    data = load_data(inference_cfg, vocab=(restored.row_ids, restored.col_ids))
-    base = baseline_lib.load(os.path.dirname(os.path.abspath(restored.path)))
-    if restored.spec.extras.get("baseline", "none") != "none" and base is None:
-        raise ckpt.CheckpointError(f"{restored.path}: the model learned residuals of a "
-                                   f"--baseline={restored.spec.extras['baseline']} but "
-                                   f"{baseline_lib.FILENAME} is missing beside it")
-    if base is not None or uses_predictions(cfg):
-        data, base = centre(cfg, data, base)
-    return data, restored.model_cfg, restored.params, base
-
-
-def predict_ratings(cfg: Config) -> tuple[predict.EvalTargets, np.ndarray]:
-    """(every rating of ``--path_to_eval_data``, its prediction by the saved model, in the
-    file's order): the model's baseline added back, ``--unknown`` and ``--clip_predictions``
-    applied. Models of any layout predict the same ratings in the same order (ensembles)."""
-    cfg = inference_config(cfg)
-    data, model_cfg, params, base = restore_for_inference(cfg)
-    if base is None:
-        data, base = centre(dataclasses.replace(cfg, baseline="none"), data)
-    pred = predict.predict_all(params, model_cfg, data.inputs, base, data.targets,
-                               cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown)
-    return data.targets, pred
-
-
-def evaluate_saved(cfg: Config, par=None) -> tuple[predict.Scores, dict]:
-    """(scores, every metric as one dict) of a saved model on ``--path_to_eval_data``: rmse
-    (None without scored ratings), eval_ratings, eval_ratings_dropped and the ``--metrics``."""
-    cfg = inference_config(cfg)
-    data, model_cfg, params, base = restore_for_inference(cfg)
-    result = _evaluate_split(params, model_cfg, cfg, data, par, base)
-    extra = metrics_lib.evaluate_metrics(params, model_cfg, data, cfg, result, base)
-    return result, {"rmse": result.rmse if result.count else None, "eval_ratings": result.count,
-                    "eval_ratings_dropped": result.total - result.count, **extra}
-
-
-def run_evaluate(cfg: Config) -> predict.Scores:
-    """RMSE (and ``--metrics``) of a saved model on ``--path_to_eval_data``, printed; the
-    metrics also go to ``--metrics_path`` as one JSON object."""
-    par = parallel.setup_from_config(cfg, train=False)
-    result, values = evaluate_saved(cfg, par)
-    if parallel.is_main_process():
-        dropped = values["eval_ratings_dropped"]
-        if result.count == 0:
-            print(f"evaluation RMSE n/a: no evaluation ratings of known rows in "
-                  f"{cfg.path_to_eval_data}", flush=True)
-        else:
-            print(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings"
-                  + (f" ({dropped} dropped: unknown to training)" if dropped else ""),
-                  flush=True)
-        extra = {k: v for k, v in values.items() if k not in
-                 ("rmse", "eval_ratings", "eval_ratings_dropped")}
-        if extra:
-            print(metrics_lib.format_metrics(extra), flush=True)
-        if cfg.metrics_path:
-            metrics_lib.write_metrics_json(cfg.metrics_path, values)
-    return result
-
-
-def run_infer(cfg: Config) -> int:
-    """Writes ``user<TAB>item<TAB>prediction<TAB>actual`` (ORIGINAL ids) for every evaluation
-    rating to ``--predictions_path``; returns the number of lines."""
-    par = parallel.setup_from_config(cfg, train=False)
-    cfg = inference_config(cfg)
-    data, model_cfg, params, base = restore_for_inference(cfg)
-    run = par.predict_eval_ratings if par else predict_eval_ratings
-    chunks = []
-    if base is not None:  # every rating asked for, in the file's order (--unknown=drop: known)
-        t = data.targets
-        pred = predict.predict_all(params, model_cfg, data.inputs, base, t,
-                                   cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown, run)
-        ok = np.isfinite(pred)
-        chunks.append("".join(f"{u}\t{i}\t{p:.6f}\t{a:g}\n" for u, i, p, a in zip(
-            t.triples.users[ok], t.triples.items[ok], pred[ok], t.actual[ok])))
-    for rows, cols, pred, actual in (run(params, model_cfg, data.train.csr, data.eval.csr,
-                                         data.eval.rows, cfg.eval_batch_size)
-                                     if base is None else ()):
-        r_ids, c_ids = data.train.row_ids[rows], data.train.col_ids[cols]
-        users, items = (r_ids, c_ids) if data.train.major == "users" else (c_ids, r_ids)
-        chunks.append("".join(f"{u}\t{i}\t{p:.6f}\t{a:g}\n"
-                              for u, i, p, a in zip(users, items, pred, actual)))
-    text = "".join(chunks)
-    if not parallel.is_main_process():
-        return text.count("\n")
-    atomic_write(cfg.predictions_path, lambda fh: fh.write(text.encode()))
-    lines = text.count("\n")
-    print(f"wrote {lines} predictions to {cfg.predictions_path}", flush=True)
-    return lines

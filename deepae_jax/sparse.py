@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepae_jax import model
-from deepae_jax.model import DTYPES, make_dot  # noqa: F401  (re-exported)
 
 
 @dataclasses.dataclass(frozen=True)

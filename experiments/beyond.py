@@ -12,7 +12,7 @@ TEST scored once, over ALL its ratings: unknown users/items get the baseline's p
 * an ensemble per seed s: ``--ensemble_items`` item-based recipe runs and ``--ensemble_users``
   user-based ones (``--major=users``), each with its own training seed; the prediction is
   (1 - w) * mean(item-based) + w * mean(user-based), w in 0, 0.05, ..., 0.5 chosen on VALID
-  (``runner.predict_ratings`` gives every member's prediction of every rating).
+  (``inference.predict_ratings`` gives every member's prediction of every rating).
 * with ``--refit``: each recipe run and each ensemble member again, trained on TRAIN + VALID
   for its best epoch count with the bias lambdas it chose on VALID (no choice made on the
   larger set), scored once on TEST; refit ensembles keep the weight w chosen on VALID.
@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from deepae_jax import baseline as baseline_lib
-from deepae_jax import predict, runner
+from deepae_jax import inference, predict, runner
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
 from experiments import data as data_lib
@@ -109,7 +109,7 @@ def train_member(cfg: Config) -> dict:
 def member_predictions(cfg: Config, path: str) -> tuple[np.ndarray, np.ndarray]:
     """(predictions, actual ratings) of a trained run on every rating of ``path``."""
     with contextlib.redirect_stdout(io.StringIO()):
-        targets, pred = runner.predict_ratings(dataclasses.replace(
+        targets, pred = inference.predict_ratings(dataclasses.replace(
             cfg, mode="evaluate", path_to_eval_data=path, save_path=""))
     return pred, targets.actual
 

@@ -1,6 +1,6 @@
 """One training run under the paper's protocol: train with ``runner.train_and_evaluate``
 (evaluating on VALID after every epoch, a checkpoint per epoch), select the epoch with the best
-VALID RMSE, and score that checkpoint on TEST with ``runner.run_evaluate``. TEST never takes
+VALID RMSE, and score that checkpoint on TEST with ``inference.run_evaluate``. TEST never takes
 part in the selection. Checkpoints other than the best so far and the latest are deleted while
 training runs (a background thread), and all of them when the run is scored.
 """
@@ -20,7 +20,7 @@ import threading
 import time
 
 from deepae_jax import checkpoint as ckpt
-from deepae_jax import runner
+from deepae_jax import inference, runner
 from deepae_jax.config import Config
 from deepae_jax.train import TrainingDivergedError
 
@@ -169,7 +169,7 @@ def run_one(spec: RunSpec, split: Split, run_dir: str, seed: int, reuse: bool = 
         eval_cfg = dataclasses.replace(cfg, mode="evaluate", path_to_eval_data=split.test,
                                        save_path=path)
         with contextlib.redirect_stdout(io.StringIO()):
-            res = runner.run_evaluate(eval_cfg)
+            res = inference.run_evaluate(eval_cfg)
         test = {"rmse": res.rmse, "count": res.count}
     for epoch, path in _checkpoints(run_dir).items():
         if not (keep_checkpoint and best and epoch == best["epoch"]):

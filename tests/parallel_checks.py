@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from deepae_jax import checkpoint as ckpt  # noqa: E402
-from deepae_jax import model, parallel, runner  # noqa: E402
+from deepae_jax import inference, model, parallel, runner  # noqa: E402
 from deepae_jax.config import Config  # noqa: E402
 from deepae_jax.data import synthetic  # noqa: E402
 from deepae_jax.optim import make_optimizer  # noqa: E402
@@ -71,8 +71,8 @@ def main(workdir: str) -> dict:
         cfg = Config(**{**base, "mode": "infer"}, num_devices=n, eval_batch_size=10,
                      logdir=os.path.join(workdir, "run1"),
                      predictions_path=os.path.join(workdir, f"pred{n}.tsv"))
-        out[f"evaluate_rmse_{n}"] = runner.run_evaluate(cfg).rmse
-        out[f"infer_lines_{n}"] = runner.run_infer(cfg)
+        out[f"evaluate_rmse_{n}"] = inference.run_evaluate(cfg).rmse
+        out[f"infer_lines_{n}"] = inference.run_infer(cfg)
     pred = {n: np.loadtxt(os.path.join(workdir, f"pred{n}.tsv")) for n in (4, 1)}
     out["infer_same_rows"] = bool(np.array_equal(pred[4][:, [0, 1, 3]], pred[1][:, [0, 1, 3]]))
     out["infer_max_abs_diff"] = float(np.max(np.abs(pred[4][:, 2] - pred[1][:, 2])))

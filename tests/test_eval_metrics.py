@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from deepae_jax import eval_metrics, model, runner
+from deepae_jax import eval_metrics, inference, model, runner
 from deepae_jax.config import Config
 from deepae_jax.data import synthetic
 from deepae_jax.evaluate import evaluate
@@ -34,7 +34,7 @@ def runs(tmp_path_factory):
 
 def plain(cfg, threshold=0.0):
     """Every metric recomputed from the dense user x item matrices with plain Python."""
-    data, model_cfg, params, _ = runner.restore_for_inference(
+    data, model_cfg, params, _ = inference.restore_for_inference(
         dataclasses.replace(cfg, mode="evaluate"))
     train, held = data.train.csr.toarray(), data.eval.csr.toarray()
     out = np.asarray(model.apply(params, train, model_cfg))
@@ -88,7 +88,7 @@ def test_evaluate_mode_prints_and_writes_json(runs, tmp_path, capsys):
     cfg, _ = runs["items"]
     path = tmp_path / "m.json"
     ev = dataclasses.replace(cfg, mode="evaluate", metrics="mae,hit@3", metrics_path=str(path))
-    result = runner.run_evaluate(ev)
+    result = inference.run_evaluate(ev)
     saved = json.loads(path.read_text())
     assert list(saved) == ["rmse", "eval_ratings", "eval_ratings_dropped", "mae", "hit@3",
                            "ranking_users", "ranking_users_skipped"]
@@ -111,10 +111,10 @@ def test_evaluate_takes_the_major_and_data_from_the_run(runs, tmp_path):
     every user with held-out ratings, as the run itself did."""
     cfg, _ = runs["items"]
     path = tmp_path / "bare.json"
-    runner.run_evaluate(Config(mode="evaluate", logdir=cfg.logdir,
+    inference.run_evaluate(Config(mode="evaluate", logdir=cfg.logdir,
                                path_to_eval_data=cfg.path_to_eval_data, metrics="hit@3",
                                metrics_path=str(path)))
-    full = runner.evaluate_saved(dataclasses.replace(cfg, mode="evaluate", metrics="hit@3"))[1]
+    full = inference.evaluate_saved(dataclasses.replace(cfg, mode="evaluate", metrics="hit@3"))[1]
     bare = json.loads(path.read_text())
     assert bare["ranking_users"] == full["ranking_users"] > SPEC.n_items
     assert bare["hit@3"] == pytest.approx(full["hit@3"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from deepae_jax import baseline as baseline_lib
-from deepae_jax import model, runner
+from deepae_jax import inference, model, runner
 from deepae_jax.config import Config
 from deepae_jax.data import ratings, synthetic
 from deepae_jax.recommend import Recommender
@@ -30,9 +30,9 @@ def trained(request, tmp_path_factory):
 
 
 def test_user_scores_are_the_trainers_predictions(trained):
-    """Recommender.user_scores at (user, item) = runner.predict_ratings (predict.py: the
+    """Recommender.user_scores at (user, item) = inference.predict_ratings (predict.py: the
     evaluation path with baseline.add_back), an independent route to the same numbers."""
-    targets, pred = runner.predict_ratings(dataclasses.replace(trained, mode="evaluate"))
+    targets, pred = inference.predict_ratings(dataclasses.replace(trained, mode="evaluate"))
     rec = Recommender.from_logdir(trained.logdir, batch_size=16)
     assert rec.base is not None and rec.base.kind == "bias"
     t = targets.triples

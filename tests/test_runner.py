@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deepae_jax import checkpoint as ckpt
-from deepae_jax import runner
+from deepae_jax import inference, runner
 from deepae_jax.compute_rmse import rmse_of_predictions
 from deepae_jax.config import Config
 from deepae_jax.data import synthetic
@@ -109,7 +109,7 @@ def test_inference_takes_the_architecture_from_the_checkpoint(data_dir, tmp_path
     trained = runner.train_and_evaluate(cfg)
     for wrong in (dict(non_linearity_type="relu"), dict(skip_last_layer_nl=False),
                   dict(constrained=True)):
-        result = runner.run_evaluate(dataclasses.replace(cfg, mode="evaluate", **wrong))
+        result = inference.run_evaluate(dataclasses.replace(cfg, mode="evaluate", **wrong))
         assert result.rmse == pytest.approx(trained["eval_rmse"], rel=1e-6)
     assert "--non_linearity_type='relu' ignored" in caplog.text
     assert "--constrained=True ignored" in caplog.text
@@ -119,11 +119,11 @@ def test_infer_writes_reference_predictions_and_compute_rmse_reads_them(data_dir
     cfg = make_cfg(data_dir, tmp_path, num_epochs=2)
     result = runner.train_and_evaluate(cfg)
     out = tmp_path / "predictions.tsv"
-    lines = runner.run_infer(dataclasses.replace(cfg, mode="infer", predictions_path=str(out)))
+    lines = inference.run_infer(dataclasses.replace(cfg, mode="infer", predictions_path=str(out)))
     rmse, n = rmse_of_predictions(str(out))
     assert n == lines > 0
     assert rmse == pytest.approx(result["eval_rmse"], rel=1e-4)
-    evaluated = runner.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
+    evaluated = inference.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
     assert evaluated.rmse == pytest.approx(result["eval_rmse"], rel=1e-6)
     user, item, pred, actual = open(out).readline().rstrip("\n").split("\t")
     held = synthetic.generate(SPEC)[1]
@@ -176,7 +176,7 @@ def test_eval_set_without_known_rows_writes_null_not_nan(data_dir, tmp_path, cap
     assert "eval RMSE n/a (no evaluation ratings of known rows)" in capsys.readouterr().out
     text = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "NaN" not in text and json.loads(text)["eval_rmse"] is None
-    runner.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
+    inference.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
     assert "no evaluation ratings of known rows" in capsys.readouterr().out
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from deepae_jax import baseline as bl
 from deepae_jax import checkpoint as ckpt
-from deepae_jax import runner, selection
+from deepae_jax import inference, runner, selection
 from deepae_jax.config import Config
 from deepae_jax.data import synthetic
 from deepae_jax.train import TrainingDivergedError
@@ -80,12 +80,12 @@ def test_training_keeps_the_best_epoch_and_scores_test_once(data_dir, tmp_path):
     assert summary["test_count"] == summary["test_total"] == n_test  # unknowns predicted too
     assert bl.load(str(tmp_path)).kind == "bias"
     # evaluate defaults to the best checkpoint and the saved baseline
-    evaluated = runner.run_evaluate(Config(**{**cfg.__dict__, "mode": "evaluate",
+    evaluated = inference.run_evaluate(Config(**{**cfg.__dict__, "mode": "evaluate",
                                               "path_to_eval_data": str(data_dir / "test")}))
     assert evaluated.rmse == pytest.approx(summary["test_rmse"], rel=1e-6)
     assert evaluated.count == n_test
     # ... and takes the training data, clipping and unknown-rating settings from the run
-    bare = runner.run_evaluate(Config(mode="evaluate", logdir=str(tmp_path),
+    bare = inference.run_evaluate(Config(mode="evaluate", logdir=str(tmp_path),
                                       path_to_eval_data=str(data_dir / "test")))
     assert bare.rmse == pytest.approx(summary["test_rmse"], rel=1e-6) and bare.count == n_test
 
