@@ -5,10 +5,10 @@
 #
 # Netflix Full's size (477,412 users, 17,768 items, ~92M ratings; generated once, seeded, no
 # text file), one epoch per setting:
-#   1. float32, output layer only at the observed items (the default), with the H100 estimate
-#      from the compiled step's cost_analysis() printed beside it (--gpu-estimate)
-#   2. float32, output layer dense (--sparse-output off)
-#   3. bfloat16 matmuls (float32 accumulation and master weights), output at the observed items
+#   1. float32, the n-wide layers as --layers=auto picks them (dense matmuls at this shape), with
+#      the H100 estimate from the compiled step's cost_analysis() printed beside it (--gpu-estimate)
+#   2. float32, gather-sum first layer and output at the observed items only (--layers sparse)
+#   3. bfloat16 matmuls (float32 accumulation and master weights), --layers auto
 # Each prints training users/s for aug_step 0 and 1 (epoch time = 477,412 / users/s), evaluation
 # time for 173,482 users and peak device memory. Logs go to OUT_DIR (default: $OUT or .).
 set -uo pipefail
@@ -26,8 +26,8 @@ size+=(--skip-text --device-report)
   "$py" -c "import jax; print('jax', jax.__version__, jax.devices())"
 } > "$out/gpu_env.txt" 2>&1
 cat "$out/gpu_env.txt"
-for setting in "f32_sparse:--sparse-output on --gpu-estimate" "f32_dense:--sparse-output off" \
-               "bf16_sparse:--sparse-output on --dtype bfloat16"; do
+for setting in "f32_auto:--layers auto --gpu-estimate" "f32_sparse:--layers sparse" \
+               "bf16_auto:--layers auto --dtype bfloat16"; do
   name="${setting%%:*}"
   # shellcheck disable=SC2086
   /usr/bin/time -v "$py" benchmarks/throughput.py "${size[@]}" ${setting#*:} \

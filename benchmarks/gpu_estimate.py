@@ -3,7 +3,9 @@
 Netflix Full: 477,412 users x 17,768 items, ~98M training ratings; the paper's model
 n,512,512,1024 (dropout 0.8 on the code), aug_step 1, batch 128, SGD with momentum. The XLA path's
 step (``--train_path=sparse``: what runs on a GPU) is compiled here for the shapes of such a batch
-(no data needed), and its ``cost_analysis()`` (FLOPs, bytes accessed, as XLA counts them on the
+(no data needed), once per formulation of the n-wide layers (``layers="sparse"``, gather-sum and
+output at the observed items; ``"dense"``, the batch densified and dense matmuls; a GPU runs the
+one ``sparse.n_wide_layers`` picks, marked), and its ``cost_analysis()`` (FLOPs, bytes accessed, as XLA counts them on the
 backend that compiled it) is set against an H100 SXM's published peaks: 989 TFLOP/s dense bf16
 (tensor cores), ~67 TFLOP/s fp32 (non-tensor), 3.35 TB/s HBM3. A step takes at least
 max(FLOPs / peak, bytes / bandwidth); real steps are slower (kernel launches, gathers and
@@ -11,10 +13,12 @@ scatters at less than peak bandwidth), so read the figures as lower bounds.
 """
 from __future__ import annotations
 
+import itertools
+
 import jax
 import numpy as np
 
-from deepae_jax import model, train
+from deepae_jax import model, sparse, train
 from deepae_jax.data.batching import bucket_fine
 from deepae_jax.optim import make_optimizer
 
@@ -32,11 +36,12 @@ def netflix_width(batch_size: int, seed: int = 0) -> int:
     return bucket_fine(-(-int(counts[:n * batch_size].reshape(n, -1).sum(1).max()) // batch_size))
 
 
-def step_cost(hidden, batch_size: int, width: int, dtype: str, aug_step: int = 1) -> dict:
+def step_cost(hidden, batch_size: int, width: int, dtype: str, layers: str,
+              aug_step: int = 1) -> dict:
     """cost_analysis() of one compiled XLA-path step for a (1, batch, width) packed batch."""
     cfg = model.ModelConfig((NETFLIX["items"], *hidden), "selu", 0.8)
     opt = make_optimizer("momentum", 0.001, 0.0, NETFLIX["users"] // batch_size)
-    step = train.make_train_step(cfg, opt, aug_step, path="sparse", dtype=dtype)
+    step = train.make_train_step(cfg, opt, aug_step, path="sparse", dtype=dtype, layers=layers)
     state = jax.eval_shape(lambda: train.create_train_state(jax.random.PRNGKey(0), cfg, opt))
     shape = (1, batch_size, width)
     batch = {"cols": jax.ShapeDtypeStruct(shape, np.int32),
@@ -57,12 +62,17 @@ def report(args) -> None:
           f"{NETFLIX['items']},{','.join(map(str, args.hidden))}, aug_step 1, batch "
           f"{args.batch_size}, packed width {width}, {steps:,} steps/epoch; from the XLA "
           f"step's cost_analysis() compiled on {jax.default_backend()}", flush=True)
-    for dtype, peak_name in (("float32", "fp32_flops"), ("bfloat16", "bf16_flops")):
-        cost = step_cost(args.hidden, args.batch_size, width, dtype)
+    picked = sparse.n_wide_layers(args.batch_size, args.batch_size * width, NETFLIX["items"],
+                                  args.hidden[0])
+    for (dtype, peak_name), layers in itertools.product(
+            (("float32", "fp32_flops"), ("bfloat16", "bf16_flops")), ("dense", "sparse")):
+        cost = step_cost(args.hidden, args.batch_size, width, dtype, layers)
         t_flops = cost["flops"] / H100[peak_name]
         t_bytes = cost["bytes"] / H100["hbm_bytes"]
         t_step = max(t_flops, t_bytes)
-        print(f"  {dtype}: {cost['flops'] / 1e9:.1f} GFLOP, {cost['bytes'] / 1e9:.2f} GB per "
+        mark = " (auto's pick)" if layers == picked else ""
+        print(f"  {dtype}, layers {layers}{mark}: {cost['flops'] / 1e9:.1f} GFLOP, "
+              f"{cost['bytes'] / 1e9:.2f} GB per "
               f"step -> compute {t_flops * 1e3:.3f} ms ({peak_name.split('_')[0]} peak "
               f"{H100[peak_name] / 1e12:.0f} TFLOP/s), memory {t_bytes * 1e3:.3f} ms "
               f"(3.35 TB/s): >= {t_step * 1e3:.3f} ms/step, >= {t_step * steps:.1f} s/epoch, "

@@ -73,9 +73,8 @@ def bench_training(csr, args, aug_step):
     n_batches = csr.shape[0] // args.batch_size
     opt = make_optimizer("momentum", args.lr, 0.0, n_batches * (1 + aug_step))
     state = train.create_train_state(jax.random.PRNGKey(0), cfg, opt)
-    sparse_output = {"auto": None, "on": True, "off": False}[args.sparse_output]
     step = train.make_train_step(cfg, opt, aug_step, path=args.path, dtype=args.dtype,
-                                 sparse_output=sparse_output)
+                                 layers=args.layers)
     runner = train.ResidentEpochs(step, csr, args.batch_size, seed=0,
                                   steps_per_call=args.steps_per_call,
                                   mesh=make_mesh(args.num_devices))
@@ -135,9 +134,10 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None, help="cache folder for the generated data")
     p.add_argument("--skip-text", action="store_true",
                    help="no text file: skip writing train.tsv and the text load measure")
-    p.add_argument("--sparse-output", default="auto", choices=("auto", "on", "off"),
-                   help="output layer at the observed items only (auto: where the CPU kernels "
-                        "run)")
+    p.add_argument("--layers", default="auto", choices=train.LAYERS,
+                   help="the XLA path's n-wide first and output layers: gather-sum and output "
+                        "at the observed items (sparse), dense matmuls (dense), or auto: sparse "
+                        "on the CPU, else the one that moves fewer bytes (sparse.n_wide_layers)")
     p.add_argument("--device-report", action="store_true")
     p.add_argument("--num_devices", type=int, default=1,
                    help="devices of the 1-D mesh (on the CPU: forced host devices)")
@@ -197,7 +197,7 @@ def main(argv=None):
           f"(mean {csr.nnz / csr.shape[0]:.0f}/user), {res.count:,} evaluation ratings of "
           f"{len(split.rows):,} users; model {csr.shape[1]},{','.join(map(str, args.hidden))},"
           f"dp({args.drop_prob}),...; batch {args.batch_size}; dtype {args.dtype}; "
-          f"sparse output {args.sparse_output}")
+          f"layers {args.layers}")
     if args.device_report:
         d = jax.devices()[0]
         print(f"jax {jax.__version__}, backend {jax.default_backend()}, device "

@@ -212,6 +212,12 @@ class Config:
         "on the CPU kernels, CPU platform and one device only). auto: cpu_kernels where they "
         "are built and the run is on one CPU device, else sparse.",
         ("auto", "dense", "sparse", "cpu_kernels"))
+    train_layers: str = setting(
+        "auto", "How the sparse XLA path computes the n-wide first and output layers: sparse "
+        "(gather-sum over the observed items, output at those items only), dense (the batch "
+        "densified on the device, dense matmuls, loss at the observed items), auto (sparse on "
+        "the CPU platform, elsewhere the one that moves fewer bytes for the batch's shape; "
+        "logged). The CPU kernels always compute the sparse one.", ("auto", "sparse", "dense"))
 
     def __post_init__(self):
         bad = functools.partial(bad_setting, self)

@@ -200,7 +200,8 @@ def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shif
     path = resolve_train_path(cfg.train_path, n_devices)
     log.info("training step: %s path (--train_path=%s) on %d %s device(s)", path,
              cfg.train_path, n_devices, jax.default_backend())
-    step_kwargs = dict(path=path, dtype=cfg.dtype, noisy_target=cfg.noisy_refeed_target,
+    step_kwargs = dict(path=path, layers=cfg.train_layers, dtype=cfg.dtype,
+                       noisy_target=cfg.noisy_refeed_target,
                        input_drop_prob=cfg.input_drop_prob, input_shift=input_shift)
     step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
                            **step_kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 from typing import Any, Callable, Iterable
 
 import flax.struct
@@ -27,6 +28,8 @@ from deepae_jax.kernels import ops as kernel_ops
 from deepae_jax.kernels.update import fused_sparse_update
 from deepae_jax.losses import mmse_sums
 from deepae_jax.optim import SGDMomentum, apply_gradients
+
+log = logging.getLogger("deepae_jax")
 
 
 @flax.struct.dataclass
@@ -54,26 +57,30 @@ PATHS = ("dense", "sparse", "cpu_kernels")
 XLA path (gather-sum first layer, output at the observed items: any backend, GPU-shaped); the
 sparse path on the CPU kernels (CPU platform only; the XLA path elsewhere)."""
 
+LAYERS = ("auto", "sparse", "dense")
+"""How the sparse XLA path computes the n-wide first and output layers (``make_train_step``)."""
+
 
 def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTransformation,
-                    aug_step: int = 0, noise_prob: float = 0.0, *, path: str | None = None,
-                    sparse_input: bool = False, dtype: str = "float32",
-                    sparse_output: bool | None = None, noisy_target: bool = False,
+                    aug_step: int = 0, noise_prob: float = 0.0, *, path: str = "dense",
+                    layers: str = "auto", dtype: str = "float32", noisy_target: bool = False,
                     input_drop_prob: float = 0.0, input_shift: float = 0.0
                     ) -> Callable[[TrainState, Any], tuple]:
     """Builds the pure ``train_step(state, batch) -> (state, metrics)`` (not yet jitted).
 
-    ``path`` (one of :data:`PATHS`; default ``"sparse"`` with ``sparse_input``, else
-    ``"dense"``) fixes the variant once. ``"dense"`` takes a dense (B, n) rating batch; the
-    sparse paths take a sparse batch pytree (``deepae_jax.sparse``: padded, packed or grouped
-    packed). All compute the same loss and updates up to float rounding: the first layer as a
-    gather-sum over the observed items and, with ``sparse_output`` (default on), the output
-    layer and its gradient at the observed items only (off: the dense output matmul). Dropout
-    draws the same mask (same rng, same code-layer shape) on every path. ``"cpu_kernels"`` runs
-    that computation on the CPU kernels (``deepae_jax.kernels``; with ``optim.SGDMomentum`` the
-    item-sized gradients are summed inside the optimiser's kernels) in the CPU branch of
-    ``jax.lax.platform_dependent``: chosen when the step is lowered, the XLA path on other
-    platforms.
+    ``path`` (one of :data:`PATHS`) fixes the variant once. ``"dense"`` takes a dense (B, n)
+    rating batch; the sparse paths take a sparse batch pytree (``deepae_jax.sparse``: padded,
+    packed or grouped packed). All compute the same loss and updates up to float rounding.
+    ``layers`` (one of :data:`LAYERS`) is how the sparse XLA path computes the n-wide first and
+    output layers: ``"sparse"``, a gather-sum over the observed items and the output (and its
+    gradient) at those items only; ``"dense"``, the batch densified on the device and dense
+    matmuls, the loss still at the observed items; ``"auto"``, the sparse formulation on the CPU
+    platform and, elsewhere, the one that moves fewer bytes for the batch's shape
+    (:func:`sparse.n_wide_layers`). Dropout draws the same mask (same rng, same code-layer
+    shape) on every path. ``"cpu_kernels"`` runs the sparse formulation on the CPU kernels
+    (``deepae_jax.kernels``; with ``optim.SGDMomentum`` the item-sized gradients are summed
+    inside the optimiser's kernels) in the CPU branch of ``jax.lax.platform_dependent``: chosen
+    when the step is lowered, the XLA path on other platforms.
 
     The step is written for the whole batch; on several devices it runs under ``jax.jit`` with
     the batch sharded along its rows and the state replicated (``deepae_jax.parallel``), and XLA
@@ -92,13 +99,14 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
     """
     if aug_step < 0:
         raise ValueError(f"aug_step must be >= 0, got {aug_step}")
-    path = path or ("sparse" if sparse_input else "dense")
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if layers not in LAYERS:
+        raise ValueError(f"layers must be one of {LAYERS}, got {layers!r}")
     dot = model.make_dot(dtype)
-    at_items = sparse_output is not False
-    fused = (path == "cpu_kernels" and at_items and dtype == "float32" and not input_drop_prob
-             and not input_shift and isinstance(optimizer, SGDMomentum))
+    kernels_on_cpu = path == "cpu_kernels"
+    fused = (kernels_on_cpu and dtype == "float32" and not input_drop_prob and not input_shift
+             and isinstance(optimizer, SGDMomentum))
 
     def update(params, opt_state, loss_fn, args, kernels):
         (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *args)
@@ -109,9 +117,9 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         return params, opt_state, loss, outputs
 
     dense_loss = functools.partial(_dense_loss, model_cfg, dot)
-    sparse_loss = functools.partial(_sparse_loss, model_cfg, dot, at_items, aug_step > 0)
+    sparse_loss = functools.partial(_sparse_loss, model_cfg, dot, aug_step > 0)
 
-    def first_update(params, opt_state, batch, rng, kernels=False):
+    def first_update(params, opt_state, batch, rng, kernels=False, layout="sparse"):
         """The update on the sparse batch: (params, opt_state, loss, re-feeding input)."""
         key = jax.random.fold_in(rng, 1)
         if path == "dense":
@@ -123,7 +131,7 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
             return fused_sparse_update(params, opt_state, slots, rng, model_cfg, optimizer,
                                        aug_step > 0, dot)
         in_slots = slots.with_vals(_input_vals(slots, input_shift, input_drop_prob, key))
-        loss = lambda p: sparse_loss(p, slots, in_slots, rng, kernels)  # noqa: E731
+        loss = lambda p: sparse_loss(p, slots, in_slots, rng, kernels, layout)  # noqa: E731
         return update(params, opt_state, loss, (), kernels)
 
     def refeed_update(params, opt_state, y, rng, noise_rng, kernels=False):
@@ -133,21 +141,38 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         return update(params, opt_state, dense_loss,
                       (inputs, inputs if noisy_target else target, rng), kernels)
 
-    def on_platform(fn, *args):
-        """fn(*args) with the kernels in the CPU platform's branch (``cpu_kernels`` path)."""
-        if path != "cpu_kernels":
-            return fn(*args)
-        return jax.lax.platform_dependent(*args, cpu=functools.partial(fn, kernels=True),
-                                          default=fn)
+    def layouts(batch) -> tuple[str, str]:
+        """The n-wide layers' formulation (on the CPU platform, elsewhere) for ``batch``."""
+        if path == "dense":
+            return "sparse", "sparse"  # unused
+        if layers != "auto":
+            return ("sparse" if kernels_on_cpu else layers), layers
+        slots = sparse.Slots.from_batch(batch)
+        picked = sparse.n_wide_layers(slots.n_rows, slots.cols.size, *model_cfg.layer_sizes[:2])
+        log.info("n-wide layers (layers=auto): sparse on the CPU platform, %s elsewhere, for "
+                 "batches of %d rows in %d slots", picked, slots.n_rows, slots.cols.size)
+        return "sparse", picked
+
+    def on_platform(fn, cpu: dict, default: dict, *args):
+        """fn(*args, **cpu) on the CPU platform, fn(*args, **default) elsewhere (chosen when
+        the step is lowered)."""
+        if cpu == default:
+            return fn(*args, **cpu)
+        return jax.lax.platform_dependent(*args, cpu=functools.partial(fn, **cpu),
+                                          default=functools.partial(fn, **default))
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         keys = jax.random.split(jax.random.fold_in(state.rng, state.step), 1 + 2 * aug_step)
-        params, opt_state, loss, y = on_platform(first_update, state.params, state.opt_state,
-                                                 batch, keys[0])
+        on_cpu, elsewhere = layouts(batch)
+        params, opt_state, loss, y = on_platform(
+            first_update, {"kernels": kernels_on_cpu, "layout": on_cpu},
+            {"kernels": False, "layout": elsewhere}, state.params, state.opt_state, batch,
+            keys[0])
         refeed_losses = []
         for t in range(aug_step):  # the dense re-feeding updates: y <- f(y)
             params, opt_state, refeed_loss, y = on_platform(
-                refeed_update, params, opt_state, y, keys[1 + 2 * t], keys[2 + 2 * t])
+                refeed_update, {"kernels": kernels_on_cpu}, {"kernels": False}, params,
+                opt_state, y, keys[1 + 2 * t], keys[2 + 2 * t])
             refeed_losses.append(refeed_loss)
         metrics = {"loss": loss, "refeed_loss": jnp.stack(refeed_losses) if refeed_losses
                    else jnp.zeros((0,))}
@@ -164,19 +189,23 @@ def _dense_loss(cfg: model.ModelConfig, dot: model.Dot, params: model.Params,
     return sse / jnp.maximum(count, 1.0), outputs
 
 
-def _sparse_loss(cfg: model.ModelConfig, dot: model.Dot, at_items: bool, refeed: bool,
-                 params: model.Params, slots: sparse.Slots, in_slots: sparse.Slots,
-                 rng: jax.Array, kernels: bool = False) -> tuple:
-    """(MMSE at the observed items of ``slots`` of f(in_slots), the re-feeding input or None):
-    the first layer a gather-sum, the output at the observed items (``at_items``) or dense;
-    ``kernels``: both on the CPU kernels. The re-feeding input is the dense output, computed
-    only when ``refeed`` and with no gradient through it."""
+def _sparse_loss(cfg: model.ModelConfig, dot: model.Dot, refeed: bool, params: model.Params,
+                 slots: sparse.Slots, in_slots: sparse.Slots, rng: jax.Array,
+                 kernels: bool = False, layout: str = "sparse") -> tuple:
+    """(MMSE at the observed items of ``slots`` of f(in_slots), the re-feeding input or None).
+
+    ``layout="sparse"``: the first layer a gather-sum, the output at the observed items only
+    (``kernels``: both on the CPU kernels); ``"dense"``: in_slots densified, dense first and
+    output layers, the output read at the observed items. The re-feeding input is the dense
+    output, computed only when ``refeed`` and with no gradient through it."""
     gather, pre_at = (kernel_ops.gather_sum, kernel_ops.output_pre_at) if kernels else (
         sparse.gather_sum, sparse.output_pre_at)
-    h = sparse.hidden_sparse(params, in_slots, cfg, dot, True, rng, lambda w: gather(w, in_slots))
-    dense = None if at_items else model.dense_output(params, h, cfg, dot)
-    pred = (sparse.output_at(params, h, slots, cfg, pre_at) if at_items else
-            dense[slots.batch_rows(), slots.cols])
+    first = ((lambda w: dot(in_slots.dense(w.shape[0]), w)) if layout == "dense" else
+             (lambda w: gather(w, in_slots)))
+    h = sparse.hidden_sparse(params, in_slots, cfg, dot, True, rng, first)
+    dense = model.dense_output(params, h, cfg, dot) if layout == "dense" else None
+    pred = (slots.at(dense) if layout == "dense" else
+            sparse.output_at(params, h, slots, cfg, pre_at))
     y = None
     if refeed:
         stop = jax.lax.stop_gradient

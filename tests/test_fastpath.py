@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -57,28 +58,29 @@ def batch_rows(csr, epoch=0, i=0):
 
 
 @functools.lru_cache(maxsize=None)
-def steps(aug_step, drop_prob, constrained, sparse_output):
+def steps(aug_step, drop_prob, constrained, layers):
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", drop_prob, constrained)
     opt = recorder(1 + aug_step)
     dense = jax.jit(train.make_train_step(cfg, opt, aug_step, 0.0))
-    fast = jax.jit(train.make_train_step(cfg, opt, aug_step, 0.0, sparse_input=True,
-                                         sparse_output=sparse_output))
+    fast = jax.jit(train.make_train_step(cfg, opt, aug_step, 0.0, path="sparse",
+                                         layers=layers))
     state = train.create_train_state(jax.random.PRNGKey(1), cfg, opt)
     return dense, fast, state
 
 
 # aug_step 0, 1, 2 x dropout off/on, each with the tied and the untied decoder, both batch
-# layouts and both output-layer strategies spread over the cases (compiles are the cost here).
-CASES = [  # (aug_step, drop_prob, constrained, layout, sparse_output)
-    (0, 0.0, False, "packed", True), (0, 0.5, True, "padded", True),
-    (0, 0.5, False, "packed", False), (1, 0.0, True, "packed", True),
-    (1, 0.5, False, "padded", False), (1, 0.5, True, "packed", False),
-    (2, 0.0, False, "packed", False), (2, 0.5, True, "packed", True),
+# layouts and both formulations of the n-wide layers spread over the cases (compiles are the
+# cost here).
+CASES = [  # (aug_step, drop_prob, constrained, layout, layers)
+    (0, 0.0, False, "packed", "sparse"), (0, 0.5, True, "padded", "sparse"),
+    (0, 0.5, False, "packed", "dense"), (1, 0.0, True, "packed", "sparse"),
+    (1, 0.5, False, "padded", "dense"), (1, 0.5, True, "packed", "dense"),
+    (2, 0.0, False, "packed", "dense"), (2, 0.5, True, "packed", "sparse"),
 ]
 
 
-@pytest.mark.parametrize("aug_step,drop_prob,constrained,layout,sparse_output", CASES)
-def test_same_loss_and_gradients(aug_step, drop_prob, constrained, layout, sparse_output):
+@pytest.mark.parametrize("aug_step,drop_prob,constrained,layout,layers", CASES)
+def test_same_loss_and_gradients(aug_step, drop_prob, constrained, layout, layers):
     csr = random_csr()
     rows = batch_rows(csr)
     x = batching.dense_rows(csr, rows)
@@ -87,7 +89,7 @@ def test_same_loss_and_gradients(aug_step, drop_prob, constrained, layout, spars
     else:
         cols, vals = batching.padded_rows(csr, rows)
         batch = {"cols": cols, "vals": vals}
-    dense, fast, state = steps(aug_step, drop_prob, constrained, sparse_output)
+    dense, fast, state = steps(aug_step, drop_prob, constrained, layers)
     s1, m1 = dense(state, x)
     s2, m2 = fast(state, batch)
     np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
@@ -101,7 +103,7 @@ def test_same_parameters_after_several_steps():
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = optax.sgd(0.01, momentum=0.9)
     dense = jax.jit(train.make_train_step(cfg, opt, 1))
-    fast = jax.jit(train.make_train_step(cfg, opt, 1, sparse_input=True))
+    fast = jax.jit(train.make_train_step(cfg, opt, 1, path="sparse"))
     s1 = s2 = train.create_train_state(jax.random.PRNGKey(2), cfg, opt)
     losses1, losses2 = [], []
     for x, b in zip(batching.dense_batches(csr, BATCH, 5, 0),
@@ -119,7 +121,7 @@ def test_resident_epoch_matches_host_batches():
     csr = random_csr(2)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = optax.sgd(0.01, momentum=0.9)
-    step = train.make_train_step(cfg, opt, 1, sparse_input=True)
+    step = train.make_train_step(cfg, opt, 1, path="sparse")
     s0 = train.create_train_state(jax.random.PRNGKey(2), cfg, opt)
     s1 = s0
     for b in batching.sparse_batches(csr, BATCH, 5, 1):
@@ -178,13 +180,13 @@ def test_bfloat16_option_is_close():
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.0)
     opt = optax.sgd(0.01)
     state = train.create_train_state(jax.random.PRNGKey(1), cfg, opt)
-    _, m32 = jax.jit(train.make_train_step(cfg, opt, 1, sparse_input=True))(
+    _, m32 = jax.jit(train.make_train_step(cfg, opt, 1, path="sparse"))(
         state, batching.packed_rows(csr, rows))
-    _, m16 = jax.jit(train.make_train_step(cfg, opt, 1, sparse_input=True, dtype="bfloat16"))(
+    _, m16 = jax.jit(train.make_train_step(cfg, opt, 1, path="sparse", dtype="bfloat16"))(
         state, batching.packed_rows(csr, rows))
     np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=3e-2)
     with pytest.raises(ValueError):
-        train.make_train_step(cfg, opt, 1, sparse_input=True, dtype="float16")
+        train.make_train_step(cfg, opt, 1, path="sparse", dtype="float16")
 
 
 def test_gather_packed_with_empty_rows_and_overflow():
@@ -211,21 +213,51 @@ def test_gather_packed_with_empty_rows_and_overflow():
                                       np.where(valid, csr.data[src], 0.0))
 
 
-@pytest.mark.parametrize("path", ["sparse", "cpu_kernels"])
-def test_step_lowered_for_a_gpu_has_no_loop_but_the_scan(path):
-    """The XLA path lowered for CUDA (jax.export, no GPU needed): the gather-sums and the output
-    at the observed items have no chunk loop (the only while loop is the scan over the call's
-    iterations), and the cpu_kernels path lowers to that same XLA path off the CPU: its kernel
-    branch is chosen at lowering time, for the CPU platform only (no custom call)."""
+def lowered_for_cuda(path, layers="auto", aug_step=1):
+    """The MLIR text of a 2-iteration call of the resident runner, lowered for CUDA."""
     csr = random_csr(3)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = make_optimizer("momentum", 0.01, 0.0, 10)
-    runner = train.ResidentEpochs(train.make_train_step(cfg, opt, 1, path=path), csr, BATCH,
-                                  seed=0, steps_per_call=2)
+    runner = train.ResidentEpochs(train.make_train_step(cfg, opt, aug_step, path=path,
+                                                        layers=layers),
+                                  csr, BATCH, seed=0, steps_per_call=2)
     rows, width = next(iter(runner.batches(0)))
     state = train.create_train_state(jax.random.PRNGKey(0), cfg, opt)
     exported = jax.export.export(jax.jit(functools.partial(runner.scan, width=width)),
                                  platforms=["cuda"])(state, runner.data, rows)
-    text = exported.mlir_module()
+    return exported.mlir_module()
+
+
+def n_wide_dots(text):
+    """How many matmuls take the (batch, N_COLS) input or output as an operand."""
+    return len(re.findall(rf"stablehlo.dot_general[^\n]*tensor<{BATCH}x{N_COLS}xf32>", text))
+
+
+@pytest.mark.parametrize("path,layers", [("sparse", "sparse"), ("sparse", "dense"),
+                                         ("cpu_kernels", "auto")])
+def test_step_lowered_for_a_gpu_has_no_loop_but_the_scan(path, layers):
+    """The XLA path lowered for CUDA (jax.export, no GPU needed): the gather-sums and the output
+    at the observed items have no chunk loop (the only while loop is the scan over the call's
+    iterations), and the cpu_kernels path lowers to that same XLA path off the CPU: its kernel
+    branch is chosen at lowering time, for the CPU platform only (no custom call)."""
+    text = lowered_for_cuda(path, layers)
     assert text.count("stablehlo.while") == 1
     assert "custom_call" not in text
+
+
+def test_layers_auto_lowers_the_formulation_the_rule_picks():
+    """``layers="auto"`` off the CPU is the formulation ``sparse.n_wide_layers`` picks for the
+    batch's shape (here dense: 8 rows of a 60-item matrix, 16 units): without re-feeding, the
+    dense one's matmuls with the n-wide batch appear in the step lowered for CUDA, and not in
+    the sparse one's."""
+    assert n_wide_dots(lowered_for_cuda("sparse", "sparse", aug_step=0)) == 0
+    dense = n_wide_dots(lowered_for_cuda("sparse", "dense", aug_step=0))
+    assert dense > 0
+    assert n_wide_dots(lowered_for_cuda("sparse", "auto", aug_step=0)) == dense
+
+
+def test_n_wide_layers_rule():
+    """Dense for Netflix-shaped batches (128 rows, 512 slots each, 17,768 items, 512 units);
+    sparse for very wide, very sparse rows (200,000 items, 16 ratings a row)."""
+    assert sparse.n_wide_layers(128, 128 * 512, 17_768, 512) == "dense"
+    assert sparse.n_wide_layers(128, 128 * 16, 200_000, 512) == "sparse"

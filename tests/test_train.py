@@ -427,7 +427,7 @@ def test_input_options_off_leave_the_sparse_step_unchanged_and_on_change_it():
 
     def run(**kw):
         step = train.make_train_step(make_cfg(drop_prob=0.5), make_optimizer(),
-                                     sparse_input=True, **kw)
+                                     path="sparse", **kw)
         return jax.jit(step)(make_state(params0, rng_seed=5), batch)
     ref, m_ref = run()
     same, m_same = run(input_drop_prob=0.0, input_shift=0.0)
@@ -442,7 +442,7 @@ def test_input_shift_is_added_to_rated_inputs_not_to_targets():
     x = rating_batches(1, seed=26)[0] - 3.0  # residual-like, with exact zeros among the rated
     x[x == 0] = 1e-6
     x[rating_batches(1, seed=26)[0] == 0] = 0.0
-    step = train.make_train_step(make_cfg(), make_optimizer(), sparse_input=True,
+    step = train.make_train_step(make_cfg(), make_optimizer(), path="sparse",
                                  input_shift=2.5)
     _, metrics = jax.jit(step)(make_state(params0), _sparse_batch(x))
     want = _mmse(params0, np.where(x != 0, x + 2.5, 0.0), x)
