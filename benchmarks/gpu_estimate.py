@@ -38,9 +38,15 @@ def netflix_width(batch_size: int, seed: int = 0) -> int:
 
 def step_cost(hidden, batch_size: int, width: int, dtype: str, layers: str,
               aug_step: int = 1) -> dict:
+    """cost_analysis() of one compiled XLA-path step at Netflix's size."""
+    return layer_cost(NETFLIX["items"], hidden, batch_size, width, layers, aug_step, dtype)
+
+
+def layer_cost(items: int, hidden, batch_size: int, width: int, layers: str, aug_step: int = 1,
+               dtype: str = "float32") -> dict:
     """cost_analysis() of one compiled XLA-path step for a (1, batch, width) packed batch."""
-    cfg = model.ModelConfig((NETFLIX["items"], *hidden), "selu", 0.8)
-    opt = make_optimizer("momentum", 0.001, 0.0, NETFLIX["users"] // batch_size)
+    cfg = model.ModelConfig((items, *hidden), "selu", 0.8)
+    opt = make_optimizer("momentum", 0.001, 0.0, 1000)
     step = train.make_train_step(cfg, opt, aug_step, path="sparse", dtype=dtype, layers=layers)
     state = jax.eval_shape(lambda: train.create_train_state(jax.random.PRNGKey(0), cfg, opt))
     shape = (1, batch_size, width)
@@ -78,3 +84,39 @@ def report(args) -> None:
               f"(3.35 TB/s): >= {t_step * 1e3:.3f} ms/step, >= {t_step * steps:.1f} s/epoch, "
               f"<= {args.batch_size / t_step:,.0f} users/s ({'memory' if t_bytes > t_flops else 'compute'}"
               f"-bound)", flush=True)
+
+
+# (items, hidden, batch, packed width): Netflix-, MovieLens-shaped and very wide, very sparse data
+SHAPES = [(17_768, (512, 512, 1024), 128, 512), (17_768, (512, 512, 1024), 128, 64),
+          (17_768, (512, 512, 1024), 128, 16), (200_000, (512, 512, 1024), 128, 16),
+          (50_000, (512, 512, 1024), 128, 64), (1_682, (500, 500, 1000), 128, 128),
+          (3_706, (256, 256), 128, 256), (17_768, (128,), 128, 128),
+          (60_000, (1024, 512), 256, 32)]
+
+
+def layers_table() -> None:
+    """Bytes per step (cost_analysis) of both formulations of the n-wide layers over a range of
+    shapes, beside the one ``sparse.n_wide_layers`` picks: how well its rule fits."""
+    for (items, hidden, batch, width), aug_step in itertools.product(SHAPES, (0, 1)):
+        got = {layers: layer_cost(items, hidden, batch, width, layers, aug_step)["bytes"]
+               for layers in ("sparse", "dense")}
+        best = min(got, key=got.get)
+        picked = sparse.n_wide_layers(batch, batch * width, items, hidden[0])
+        print(f"items {items:>7,} hidden {','.join(map(str, hidden)):>12} batch {batch} width "
+              f"{width:>3} aug_step {aug_step}: sparse {got['sparse'] / 1e9:6.3f} GB, dense "
+              f"{got['dense'] / 1e9:6.3f} GB; fewer: {best:6}, rule picks {picked:6} "
+              f"({'same' if best == picked else f'{got[picked] / got[best] - 1:.0%} more'})",
+              flush=True)
+
+
+if __name__ == "__main__":
+    import argparse
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--hidden", default="512,512,1024")
+    p.add_argument("--layers-table", action="store_true",
+                   help="instead: both formulations' bytes over a range of shapes, and the rule's "
+                        "pick")
+    args = p.parse_args()
+    args.hidden = tuple(int(s) for s in args.hidden.split(","))
+    layers_table() if args.layers_table else report(args)

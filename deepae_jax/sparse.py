@@ -114,10 +114,12 @@ def n_wide_layers(n_rows: int, n_slots: int, n_cols: int, hidden: int) -> str:
 
     The sparse one gathers and scatter-adds a ``hidden``-wide weight row per slot, several times
     per step (forward, both gradients, the output's two gathers): ~10 * n_slots * hidden
-    elements, as counted in the compiled step. The dense one reads the (B, n) batch, output and
-    their gradients and the (n, hidden) weights a few times: ~4 * n_rows * n_cols + 2 * n_cols *
-    hidden. On Netflix-shaped batches (128 rows x 512 slots, 17,768 items) dense moves ~10x
-    less; for very wide, very sparse rows the gather wins."""
+    elements. The dense one reads the (B, n) batch, output and their gradients and the
+    (n, hidden) weights a few times: ~4 * n_rows * n_cols + 2 * n_cols * hidden. Fitted to the
+    compiled step's ``cost_analysis()``: ``python benchmarks/gpu_estimate.py --layers-table``
+    (the rule picks the smaller of the two on 16 of 18 shapes, the others cost 1% and 15% more).
+    On Netflix-shaped batches (128 rows x 512 slots, 17,768 items) dense moves 2.3x less; for
+    very wide, very sparse rows the gather wins."""
     sparse_elems = 10 * n_slots * hidden
     dense_elems = 4 * n_rows * n_cols + 2 * n_cols * hidden
     return "dense" if dense_elems < sparse_elems else "sparse"
