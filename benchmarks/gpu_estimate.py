@@ -5,9 +5,9 @@ n,512,512,1024 (dropout 0.8 on the code), aug_step 1, batch 128, SGD with moment
 step (``--train_path=sparse``: what runs on a GPU) is compiled here for the shapes of such a batch
 (no data needed), once per formulation of the n-wide layers (``layers="sparse"``, gather-sum and
 output at the observed items; ``"dense"``, the batch densified and dense matmuls; a GPU runs the
-one ``sparse.n_wide_layers`` picks, marked), and its ``cost_analysis()`` (FLOPs, bytes accessed, as XLA counts them on the
-backend that compiled it) is set against an H100 SXM's published peaks: 989 TFLOP/s dense bf16
-(tensor cores), ~67 TFLOP/s fp32 (non-tensor), 3.35 TB/s HBM3. A step takes at least
+one ``sparse.n_wide_layers`` picks, marked), and its ``cost_analysis()`` (FLOPs, bytes accessed,
+as XLA counts them on the backend that compiled it) is set against an H100 SXM's published peaks:
+989 TFLOP/s dense bf16 (tensor cores), ~67 TFLOP/s fp32 (non-tensor), 3.35 TB/s HBM3. A step takes at least
 max(FLOPs / peak, bytes / bandwidth); real steps are slower (kernel launches, gathers and
 scatters at less than peak bandwidth), so read the figures as lower bounds.
 """
@@ -82,7 +82,8 @@ def report(args) -> None:
               f"step -> compute {t_flops * 1e3:.3f} ms ({peak_name.split('_')[0]} peak "
               f"{H100[peak_name] / 1e12:.0f} TFLOP/s), memory {t_bytes * 1e3:.3f} ms "
               f"(3.35 TB/s): >= {t_step * 1e3:.3f} ms/step, >= {t_step * steps:.1f} s/epoch, "
-              f"<= {args.batch_size / t_step:,.0f} users/s ({'memory' if t_bytes > t_flops else 'compute'}"
+              f"<= {args.batch_size / t_step:,.0f} users/s "
+              f"({'memory' if t_bytes > t_flops else 'compute'}"
               f"-bound)", flush=True)
 
 

@@ -53,7 +53,7 @@ from deepae_jax import model
 from deepae_jax.data.batching import dense_rows, epoch_permutation, num_batches
 from deepae_jax.distributed import (AXIS, check_batch_size, initialize_distributed,
                                     is_main_process, make_mesh)
-from deepae_jax.train import TrainState, local_metrics, make_train_step, replicated_on
+from deepae_jax.train import TrainState, local_metrics, replicated_on
 
 __all__ = ["AXIS", "DataParallel", "check_batch_size", "initialize_distributed",
            "is_main_process", "make_mesh", "replicate", "setup", "setup_from_config", "to_host"]
@@ -158,19 +158,16 @@ class DataParallel:
                   "checkpoints (--logdir must be on a filesystem shared by all processes)?")
         return replicate(tree, self.mesh)
 
-    def train_step(self, model_cfg: model.ModelConfig, optimizer, aug_step: int = 0,
-                   noise_prob: float = 0.0, **step_kwargs) -> Callable:
-        """``step(state, batch) -> (state, metrics)`` over all devices, jitted, state donated.
+    def train_step(self, step_fn: Callable) -> Callable:
+        """``step_fn`` (``train.make_train_step``'s pure step) over all devices: jitted, state
+        donated.
 
         ``state`` is replicated (:meth:`replicate`); ``batch`` is a pytree of global arrays with
         leading axis = global batch, sharded along it (:meth:`batches`); ``metrics`` are this
-        process's copies of the (replicated) global-batch metrics. ``step_kwargs`` go to
-        ``make_train_step`` (e.g. ``path="sparse"`` for sparse batches).
+        process's copies of the (replicated) global-batch metrics.
         """
         replicated = NamedSharding(self.mesh, P())
-        jitted = jax.jit(make_train_step(model_cfg, optimizer, aug_step, noise_prob,
-                                         **step_kwargs),
-                         donate_argnums=(0,), out_shardings=replicated)
+        jitted = jax.jit(step_fn, donate_argnums=(0,), out_shardings=replicated)
 
         def step(state: TrainState, batch: Any):
             state, metrics = jitted(replicated_on(state, replicated), batch)

@@ -200,16 +200,13 @@ def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shif
     path = resolve_train_path(cfg.train_path, n_devices)
     log.info("training step: %s path (--train_path=%s) on %d %s device(s)", path,
              cfg.train_path, n_devices, jax.default_backend())
-    step_kwargs = dict(path=path, layers=cfg.train_layers, dtype=cfg.dtype,
-                       noisy_target=cfg.noisy_refeed_target,
-                       input_drop_prob=cfg.input_drop_prob, input_shift=input_shift)
-    step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
-                           **step_kwargs)
+    step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob, path=path,
+                           layers=cfg.train_layers, dtype=cfg.dtype,
+                           noisy_target=cfg.noisy_refeed_target,
+                           input_drop_prob=cfg.input_drop_prob, input_shift=input_shift)
     n = num_batches(train_csr.shape[0], cfg.batch_size)
     if path == "dense" and par:
-        step_fn = par.train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
-                                 **step_kwargs)
-        return step_fn, lambda epoch: (
+        return par.train_step(step), lambda epoch: (
             par.batches(train_csr, cfg.batch_size, cfg.seed, epoch, builder="dense"), n)
     if path == "dense":
         return jit_train_step(step), lambda epoch: (

@@ -293,7 +293,6 @@ def exp_splits(ctx: Context, folder: str) -> tuple[str, list]:
     for name in names:
         s = ctx.split(name)
         parts = {p: load_triples(getattr(s, p.lower())) for p in ("TRAIN", "VALID", "TEST")}
-        tr = parts["TRAIN"]
         held_users = np.concatenate([parts["VALID"].users, parts["TEST"].users])
         held_items = np.concatenate([parts["VALID"].items, parts["TEST"].items])
         stats = {p: (int(np.unique(t.users).size), len(t), int(np.unique(t.items).size))

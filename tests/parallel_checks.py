@@ -87,8 +87,8 @@ def main(workdir: str) -> dict:
     finals = []
     for _ in range(2):
         state = par.replicate(create_train_state(jax.random.PRNGKey(7), model_cfg, optimizer))
-        state, _ = par.train_step(model_cfg, optimizer)(state, parallel.global_batch(x, par.mesh,
-                                                                                     8))
+        state, _ = par.train_step(make_train_step(model_cfg, optimizer))(
+            state, parallel.global_batch(x, par.mesh, 8))
         finals.append(jax.tree_util.tree_leaves(parallel.to_host(state.params)))
     one = jit_train_step(make_train_step(model_cfg, optimizer))(
         create_train_state(jax.random.PRNGKey(7), model_cfg, optimizer), x)[0]
