@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 
 import gpu_estimate  # noqa: E402
 import s1data  # noqa: E402
-from deepae_jax import model, sparse, train  # noqa: E402
+from deepae_jax import model, resident, sparse, train  # noqa: E402
 from deepae_jax.distributed import make_mesh  # noqa: E402
 from deepae_jax.runner import resolve_train_path  # noqa: E402
 from deepae_jax.data import ratings  # noqa: E402
@@ -75,7 +75,7 @@ def bench_training(csr, args, aug_step):
     state = train.create_train_state(jax.random.PRNGKey(0), cfg, opt)
     step = train.make_train_step(cfg, opt, aug_step, path=args.path, dtype=args.dtype,
                                  layers=args.layers)
-    runner = train.ResidentEpochs(step, csr, args.batch_size, seed=0,
+    runner = resident.ResidentEpochs(step, csr, args.batch_size, seed=0,
                                   steps_per_call=args.steps_per_call,
                                   mesh=make_mesh(args.num_devices))
     def chunks():

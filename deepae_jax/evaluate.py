@@ -110,7 +110,7 @@ def predict_eval_ratings(params: model.Params, model_cfg: model.ModelConfig,
     batch_size = -(-batch_size // groups) * groups
     put = lambda tree: tree  # noqa: E731
     if mesh is not None:
-        from deepae_jax.train import put_global, replicated_on
+        from deepae_jax.resident import put_global, replicated_on
         params = replicated_on(params, NamedSharding(mesh, P()))
         by_rows = NamedSharding(mesh, P(AXIS))
         put = lambda tree: jax.tree_util.tree_map(lambda a: put_global(a, by_rows), tree)  # noqa

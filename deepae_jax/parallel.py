@@ -16,7 +16,7 @@ agree with a single device to rounding. Dropout draws follow the global batch (o
 iteration, JAX's partitionable threefry), so they are the same for any device count.
 
 On the sparse paths the training matrix is resident on every device and the batches are gathered
-there (:class:`~deepae_jax.train.ResidentEpochs` with this mesh): each device packs its own rows
+there (:class:`~deepae_jax.resident.ResidentEpochs` with this mesh): each device packs its own rows
 (group-local row indices), with a packed width that follows the real ratings of the epoch's
 groups, so the gather-sums stay on their device. The dense path (``--train_path=dense``) takes
 host-built dense batches (:meth:`DataParallel.batches`).
@@ -53,7 +53,8 @@ from deepae_jax import model
 from deepae_jax.data.batching import dense_rows, epoch_permutation, num_batches
 from deepae_jax.distributed import (AXIS, check_batch_size, initialize_distributed,
                                     is_main_process, make_mesh)
-from deepae_jax.train import TrainState, local_metrics, replicated_on
+from deepae_jax.resident import local_metrics, replicated_on
+from deepae_jax.train import TrainState
 
 __all__ = ["AXIS", "DataParallel", "check_batch_size", "initialize_distributed",
            "is_main_process", "make_mesh", "replicate", "setup", "setup_from_config", "to_host"]

@@ -25,8 +25,9 @@ from deepae_jax.evaluate import evaluate, predict_eval_ratings
 from deepae_jax.run_config import save_run_config
 from deepae_jax.metrics import MetricsLogger, format_epoch_line
 from deepae_jax.optim import learning_rate_at_epoch, make_optimizer
-from deepae_jax.train import (ResidentEpochs, TrainingDivergedError, create_train_state,
-                              jit_train_step, make_train_step, train_epoch)
+from deepae_jax.resident import ResidentEpochs
+from deepae_jax.train import (TrainingDivergedError, create_train_state, jit_train_step,
+                              make_train_step, train_epoch)
 
 log = logging.getLogger("deepae_jax")
 DEFAULTS = defaults()
@@ -193,7 +194,7 @@ def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shif
     batches or multi-step calls, how many).
 
     The sparse paths keep the ratings on the devices (one or several, any number of processes)
-    and gather the batches there (:class:`~deepae_jax.train.ResidentEpochs`); the dense path
+    and gather the batches there (:class:`~deepae_jax.resident.ResidentEpochs`); the dense path
     takes host-built dense batches, sharded over the devices with ``par``.
     """
     n_devices = par.num_devices if par else 1

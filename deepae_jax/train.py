@@ -20,10 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepae_jax import model, sparse
-from deepae_jax.distributed import AXIS, check_batch_size
 from deepae_jax.kernels import ops as kernel_ops
 from deepae_jax.kernels.update import fused_sparse_update
 from deepae_jax.losses import mmse_sums
@@ -141,36 +139,16 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         return update(params, opt_state, dense_loss,
                       (inputs, inputs if noisy_target else target, rng), kernels)
 
-    def layouts(batch) -> tuple[str, str]:
-        """The n-wide layers' formulation (on the CPU platform, elsewhere) for ``batch``."""
-        if path == "dense":
-            return "sparse", "sparse"  # unused
-        if layers != "auto":
-            return ("sparse" if kernels_on_cpu else layers), layers
-        slots = sparse.Slots.from_batch(batch)
-        picked = sparse.n_wide_layers(slots.n_rows, slots.cols.size, *model_cfg.layer_sizes[:2])
-        log.info("n-wide layers (layers=auto): sparse on the CPU platform, %s elsewhere, for "
-                 "batches of %d rows in %d slots", picked, slots.n_rows, slots.cols.size)
-        return "sparse", picked
-
-    def on_platform(fn, cpu: dict, default: dict, *args):
-        """fn(*args, **cpu) on the CPU platform, fn(*args, **default) elsewhere (chosen when
-        the step is lowered)."""
-        if cpu == default:
-            return fn(*args, **cpu)
-        return jax.lax.platform_dependent(*args, cpu=functools.partial(fn, **cpu),
-                                          default=functools.partial(fn, **default))
-
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         keys = jax.random.split(jax.random.fold_in(state.rng, state.step), 1 + 2 * aug_step)
-        on_cpu, elsewhere = layouts(batch)
-        params, opt_state, loss, y = on_platform(
+        on_cpu, elsewhere = _layouts(path, layers, batch, model_cfg.layer_sizes)
+        params, opt_state, loss, y = _on_platform(
             first_update, {"kernels": kernels_on_cpu, "layout": on_cpu},
             {"kernels": False, "layout": elsewhere}, state.params, state.opt_state, batch,
             keys[0])
         refeed_losses = []
         for t in range(aug_step):  # the dense re-feeding updates: y <- f(y)
-            params, opt_state, refeed_loss, y = on_platform(
+            params, opt_state, refeed_loss, y = _on_platform(
                 refeed_update, {"kernels": kernels_on_cpu}, {"kernels": False}, params,
                 opt_state, y, keys[1 + 2 * t], keys[2 + 2 * t])
             refeed_losses.append(refeed_loss)
@@ -179,6 +157,29 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
+
+
+def _layouts(path: str, layers: str, batch, layer_sizes) -> tuple[str, str]:
+    """The formulation of the n-wide layers (on the CPU platform, elsewhere) for ``batch``:
+    ``layers`` made explicit (the CPU kernels compute the sparse one)."""
+    if path == "dense":
+        return "sparse", "sparse"  # unused
+    if layers != "auto":
+        return ("sparse" if path == "cpu_kernels" else layers), layers
+    slots = sparse.Slots.from_batch(batch)
+    picked = sparse.n_wide_layers(slots.n_rows, slots.cols.size, *layer_sizes[:2])
+    log.info("n-wide layers (layers=auto): sparse on the CPU platform, %s elsewhere, for "
+             "batches of %d rows in %d slots", picked, slots.n_rows, slots.cols.size)
+    return "sparse", picked
+
+
+def _on_platform(fn: Callable, cpu: dict, default: dict, *args):
+    """fn(*args, **cpu) on the CPU platform, fn(*args, **default) elsewhere (chosen when the
+    step is lowered, ``jax.lax.platform_dependent``)."""
+    if cpu == default:
+        return fn(*args, **cpu)
+    return jax.lax.platform_dependent(*args, cpu=functools.partial(fn, **cpu),
+                                      default=functools.partial(fn, **default))
 
 
 def _dense_loss(cfg: model.ModelConfig, dot: model.Dot, params: model.Params,
@@ -286,117 +287,3 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
     finally:
         bar.close()
     return state, np.asarray(fetched)
-
-
-def put_global(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
-    """A host array (the same on every process) as a global array laid out by ``sharding``."""
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-
-def one_device_mesh(device=None) -> Mesh:
-    """The 1-D mesh (axis ``distributed.AXIS``) of one device (default: the first)."""
-    return Mesh(np.asarray([device or jax.devices()[0]]), (AXIS,))
-
-
-class ResidentEpochs:
-    """Training with the rating matrix resident on the devices (the sparse paths), on any
-    number of devices.
-
-    The CSR matrix is copied once to every device of ``mesh`` (default: one device); each call
-    of :meth:`step_fn` gathers the batches of ``steps_per_call`` iterations on the devices from
-    the epoch's shuffled permutation and runs them in one ``lax.scan`` (one dispatch, no
-    host-to-device batch copies, state buffers donated). On G devices each global batch of B
-    rows is G groups of B/G rows (device g: rows [g*B/G, (g+1)*B/G) of the batch), each gathered
-    and packed on its own device with group-local row indices (``sparse``'s grouped packed
-    layout), so the step's gather-sums are local; the state is replicated and XLA sums the
-    gradients across devices. The packed width K follows the real slots: the epoch's largest
-    per-group rating count over B/G rows, rounded up by ``batching.bucket_fine`` (never
-    narrower than a width already compiled), so an epoch compiles at most two programs (full
-    calls and the remainder), and later epochs mostly none.
-
-    Batches, their order and the dropped final partial batch are exactly those of
-    ``batching.sparse_batches`` / ``dense_batches``. Use with :func:`train_epoch`::
-
-        runner = ResidentEpochs(make_train_step(..., path="sparse"), csr, batch_size, seed)
-        state, losses = train_epoch(state, runner.step_fn, runner.batches(epoch),
-                                    runner.num_calls(epoch), epoch)
-    """
-
-    def __init__(self, step: Callable, csr, batch_size: int, seed: int,
-                 steps_per_call: int = 8, device=None, mesh: Mesh | None = None):
-        from deepae_jax.data import batching
-        self._batching = batching
-        self.mesh = mesh if mesh is not None else one_device_mesh(device)
-        self.groups = self.mesh.size
-        check_batch_size(batch_size, self.groups)
-        self.csr, self.batch_size, self.seed = csr, int(batch_size), int(seed)
-        self.steps_per_call = max(1, int(steps_per_call))
-        self.replicated = NamedSharding(self.mesh, P())
-        self.data = sparse.DeviceRatings.from_csr(csr, self.replicated)
-        self.n_batches = batching.num_batches(csr.shape[0], self.batch_size)
-        self.width = 0
-        by_group = NamedSharding(self.mesh, P(AXIS))
-        self._rows_sharding = NamedSharding(self.mesh, P(None, AXIS))
-
-        def multi(state, data, rows, width):
-            def body(st, r):  # r (G, B/G): each group's rows gathered on its own device
-                batch = jax.vmap(sparse.gather_packed, in_axes=(None, 0, None))(data, r, width)
-                return step(st, jax.lax.with_sharding_constraint(batch, by_group))
-            return jax.lax.scan(body, state, rows)
-        self.scan = multi  # (state, data, rows, width): what one call runs, not jitted
-        self._multi = jax.jit(multi, static_argnums=(3,), donate_argnums=(0,),
-                              out_shardings=self.replicated)
-
-    def num_calls(self, epoch: int) -> int:
-        """Calls of :meth:`step_fn` per epoch."""
-        return -(-self.n_batches // self.steps_per_call)
-
-    def epoch_width(self, epoch: int) -> int:
-        """The packed width K of the epoch's batches (slots per row of a group)."""
-        self.width = max(self.width, self._batching.epoch_packed_width(
-            self.csr, self.batch_size, self.seed, epoch, num_shards=self.groups))
-        return self.width
-
-    def batches(self, epoch: int):
-        """The items to pass to :meth:`step_fn`: (rows (S, G, B/G) on the devices, width)."""
-        b, g = self.batch_size, self.groups
-        width = self.epoch_width(epoch)
-        perm = self._batching.epoch_permutation(self.csr.shape[0], self.seed, epoch)
-        rows = perm[:self.n_batches * b].astype(np.int32).reshape(self.n_batches, g, b // g)
-        for start in range(0, self.n_batches, self.steps_per_call):
-            yield put_global(rows[start:start + self.steps_per_call], self._rows_sharding), width
-
-    def real_slots(self, epoch: int) -> tuple[int, int]:
-        """(ratings, processed slots G*(B/G)*K) per step of the epoch, averaged over its steps:
-        how much of the packed width is padding."""
-        counts = np.diff(self.csr.indptr)[self._batching.epoch_permutation(
-            self.csr.shape[0], self.seed, epoch)][:self.n_batches * self.batch_size]
-        return (int(counts.sum()) // max(self.n_batches, 1),
-                self.batch_size * self.epoch_width(epoch))
-
-    def step_fn(self, state: TrainState, item) -> tuple[TrainState, dict]:
-        rows, width = item
-        # replicated on the mesh like the outputs will be: a fresh (uncommitted) state would
-        # otherwise compile the step a second time on the next call
-        state = replicated_on(state, self.replicated)
-        state, metrics = self._multi(state, self.data, rows, width)
-        return state, local_metrics(metrics)
-
-
-def replicated_on(tree: Any, sharding: NamedSharding) -> Any:
-    """``tree`` with every leaf a global array replicated by ``sharding`` (leaves that already
-    are stay as they are; host values must be the same on every process)."""
-    def put(x):
-        if isinstance(x, jax.Array) and x.sharding == sharding:
-            return x
-        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
-            return jax.device_put(x, sharding)  # the same buffers, relabelled
-        return put_global(np.asarray(jax.device_get(x)), sharding)
-    return jax.tree_util.tree_map(put, tree)
-
-
-def local_metrics(metrics: Any) -> Any:
-    """Replicated metrics as this process's copy (fetchable even when they span processes)."""
-    return jax.tree_util.tree_map(
-        lambda x: x if x.is_fully_addressable else x.addressable_data(0), metrics)

@@ -24,8 +24,9 @@ from deepae_jax.config import Config  # noqa: E402
 from deepae_jax.data import synthetic  # noqa: E402
 from deepae_jax.optim import make_optimizer  # noqa: E402
 from deepae_jax.data.batching import dense_batches, epoch_permutation  # noqa: E402
-from deepae_jax.train import (ResidentEpochs, create_train_state, jit_train_step,  # noqa: E402
-                              make_train_step, replicated_on, train_epoch)
+from deepae_jax.resident import ResidentEpochs, replicated_on  # noqa: E402
+from deepae_jax.train import (create_train_state, jit_train_step, make_train_step,  # noqa: E402
+                              train_epoch)
 
 TINY = synthetic.SyntheticSpec(n_users=160, n_items=48, rank=3, mean_ratings_per_user=10.0,
                                seed=3)

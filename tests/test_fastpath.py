@@ -11,7 +11,7 @@ import optax
 import pytest
 import scipy.sparse as sp
 
-from deepae_jax import model, sparse, train
+from deepae_jax import model, resident, sparse, train
 from deepae_jax.data import batching
 from deepae_jax.evaluate import evaluate, predict_at, predict_eval_ratings
 from deepae_jax.optim import make_optimizer
@@ -126,7 +126,7 @@ def test_resident_epoch_matches_host_batches():
     s1 = s0
     for b in batching.sparse_batches(csr, BATCH, 5, 1):
         s1, _ = jax.jit(step)(s1, b)
-    runner = train.ResidentEpochs(step, csr, BATCH, seed=5, steps_per_call=2)
+    runner = resident.ResidentEpochs(step, csr, BATCH, seed=5, steps_per_call=2)
     s2, losses = train.train_epoch(s0, runner.step_fn, runner.batches(1), runner.num_calls(1),
                                    epoch=1)
     assert losses.shape == (N_ROWS // BATCH,)
@@ -218,7 +218,7 @@ def lowered_for_cuda(path, layers="auto", aug_step=1):
     csr = random_csr(3)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = make_optimizer("momentum", 0.01, 0.0, 10)
-    runner = train.ResidentEpochs(train.make_train_step(cfg, opt, aug_step, path=path,
+    runner = resident.ResidentEpochs(train.make_train_step(cfg, opt, aug_step, path=path,
                                                         layers=layers),
                                   csr, BATCH, seed=0, steps_per_call=2)
     rows, width = next(iter(runner.batches(0)))

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from deepae_jax import kernels, model, optim, train
+from deepae_jax import kernels, model, optim, resident, train
 from deepae_jax.kernels import ffi, update
 from deepae_jax.data import batching
 from tests.test_fastpath import N_COLS, assert_trees_close, batch_rows, random_csr
@@ -146,8 +146,8 @@ def test_fused_step_updates_weights_without_copies(aug_step):
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = optim.make_optimizer("momentum", 0.02, 0.0, updates_per_epoch=1)
     step = train.make_train_step(cfg, opt, aug_step, path="cpu_kernels")
-    runner = train.ResidentEpochs(step, csr, 8, seed=0, steps_per_call=2)
-    state = train.replicated_on(train.create_train_state(jax.random.PRNGKey(0), cfg, opt),
+    runner = resident.ResidentEpochs(step, csr, 8, seed=0, steps_per_call=2)
+    state = resident.replicated_on(train.create_train_state(jax.random.PRNGKey(0), cfg, opt),
                                 runner.replicated)
     rows, width = next(iter(runner.batches(0)))
     hlo = runner._multi.lower(state, runner.data, rows, width).compile().as_text()
