@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from deepae_jax import config as config_lib
+from deepae_jax import settings
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
 
@@ -39,16 +40,16 @@ def settings_of_flagfile(path: str) -> dict[str, Any]:
     Config field values; errors name the flag."""
     from absl import flags
     fv = flags.FlagValues()
-    config_lib.define_flags(fv)
+    settings.define_flags(Config, fv)
     try:
         fv(["deepae_jax.api", f"--flagfile={path}"])
     except flags.Error as e:
-        raise config_lib.ConfigError(f"{path}: {' '.join(str(e).split())}") from None
+        raise settings.ConfigError(f"{path}: {' '.join(str(e).split())}") from None
     values = {}
     for f in dataclasses.fields(Config):
         if fv[f.name].present:
             value = fv[f.name].value
-            values[f.name] = (config_lib.parse_int_list(value, f.name)
+            values[f.name] = (settings.parse_int_list(value, f.name)
                               if isinstance(f.default, tuple) else value)
     return values
 

@@ -1,55 +1,26 @@
 """Every setting of a run, defined once: a frozen dataclass whose fields carry the flag's help.
 
 The absl flags of ``python -m deepae_jax.main`` (names, help, defaults, choices) are generated
-from :class:`Config` by :func:`define_flags`, and validated by ``Config.__post_init__``: the
+from :class:`Config` by ``settings.define_flags``, and validated by ``Config.__post_init__``: the
 command line, the Python API, ``config.json`` and the checkpoint metadata share one definition.
-To add a setting, add a field with :func:`setting` and, if needed, a check in ``__post_init__``.
-
-The other tools (``deepae_jax.serve``, ``deepae_jax.export``) declare their settings the same way,
-in their own small frozen dataclass (``ServeConfig``, ``ExportConfig``); :func:`tool_config`
-generates their flags in a private FlagValues (no clash with main.py's) and parses them.
+To add a setting, add a field with ``settings.setting`` and, if needed, a check in
+``__post_init__``. The other tools (``deepae_jax.serve``, ``deepae_jax.export``) declare theirs
+the same way (``deepae_jax.settings``).
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import functools
-import sys
+import math
 import types
-from typing import Any, Mapping, Sequence, TypeVar
 
 from deepae_jax.data.ratings import COLUMN_ORDERS, MAJORS, TableFormat
 from deepae_jax.model import ACTIVATIONS, ModelConfig
 from deepae_jax.optim import OPTIMIZERS
 from deepae_jax.ranking import parse_metrics
+from deepae_jax.settings import ConfigError, bad_setting, check_choices, parse_int_list, setting
 
 MODES = ("train", "evaluate", "infer", "recommend")
-
-
-T = TypeVar("T")
-HELP_ARGS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
-
-
-class ConfigError(ValueError):
-    """A setting with a bad value; the message names the flag and the value."""
-
-
-def setting(default: Any, help: str, choices: Sequence[str] | None = None):
-    """A Config field: its default, the flag's help text and, for enums, the allowed values."""
-    return dataclasses.field(default=default,
-                             metadata={"help": help, "choices": tuple(choices or ())})
-
-
-def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
-    """``"512,512,1024"`` -> (512, 512, 1024); raises ConfigError naming ``--flag``."""
-    try:
-        sizes = tuple(int(s) for s in str(text).split(","))
-    except ValueError:
-        sizes = ()
-    if not sizes or any(s < 1 for s in sizes):
-        raise ConfigError(f"--{flag}={text!r}: expected comma-separated positive "
-                          "integers, e.g. 512,512,1024")
-    return sizes
 
 
 def parse_hidden_layers(text: str) -> tuple[int, ...]:
@@ -311,108 +282,3 @@ class Config:
 def defaults() -> types.SimpleNamespace:
     """The default of every setting (a namespace; a default Config would fail validation)."""
     return types.SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(Config)})
-
-
-def bad_setting(cfg, flag: str, why: str):
-    """Raises ConfigError ``--flag='value': why`` for the field ``flag`` of ``cfg``."""
-    raise ConfigError(f"--{flag}={getattr(cfg, flag)!r}: {why}")
-
-
-def check_choices(cfg, prefixes: Mapping[str, str] | None = None) -> None:
-    """Raises ConfigError naming the first field of the dataclass ``cfg`` whose value is not
-    one of its :func:`setting` choices (``prefixes``: text before "choose one of" per field)."""
-    for f in dataclasses.fields(cfg):
-        choices = f.metadata.get("choices")
-        if choices and getattr(cfg, f.name) not in choices:
-            what = (prefixes or {}).get(f.name, "")
-            bad_setting(cfg, f.name, f"{what}choose one of {list(choices)}")
-
-
-def define_flags(flag_values=None, cls: type = Config, module_name: str | None = None) -> None:
-    """Defines one absl flag per field of the dataclass ``cls`` (default :class:`Config`) in
-    ``flag_values`` (default: absl's global FLAGS): booleans, integers, floats and strings;
-    integer tuples are comma-separated strings. Choices are listed in the help and checked by
-    the dataclass (one error format for every flag). ``module_name``: the heading of the flags
-    in the help (default: this module)."""
-    from absl import flags
-    fv = flag_values if flag_values is not None else flags.FLAGS
-    kw = {"flag_values": fv, "module_name": module_name or __name__}
-    for f in dataclasses.fields(cls):
-        default, help_text = f.default, f.metadata["help"]
-        choices = f.metadata.get("choices")
-        if choices:
-            help_text += f" One of: {', '.join(choices)}."
-        if isinstance(default, bool):
-            flags.DEFINE_boolean(f.name, default, help_text, **kw)
-        elif isinstance(default, int):
-            flags.DEFINE_integer(f.name, default, help_text, **kw)
-        elif isinstance(default, float):
-            flags.DEFINE_float(f.name, default, help_text, **kw)
-        elif isinstance(default, tuple):
-            flags.DEFINE_string(f.name, ",".join(map(str, default)), help_text, **kw)
-        else:
-            flags.DEFINE_string(f.name, default, help_text, **kw)
-
-
-def config_from_flags(flag_values=None, cls: type[T] = Config) -> T:
-    """The parsed flags as a validated ``cls`` (default :class:`Config`; errors name the
-    flag)."""
-    from absl import flags
-    fv = flag_values if flag_values is not None else flags.FLAGS
-    values = {}
-    for f in dataclasses.fields(cls):
-        value = fv[f.name].value
-        if isinstance(f.default, tuple):
-            value = parse_int_list(value, f.name)
-        values[f.name] = value
-    return cls(**values)
-
-
-# ---- the other command-line tools (serve, export): private flags from their own dataclass ----
-def tool_flags(cls: type, prog: str = "deepae_jax"):
-    """A private absl FlagValues with the flags of ``cls`` (never clashes with main.py's),
-    listed under ``prog`` in the help."""
-    from absl import flags
-    fv = flags.FlagValues()
-    define_flags(fv, cls, prog)
-    return fv
-
-
-def wants_help(argv: Sequence[str]) -> bool:
-    """Whether the arguments (without the program name) ask for the help text."""
-    return any(a in HELP_ARGS for a in argv)
-
-
-def tool_help(cls: type, doc: str, prog: str = "deepae_jax") -> str:
-    """``doc`` followed by the flags of ``cls`` (names, help, defaults)."""
-    return f"{doc.rstrip()}\n\nflags:\n{tool_flags(cls, prog).get_help()}"
-
-
-def parse_tool_flags(cls: type[T], argv: Sequence[str], prog: str = "deepae_jax") -> T:
-    """Parses ``argv`` (without the program name; ``--flag=value``, ``--flag value`` and
-    ``--flagfile=FILE``) into a validated ``cls``; ConfigError (one line, naming the flag) for
-    an unknown flag, a bad value or a positional argument."""
-    from absl import flags
-    fv = tool_flags(cls, prog)
-    try:
-        rest = fv([prog, *argv])[1:]
-    except flags.Error as e:
-        raise ConfigError(" ".join(str(e).split())) from None
-    if rest:
-        raise ConfigError(f"unexpected argument(s) {rest}: every setting is a --flag "
-                          "(see --help)")
-    return config_from_flags(fv, cls)
-
-
-def tool_config(cls: type[T], argv: Sequence[str] | None, doc: str, prog: str) -> T | int:
-    """A tool's settings from ``argv`` (default: ``sys.argv[1:]``), or its exit code: 0 after
-    printing the help for ``--help``, 2 after printing one ``error:`` line for bad flags."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if wants_help(argv):
-        print(tool_help(cls, doc, prog))
-        return 0
-    try:
-        return parse_tool_flags(cls, argv, prog)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2

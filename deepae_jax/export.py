@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 
 from deepae_jax import checkpoint as ckpt
-from deepae_jax import config as config_lib
 from deepae_jax import model
-from deepae_jax.config import setting
+from deepae_jax import settings
+from deepae_jax.settings import setting
 from deepae_jax.io_utils import atomic_write, atomic_write_text
 
 log = logging.getLogger("deepae_jax")
@@ -65,7 +65,7 @@ class ExportConfig:
     opset: int = setting(21, "ONNX opset.")
 
     def __post_init__(self):
-        bad = lambda flag, why: config_lib.bad_setting(self, flag, why)  # noqa: E731
+        bad = lambda flag, why: settings.bad_setting(self, flag, why)  # noqa: E731
         for flag in ("checkpoint", "out"):
             if not getattr(self, flag):
                 bad(flag, "required")
@@ -240,7 +240,7 @@ def remove_stale(out_dir: str, written: dict[str, str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Exports as the flags in ``argv`` (default ``sys.argv[1:]``) say; returns 2 after one
     ``error:`` line when a flag or the export is wrong."""
-    cfg = config_lib.tool_config(ExportConfig, argv, __doc__, "deepae_jax.export")
+    cfg = settings.tool_config(ExportConfig, argv, __doc__, "deepae_jax.export")
     if isinstance(cfg, int):
         return cfg
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -13,15 +13,16 @@ import sys
 from absl import app, flags
 
 from deepae_jax import config as config_lib
+from deepae_jax import settings
 
 FLAGS = flags.FLAGS
-config_lib.define_flags(FLAGS)
+settings.define_flags(config_lib.Config, FLAGS)
 flags.adopt_module_key_flags(config_lib)  # --help lists them as this program's flags
 
 
 def config_from_flags() -> config_lib.Config:
     """Translates the parsed flags into a validated Config (errors name the flag)."""
-    return config_lib.config_from_flags(FLAGS)
+    return settings.config_from_flags(config_lib.Config, FLAGS)
 
 
 def main(argv):
@@ -47,8 +48,8 @@ def main(argv):
         elif cfg.mode == "evaluate":
             inference.run_evaluate(cfg)
         elif cfg.mode == "recommend":
-            from deepae_jax import recommend
-            recommend.run_recommend(cfg)
+            from deepae_jax import recommend_run
+            recommend_run.run_recommend(cfg)
         else:
             inference.run_infer(cfg)
     except (config_lib.ConfigError, RatingsFormatError, CheckpointError, TrainingDivergedError,

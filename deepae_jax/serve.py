@@ -52,8 +52,8 @@ except ImportError as e:  # pragma: no cover (the serve extra is optional)
     raise ImportError(f"the JSON service needs FastAPI and uvicorn ({e}); install the serve "
                       "extra: pip install 'deepae_jax[serve]'") from None
 
-from deepae_jax import config as config_lib
-from deepae_jax.config import setting
+from deepae_jax import settings
+from deepae_jax.settings import setting
 from deepae_jax.data.ratings import COLUMN_ORDERS
 from deepae_jax.recommend import Recommender, RecommendError, UnknownIdError
 
@@ -89,8 +89,8 @@ class ServeConfig:
     log_level: str = setting("warning", "Log level of the service and uvicorn.", LOG_LEVELS)
 
     def __post_init__(self):
-        bad = lambda flag, why: config_lib.bad_setting(self, flag, why)  # noqa: E731
-        config_lib.check_choices(self)
+        bad = lambda flag, why: settings.bad_setting(self, flag, why)  # noqa: E731
+        settings.check_choices(self)
         if not self.checkpoint:
             bad("checkpoint", "required: the --logdir of a training run")
         if not 0 <= self.port <= 65535:
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the service until it is stopped; ``argv``: the flags (default ``sys.argv[1:]``).
     Returns 2 after one ``error:`` line for bad flags, a model that does not load or an address
     it cannot listen on."""
-    cfg = config_lib.tool_config(ServeConfig, argv, __doc__, "deepae_jax.serve")
+    cfg = settings.tool_config(ServeConfig, argv, __doc__, "deepae_jax.serve")
     if isinstance(cfg, int):
         return cfg
     logging.basicConfig(level=cfg.log_level.upper(), format="%(message)s")

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from deepae_jax.config import bad_setting, setting, tool_config
+from deepae_jax.settings import bad_setting, setting, tool_config
 from deepae_jax.data.ratings import Triples, write_ratings_text
 
 
