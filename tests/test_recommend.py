@@ -10,7 +10,8 @@ from deepae_jax import checkpoint as ckpt
 from deepae_jax import model
 from deepae_jax.config import Config, ConfigError
 from deepae_jax.data import ratings
-from deepae_jax.recommend import Recommender, RecommendError, UnknownIdError, run_recommend
+from deepae_jax.recommend import Recommender, RecommendError, UnknownIdError
+from deepae_jax.recommend_run import run_recommend
 from deepae_jax.run_config import load_run_config, save_run_config
 from conftest import TINY_SPEC as SPEC
 
@@ -242,7 +243,7 @@ def test_config_validation_names_the_flag():
 
 
 def test_parse_ids_types_ids_as_the_readers_do():
-    from deepae_jax.recommend import parse_ids
+    from deepae_jax.recommend_run import parse_ids
     assert parse_ids("") is None
     assert parse_ids("3, 17").dtype == np.int64 and parse_ids("3, 17").tolist() == [3, 17]
     assert parse_ids("u_3,17").tolist() == ["u_3", "17"]  # not all integers: strings
