@@ -4,7 +4,7 @@ Usage (after ``benchmarks/make_netflix_like.py RAW_DIR [--scale S]``)::
 
     python benchmarks/convert_speed.py RAW_DIR OUT_DIR [--splits NF,N3M,N6M,N1Y] [--no_text]
 
-Runs ``python -m deepae_jax.data.netflix_convert RAW_DIR OUT_DIR --overwrite`` in a child process
+Runs ``python -m deepae_jax.data.datasets.netflix_convert RAW_DIR OUT_DIR --overwrite`` in a child process
 (wall time, peak RSS of the child), then loads ``OUT_DIR/NF_TRAIN.npz`` the way the trainer does
 (``ratings.load_matrix``) in a fresh child process (wall time of the load, peak RSS).
 """
@@ -52,7 +52,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM")
     print(f"raw data: {a.raw_dir}, {n_bytes / 2**30:.2f} GiB")
-    cmd = [sys.executable, "-m", "deepae_jax.data.netflix_convert", a.raw_dir, a.out_dir,
+    cmd = [sys.executable, "-m", "deepae_jax.data.datasets.netflix_convert", a.raw_dir, a.out_dir,
            "--overwrite", "--splits", a.splits] + (["--no_text"] if a.no_text else [])
     wall, peak, out = child(cmd)
     print(out.split("|")[0].strip())

@@ -1,4 +1,4 @@
-"""Times the ranking metrics (deepae_jax.eval_metrics.ranking_metrics) on MovieLens-100K.
+"""Times the ranking metrics (deepae_jax.evaluation.metrics.ranking_metrics) on MovieLens-100K.
 
 Usage::
 
@@ -26,15 +26,17 @@ import jax
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deepae_jax import eval_metrics, model, ranking  # noqa: E402
-from deepae_jax.data import movielens, ratings  # noqa: E402
+from deepae_jax.evaluation import metrics, ranking
+from deepae_jax.core import model  # noqa: E402
+from deepae_jax.data.datasets import movielens
+from deepae_jax.data import ratings  # noqa: E402
 
 
 def metrics_only(params, cfg, train_csr, held_csr, major, names, batch_size, repeats) -> float:
     """Best time of top-K + metrics over precomputed scores of every evaluated user."""
     import jax.numpy as jnp
     import numpy as np
-    from deepae_jax import scoring
+    from deepae_jax.evaluation import scoring
     by_user, held = (scoring.users_by_items(m, major) for m in (train_csr, held_csr))
     users = np.flatnonzero(np.diff(held.indptr) > 0)
     batches = [(jnp.asarray(s), jnp.asarray(r), jnp.asarray(held[c].toarray() != 0),
@@ -72,7 +74,7 @@ def main() -> None:
         params = model.init(jax.random.PRNGKey(0), cfg.layer_sizes, cfg.constrained)
 
         def run():
-            return eval_metrics.ranking_metrics(params, cfg, train.csr, held.csr, major, names,
+            return metrics.ranking_metrics(params, cfg, train.csr, held.csr, major, names,
                                                 batch_size=a.batch_size)
         t = time.perf_counter()
         out = run()

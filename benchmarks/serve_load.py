@@ -41,16 +41,16 @@ def start_server(checkpoint: str, extra: list[str]) -> tuple[subprocess.Popen, s
 
 
 def synthetic_checkpoint(root: str, n_users: int, n_items: int) -> str:
-    from deepae_jax import runner
+    from deepae_jax.training import trainer
     from deepae_jax.config import Config
-    from deepae_jax.data import synthetic
-    from deepae_jax.run_config import save_run_config
+    from deepae_jax.data.datasets import synthetic
+    from deepae_jax.run.run_config import save_run_config
     spec = synthetic.SyntheticSpec(n_users=n_users, n_items=n_items, seed=0)
     synthetic.ensure_dataset(os.path.join(root, "train"), "", spec)
     cfg = Config(path_to_train_data=os.path.join(root, "train"), logdir=os.path.join(root, "run"),
                  hidden_layers=(128, 128), optimizer="adam", lr=0.001, batch_size=64,
                  num_epochs=2, progress=False)
-    runner.train_and_evaluate(cfg)
+    trainer.train_and_evaluate(cfg)
     save_run_config(cfg.logdir, cfg)
     return cfg.logdir
 

@@ -46,12 +46,13 @@ import numpy as np  # noqa: E402
 
 import gpu_estimate  # noqa: E402
 import s1data  # noqa: E402
-from deepae_jax import model, resident, sparse, train  # noqa: E402
-from deepae_jax.distributed import make_mesh  # noqa: E402
-from deepae_jax.runner import resolve_train_path  # noqa: E402
+from deepae_jax.core import model, sparse, step
+from deepae_jax.training import resident  # noqa: E402
+from deepae_jax.devices import make_mesh  # noqa: E402
+from deepae_jax.training.trainer import resolve_train_path  # noqa: E402
 from deepae_jax.data import ratings  # noqa: E402
-from deepae_jax.evaluate import evaluate  # noqa: E402
-from deepae_jax.optim import make_optimizer  # noqa: E402
+from deepae_jax.evaluation.protocol import evaluate  # noqa: E402
+from deepae_jax.core.optim import make_optimizer  # noqa: E402
 
 # The PyTorch reference (torch 2.13 CPU, 2 threads) on S1, on a 2-core machine (issue figures).
 REFERENCE = {"text load (s)": "7-10", "binary load (s)": "-",
@@ -72,8 +73,8 @@ def bench_training(csr, args, aug_step):
     cfg = model.ModelConfig((csr.shape[1], *args.hidden), "selu", args.drop_prob)
     n_batches = csr.shape[0] // args.batch_size
     opt = make_optimizer("momentum", args.lr, 0.0, n_batches * (1 + aug_step))
-    state = train.create_train_state(jax.random.PRNGKey(0), cfg, opt)
-    step = train.make_train_step(cfg, opt, aug_step, path=args.path, dtype=args.dtype,
+    state = step.create_train_state(jax.random.PRNGKey(0), cfg, opt)
+    step = step.make_train_step(cfg, opt, aug_step, path=args.path, dtype=args.dtype,
                                  layers=args.layers)
     runner = resident.ResidentEpochs(step, csr, args.batch_size, seed=0,
                                   steps_per_call=args.steps_per_call,
@@ -133,8 +134,8 @@ def main(argv=None):
     p.add_argument("--eval-batch-size", type=int, default=1024)
     p.add_argument("--data-dir", default=None, help="cache folder for the generated data")
     p.add_argument("--skip-text", action="store_true",
-                   help="no text file: skip writing train.tsv and the text load measure")
-    p.add_argument("--layers", default="auto", choices=train.LAYERS,
+                   help="no text file: skip writing step.tsv and the text load measure")
+    p.add_argument("--layers", default="auto", choices=step.LAYERS,
                    help="the XLA path's n-wide first and output layers: gather-sum and output "
                         "at the observed items (sparse), dense matmuls (dense), or auto: sparse "
                         "on the CPU, else the one that moves fewer bytes (sparse.n_wide_layers)")

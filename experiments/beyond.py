@@ -34,7 +34,9 @@ import time
 import numpy as np
 
 from deepae_jax import baseline as baseline_lib
-from deepae_jax import inference, predict, runner
+from deepae_jax import inference
+from deepae_jax.evaluation import predictions
+from deepae_jax.training import trainer
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
 from experiments import data as data_lib
@@ -64,12 +66,12 @@ def scaled_split(split: data_lib.Split, factor: float, folder: str) -> data_lib.
 def baselines(split: data_lib.Split) -> list[dict]:
     """Global mean and user + item biases (lambdas on VALID), scored on every TEST rating."""
     train = ratings.load_matrix(split.train)
-    valid = predict.align_targets(train, ratings.load_triples(split.valid))
-    test = predict.align_targets(train, ratings.load_triples(split.test))
+    valid = predictions.align_targets(train, ratings.load_triples(split.valid))
+    test = predictions.align_targets(train, ratings.load_triples(split.test))
     rows = []
     for kind in ("global", "bias"):
         base = baseline_lib.fit(train.csr, kind, eval_csr=valid.split.csr)
-        v, t = predict.baseline_scores(base, valid), predict.baseline_scores(base, test)
+        v, t = predictions.baseline_scores(base, valid), predictions.baseline_scores(base, test)
         rows.append({"kind": "baseline", "name": kind, "valid_rmse": v.rmse,
                      "test_rmse": t.rmse, "test_count": t.count})
     return rows
@@ -97,7 +99,7 @@ def train_member(cfg: Config) -> dict:
     t0 = time.time()
     with open(os.path.join(cfg.logdir, "train.log"), "w", encoding="utf-8") as log, \
             contextlib.redirect_stdout(log):
-        runner.train_and_evaluate(cfg)
+        trainer.train_and_evaluate(cfg)
     with open(path, encoding="utf-8") as fh:
         summary = json.load(fh)
     summary["wall_s"] = time.time() - t0
@@ -136,9 +138,9 @@ def refit(split: data_lib.Split, first: Config, summary: dict, logdir: str, both
         os.makedirs(cfg.logdir, exist_ok=True)
         with open(os.path.join(cfg.logdir, "train.log"), "w", encoding="utf-8") as log, \
                 contextlib.redirect_stdout(log):
-            runner.train_and_evaluate(cfg)
+            trainer.train_and_evaluate(cfg)
         pred, actual = member_predictions(cfg, split.test)
-        s = predict.score(pred, actual)
+        s = predictions.score(pred, actual)
         with open(done, "w", encoding="utf-8") as fh:
             json.dump({"test_rmse": s.rmse, "test_count": s.count,
                        "wall_s": time.time() - t0}, fh)
@@ -173,15 +175,15 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
         groups = [(1 - w, preds[part, "items"]), (w, preds[part, "users"])]
         return sum(g * np.mean(p, axis=0) for g, p in groups if p and g > 0)
     grid = USER_WEIGHTS if n_items and n_users else [float(n_users > 0)]
-    w = min(grid, key=lambda g: predict.score(blend("valid", g), actual["valid"]).rmse)
-    scores = {part: predict.score(blend(part, w), actual[part]) for part in ("valid", "test")}
+    w = min(grid, key=lambda g: predictions.score(blend("valid", g), actual["valid"]).rmse)
+    scores = {part: predictions.score(blend(part, w), actual[part]) for part in ("valid", "test")}
     name = f"ensemble {n_items} items + {n_users} users"
     rows = [{"kind": "ensemble", "name": name,
              "seed": seed, "members": [f"{m}:{s}" for m, s in members], "users_weight": w,
              "valid_rmse": scores["valid"].rmse, "test_rmse": scores["test"].rmse,
              "test_count": scores["test"].count, "wall_s": wall}]
     if refit_both:
-        s = predict.score(blend("refit", w), actual["test"])
+        s = predictions.score(blend("refit", w), actual["test"])
         rows.append({**rows[0], "kind": "ensemble_refit", "valid_rmse": float("nan"),
                      "name": name + ", each refit on TRAIN+VALID (weight from VALID)",
                      "test_rmse": s.rmse, "test_count": s.count, "wall_s": None})

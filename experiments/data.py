@@ -1,6 +1,6 @@
 """The data of each scale, written as the trainer's text folders (TRAIN / VALID / TEST).
 
-* ``paper``: the Netflix splits of ``python -m deepae_jax.data.netflix_convert``
+* ``paper``: the Netflix splits of ``python -m deepae_jax.data.datasets.netflix_convert``
   (``DIR/<SPLIT>_TRAIN.npz`` when present, else the text folder ``DIR/<SPLIT>_TRAIN``).
 * ``small``: MovieLens-100K in one of two settings, both with a VALID part for model selection
   that never touches TEST:
@@ -22,7 +22,7 @@ import os
 
 import numpy as np
 
-from deepae_jax.data import movielens, synthetic
+from deepae_jax.data.datasets import movielens, synthetic
 from deepae_jax.data.ratings import Triples, write_ratings_text
 
 SMALL_SPLITS = ("time70", "u1")
@@ -111,14 +111,14 @@ def synthetic_split(split: str, work_dir: str, seed: int = 0) -> Split:
     is_valid = rng.random(len(held)) < 0.5
     folder = os.path.join(work_dir, f"smoke_synthetic_{split}_seed{seed}")
     os.makedirs(folder, exist_ok=True)
-    desc = "SMOKE: tiny synthetic set (deepae_jax.data.synthetic); MovieLens-100K not found"
+    desc = "SMOKE: tiny synthetic set (deepae_jax.data.datasets.synthetic); MovieLens-100K not found"
     return _write(folder, f"synthetic_{split}", {
         "TRAIN": train, "VALID": movielens.subset(held, is_valid),
         "TEST": movielens.subset(held, ~is_valid)}, desc)
 
 
 def paper_split(data_dir: str, name: str) -> Split:
-    """A Netflix split written by ``deepae_jax.data.netflix_convert`` in ``data_dir``."""
+    """A Netflix split written by ``deepae_jax.data.datasets.netflix_convert`` in ``data_dir``."""
     if name not in PAPER_SPLITS:
         raise ValueError(f"--split={name!r}: the paper scale has {PAPER_SPLITS}")
     paths = {}
@@ -132,6 +132,6 @@ def paper_split(data_dir: str, name: str) -> Split:
         else:
             raise FileNotFoundError(
                 f"{folder}(.npz) not found: convert the Netflix Prize data first with "
-                f"python -m deepae_jax.data.netflix_convert TRAINING_SET_DIR {data_dir}")
+                f"python -m deepae_jax.data.datasets.netflix_convert TRAINING_SET_DIR {data_dir}")
     return Split(name, paths["TRAIN"], paths["VALID"], paths["TEST"],
                  f"Netflix Prize, split {name} (PAPER.md), converted in {data_dir}")

@@ -1,4 +1,4 @@
-"""One training run under the paper's protocol: train with ``runner.train_and_evaluate``
+"""One training run under the paper's protocol: train with ``trainer.train_and_evaluate``
 (evaluating on VALID after every epoch, a checkpoint per epoch), select the epoch with the best
 VALID RMSE, and score that checkpoint on TEST with ``inference.run_evaluate``. TEST never takes
 part in the selection. Checkpoints other than the best so far and the latest are deleted while
@@ -19,10 +19,11 @@ import struct
 import threading
 import time
 
-from deepae_jax import checkpoint as ckpt
-from deepae_jax import inference, runner
+from deepae_jax.run import checkpoint as ckpt
+from deepae_jax import inference
+from deepae_jax.training import trainer
 from deepae_jax.config import Config
-from deepae_jax.train import TrainingDivergedError
+from deepae_jax.core.step import TrainingDivergedError
 
 from experiments.data import Split
 
@@ -154,7 +155,7 @@ def run_one(spec: RunSpec, split: Split, run_dir: str, seed: int, reuse: bool = 
     diverged = None
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            runner.train_and_evaluate(cfg)
+            trainer.train_and_evaluate(cfg)
     except TrainingDivergedError as e:
         diverged = str(e).split("; stopped")[0]
     finally:

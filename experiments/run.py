@@ -8,7 +8,7 @@ dropout (Figure 4), refeeding (Figure 5), comparison (Tables 3-4), or ``all``.
 
 * ``--scale paper``: the paper's Netflix runs (for a GPU), with the exact settings of
   ``experiments/flags/paper/<experiment>/<setting>.flags``; DIR is the output folder of
-  ``python -m deepae_jax.data.netflix_convert`` (NF_TRAIN/NF_VALID/NF_TEST, N3M_*, N6M_*, N1Y_*).
+  ``python -m deepae_jax.data.datasets.netflix_convert`` (NF_TRAIN/NF_VALID/NF_TEST, N3M_*, N6M_*, N1Y_*).
   The comparison trains on every split named by ``--split`` (default: all four); the other
   experiments on NF.
 * ``--scale small``: the same designs on MovieLens-100K (DIR holds u.data, u1.base, u1.test) on a
@@ -529,7 +529,7 @@ def parse_args(argv):
         if bad:
             p.error(f"--split: unknown Netflix split(s) {bad}; choose from {PAPER_SPLITS}")
         if not a.data_dir:
-            p.error("--data_dir: the folder written by deepae_jax.data.netflix_convert")
+            p.error("--data_dir: the folder written by deepae_jax.data.datasets.netflix_convert")
     else:
         from experiments.data import SMALL_SPLITS
         a.split = a.split or "time70"

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from deepae_jax.data import synthetic
+from deepae_jax.data.datasets import synthetic
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("DEEPAE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -29,7 +29,7 @@ TINY_SPEC = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_us
 def tiny_model(tmp_path_factory):
     """(root, Config) of a tiny model trained once per test session on TINY_SPEC (tied decoder,
     linear last layer: the variants recommend, export and serve must handle)."""
-    from deepae_jax import runner
+    from deepae_jax.training import trainer
     from deepae_jax.config import Config
     root = tmp_path_factory.mktemp("deepae_tiny_model")
     cfg = Config(path_to_train_data=str(root / "train"), logdir=str(root / "run"),
@@ -37,5 +37,5 @@ def tiny_model(tmp_path_factory):
                  skip_last_layer_nl=True, optimizer="adam", lr=0.01, batch_size=16,
                  num_epochs=1, progress=False, seed=1)
     synthetic.ensure_dataset(cfg.path_to_train_data, "", TINY_SPEC)
-    runner.train_and_evaluate(cfg)
+    trainer.train_and_evaluate(cfg)
     return root, cfg

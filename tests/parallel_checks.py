@@ -18,15 +18,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from deepae_jax import checkpoint as ckpt  # noqa: E402
-from deepae_jax import inference, model, parallel, runner  # noqa: E402
+from deepae_jax.run import checkpoint as ckpt  # noqa: E402
+from deepae_jax import inference
+from deepae_jax.core import model
+from deepae_jax.training import parallel, trainer  # noqa: E402
 from deepae_jax.config import Config  # noqa: E402
-from deepae_jax.data import synthetic  # noqa: E402
-from deepae_jax.optim import make_optimizer  # noqa: E402
+from deepae_jax.data.datasets import synthetic  # noqa: E402
+from deepae_jax.core.optim import make_optimizer  # noqa: E402
 from deepae_jax.data.batching import dense_batches, epoch_permutation  # noqa: E402
-from deepae_jax.resident import ResidentEpochs, replicated_on  # noqa: E402
-from deepae_jax.train import (create_train_state, jit_train_step, make_train_step,  # noqa: E402
-                              train_epoch)
+from deepae_jax.training.resident import ResidentEpochs, replicated_on  # noqa: E402
+from deepae_jax.core.step import create_train_state, jit_train_step, make_train_step, train_epoch
 
 TINY = synthetic.SyntheticSpec(n_users=160, n_items=48, rank=3, mean_ratings_per_user=10.0,
                                seed=3)
@@ -58,7 +59,7 @@ def main(workdir: str) -> dict:
     results, params = {}, {}
     for n in (4, 1):
         cfg = Config(**base, num_devices=n, logdir=os.path.join(workdir, f"run{n}"))
-        results[n] = runner.train_and_evaluate(cfg)
+        results[n] = trainer.train_and_evaluate(cfg)
         params[n] = params_of(cfg.logdir)
     out["eval_rmse"] = {str(n): results[n]["eval_rmse"] for n in results}
     out["train_rmse"] = {str(n): results[n]["train_rmse"] for n in results}
@@ -101,7 +102,7 @@ def main(workdir: str) -> dict:
     # 4. The sparse XLA path with the ratings resident on the 4 devices (grouped packed
     #    batches gathered on each device) gives the updates of the dense single-device step;
     #    its packed width follows the groups' real ratings; XLA inserted the collectives.
-    data = runner.load_data(Config(**base))
+    data = trainer.load_data(Config(**base))
     model_cfg = Config(**base).model_config(data.train.shape[1])
     optimizer = make_optimizer("momentum", 0.02, 0.0, 10)
     init = create_train_state(jax.random.PRNGKey(5), model_cfg, optimizer)
@@ -130,7 +131,7 @@ def main(workdir: str) -> dict:
     # 5. Clear errors.
     out["error_batch"] = error_of(lambda: parallel.setup(num_devices=4, batch_size=18))
     out["error_devices"] = error_of(lambda: parallel.setup(num_devices=5))
-    out["error_runner_batch"] = error_of(lambda: runner.train_and_evaluate(
+    out["error_runner_batch"] = error_of(lambda: trainer.train_and_evaluate(
         Config(**{**base, "batch_size": 18}, num_devices=4,
                logdir=os.path.join(workdir, "bad"))))
     return out

@@ -7,7 +7,8 @@ import pytest
 
 from deepae_jax import api
 from deepae_jax.config import ConfigError
-from deepae_jax.data import ratings, synthetic
+from deepae_jax.data import ratings
+from deepae_jax.data.datasets import synthetic
 
 SPEC = synthetic.SyntheticSpec(n_users=80, n_items=30, mean_ratings_per_user=10, seed=4)
 

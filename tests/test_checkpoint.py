@@ -10,10 +10,11 @@ import jax
 import numpy as np
 import pytest
 
-from deepae_jax import checkpoint as ckpt
-from deepae_jax import io_utils, model
-from deepae_jax.optim import make_optimizer
-from deepae_jax.train import create_train_state
+from deepae_jax.run import checkpoint as ckpt
+from deepae_jax.run import files
+from deepae_jax.core import model
+from deepae_jax.core.optim import make_optimizer
+from deepae_jax.core.step import create_train_state
 
 MODEL = model.ModelConfig((10, 4), activation="elu", last_layer_linear=True, constrained=True)
 
@@ -103,7 +104,7 @@ def test_files_get_umask_permissions_not_0600(tmp_path, umask, mode):
     old = os.umask(umask)
     try:
         _, paths = write_run(tmp_path, epochs=(1,))
-        io_utils.atomic_write_text(str(tmp_path / "a.txt"), "x")
+        files.atomic_write_text(str(tmp_path / "a.txt"), "x")
     finally:
         os.umask(old)
     for path in (paths[0], tmp_path / "vocab.npz", tmp_path / "a.txt"):
@@ -117,13 +118,13 @@ def test_disk_full_is_a_clear_error_naming_the_file(tmp_path, monkeypatch):
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(io_utils.os, "fsync", full)
+    monkeypatch.setattr(files.os, "fsync", full)
     with pytest.raises(ckpt.CheckpointError,
                        match=r"checkpoint_00002\.msgpack: cannot write \(no space left"):
         write_run(tmp_path, epochs=(2,))
-    with pytest.raises(io_utils.OutputError, match=r"b\.txt: cannot write \(no space left"):
-        io_utils.atomic_write_text(str(tmp_path / "b.txt"), "x")
-    monkeypatch.setattr(io_utils.os, "fsync", real_fsync)
+    with pytest.raises(files.OutputError, match=r"b\.txt: cannot write \(no space left"):
+        files.atomic_write_text(str(tmp_path / "b.txt"), "x")
+    monkeypatch.setattr(files.os, "fsync", real_fsync)
     assert open(paths[0], "rb").read() == before
     assert sorted(os.listdir(tmp_path)) == ["checkpoint_00001.msgpack", "vocab.npz"]
 
@@ -132,21 +133,21 @@ def test_remove_temp_files_removes_only_atomic_write_leftovers(tmp_path):
     for name in (".checkpoint_00002.msgpack.abc123.tmp", ".vocab.npz.x.tmp", "keep.tmp",
                  "checkpoint_00001.msgpack"):
         (tmp_path / name).write_text("x")
-    removed = io_utils.remove_temp_files(str(tmp_path))
+    removed = files.remove_temp_files(str(tmp_path))
     assert sorted(os.path.basename(p) for p in removed) == [
         ".checkpoint_00002.msgpack.abc123.tmp", ".vocab.npz.x.tmp"]
     assert sorted(os.listdir(tmp_path)) == ["checkpoint_00001.msgpack", "keep.tmp"]
 
 
 def test_disk_full_in_a_run_is_an_error_line_not_a_traceback(tmp_path, monkeypatch, capsys):
-    from deepae_jax.data import synthetic
+    from deepae_jax.data.datasets import synthetic
     from test_cli import main_in_process
     spec = synthetic.SyntheticSpec(n_users=30, n_items=20, mean_ratings_per_user=5, seed=1)
     synthetic.ensure_dataset(str(tmp_path / "train"), "", spec)
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(io_utils.os, "fsync", full)
+    monkeypatch.setattr(files.os, "fsync", full)
     assert main_in_process(f"--path_to_train_data={tmp_path / 'train'}", "--batch_size=8",
                            f"--logdir={tmp_path / 'logs'}", "--noprogress") == 2
     err = capsys.readouterr().err

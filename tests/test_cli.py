@@ -1,4 +1,4 @@
-"""The command line as a user runs it: python -m deepae_jax.main / deepae_jax.compute_rmse."""
+"""The command line as a user runs it: python -m deepae_jax.main / deepae_jax.cli.compute_rmse."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from deepae_jax.data import synthetic
+from deepae_jax.data.datasets import synthetic
 
 SPEC = synthetic.SyntheticSpec(n_users=200, n_items=60, mean_ratings_per_user=15, seed=11)
 
@@ -42,7 +42,7 @@ def test_train_infer_evaluate_compute_rmse(flagfile):
                 f"--predictions_path={preds}")
     assert infer.returncode == 0, infer.stderr
     assert preds.read_text().count("\n") > 0
-    rmse = run("-m", "deepae_jax.compute_rmse", f"--path_to_predictions={preds}")
+    rmse = run("-m", "deepae_jax.cli.compute_rmse", f"--path_to_predictions={preds}")
     assert rmse.returncode == 0 and rmse.stdout.startswith("RMSE: ")
     last_epoch = [l for l in train.stdout.splitlines() if l.startswith("epoch 2/2")][0]
     eval_rmse = float(last_epoch.split("eval RMSE ")[1].split()[0])
@@ -74,7 +74,7 @@ def test_bad_data_names_file_and_line(tmp_path):
 
 def main_in_process(*argv) -> int:
     """Parses ``argv`` with the CLI's absl flags and runs main(); returns its exit code."""
-    from deepae_jax import main
+    from deepae_jax.cli import main
     main.FLAGS.unparse_flags()
     try:
         main.FLAGS(["deepae_jax.main", *argv])
@@ -86,8 +86,8 @@ def main_in_process(*argv) -> int:
 def test_compute_rmse_round(tmp_path):
     preds = tmp_path / "p.tsv"
     preds.write_text("1\t2\t3.4\t3\n1\t3\t4.6\t4\n")
-    plain = run("-m", "deepae_jax.compute_rmse", f"--path_to_predictions={preds}")
-    rounded = run("-m", "deepae_jax.compute_rmse", f"--path_to_predictions={preds}", "--round")
+    plain = run("-m", "deepae_jax.cli.compute_rmse", f"--path_to_predictions={preds}")
+    rounded = run("-m", "deepae_jax.cli.compute_rmse", f"--path_to_predictions={preds}", "--round")
     assert plain.stdout.split()[1] == f"{((0.4**2 + 0.6**2) / 2) ** 0.5:.6f}"
     assert rounded.stdout.split()[1] == f"{(1 / 2) ** 0.5:.6f}"
 
@@ -100,7 +100,7 @@ def test_compute_rmse_round(tmp_path):
 def test_compute_rmse_refuses_binary_and_non_finite_input(tmp_path, content, needle):
     preds = tmp_path / "p.tsv"
     preds.write_bytes(content)
-    proc = run("-m", "deepae_jax.compute_rmse", f"--path_to_predictions={preds}")
+    proc = run("-m", "deepae_jax.cli.compute_rmse", f"--path_to_predictions={preds}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{preds}{needle}" in proc.stderr and "RMSE: nan" not in proc.stdout
 

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from deepae_jax.data import download
+from deepae_jax.data.datasets import download
 from deepae_jax.data.ratings import RatingMatrix
 
 U_DATA = "".join(f"{u}\t{i}\t{(u * i) % 5 + 1}\t{1000 + 7 * i + u}\n"

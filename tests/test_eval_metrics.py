@@ -7,10 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from deepae_jax import eval_metrics, inference, model, runner
+from deepae_jax.evaluation import metrics
+from deepae_jax import inference
+from deepae_jax.core import model
+from deepae_jax.training import trainer
 from deepae_jax.config import Config
-from deepae_jax.data import synthetic
-from deepae_jax.evaluate import evaluate
+from deepae_jax.data.datasets import synthetic
+from deepae_jax.evaluation.protocol import evaluate
 from test_ranking import plain_metrics
 
 SPEC = synthetic.SyntheticSpec(n_users=90, n_items=30, mean_ratings_per_user=10, seed=4)
@@ -28,7 +31,7 @@ def runs(tmp_path_factory):
                      logdir=str(root / major), hidden_layers=(8,), lr=0.01, optimizer="adam",
                      batch_size=8, num_epochs=1, progress=False, major=major, metrics=METRICS,
                      eval_batch_size=16)
-        out[major] = (cfg, runner.train_and_evaluate(cfg))
+        out[major] = (cfg, trainer.train_and_evaluate(cfg))
     return out
 
 
@@ -58,7 +61,7 @@ def plain(cfg, threshold=0.0):
 def test_metrics_match_plain_python(runs, major):
     cfg, result = runs[major]
     data, model_cfg, params, expected = plain(cfg)
-    got = eval_metrics.evaluate_metrics(params, model_cfg, data, cfg)
+    got = metrics.evaluate_metrics(params, model_cfg, data, cfg)
     assert list(got)[:9] == METRICS.split(",")
     for name, value in got.items():
         if name in expected:
@@ -78,7 +81,7 @@ def test_relevance_threshold_skips_and_counts_users(runs):
     cfg, _ = runs["users"]
     cfg = dataclasses.replace(cfg, relevance_threshold=5.0)
     data, model_cfg, params, expected = plain(cfg, threshold=5.0)
-    got = eval_metrics.evaluate_metrics(params, model_cfg, data, cfg)
+    got = metrics.evaluate_metrics(params, model_cfg, data, cfg)
     assert got["ranking_users_skipped"] == expected["ranking_users_skipped"] > 0
     for name in ("recall@3", "ndcg@3", "map@3", "coverage@3"):
         assert got[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
@@ -99,7 +102,7 @@ def test_evaluate_mode_prints_and_writes_json(runs, tmp_path, capsys):
 
 def test_epoch_line_shows_the_metrics(runs, capsys):
     cfg, _ = runs["users"]
-    runner.train_and_evaluate(dataclasses.replace(cfg, num_epochs=2, resume=True,
+    trainer.train_and_evaluate(dataclasses.replace(cfg, num_epochs=2, resume=True,
                                                   metrics="mae,recall@3"))
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch 2/2")][0]
     assert "eval RMSE" in line and " mae " in line and "recall@3 " in line

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from deepae_jax import model
-from deepae_jax.evaluate import evaluate, predict_eval_ratings
+from deepae_jax.core import model
+from deepae_jax.evaluation.protocol import evaluate, predict_eval_ratings
 
 
 def random_split(seed=0, rows=23, cols=17):

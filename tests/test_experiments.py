@@ -28,7 +28,7 @@ ALL_FLAGFILES = sorted(glob.glob(str(REPO_ROOT / "experiments" / "flags" / "**" 
 def test_flagfiles_parse_into_valid_configs(path):
     settings = flagfiles.parse_flagfile(path)
     Config(path_to_train_data="x", **settings)  # validates every value
-    from deepae_jax import main  # the same names as the CLI's flags
+    from deepae_jax.cli import main  # the same names as the CLI's flags
     from absl import flags
     for name in settings:
         assert name in flags.FLAGS, f"{path}: --{name} is not a flag of deepae_jax.main"

@@ -11,7 +11,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from deepae_jax import export, model
+from deepae_jax import export
+from deepae_jax.core import model
 from conftest import TINY_SPEC as SPEC
 
 MISSING_EXTRA = [m for m in ("jax2onnx", "onnx", "onnxruntime")

@@ -12,10 +12,10 @@ import time
 import jax
 import numpy as np
 
-from deepae_jax import checkpoint as ckpt
-from deepae_jax import runner
+from deepae_jax.run import checkpoint as ckpt
+from deepae_jax.training import trainer
 from deepae_jax.config import Config
-from deepae_jax.data import synthetic
+from deepae_jax.data.datasets import synthetic
 
 SPEC = synthetic.SyntheticSpec(n_users=80, n_items=30, mean_ratings_per_user=8, seed=4)
 EPOCHS = 5
@@ -100,7 +100,7 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     for _ in range(3):  # resumed until it finishes (at most one epoch lost per kill above)
         if attempt(argv) == 0 and ckpt.list_checkpoints(str(logdir))[-1][0] == EPOCHS:
             break
-    runner.train_and_evaluate(Config(**settings(tmp_path, tmp_path / "whole")))
+    trainer.train_and_evaluate(Config(**settings(tmp_path, tmp_path / "whole")))
 
     killed = ckpt.restore(str(logdir))
     whole = ckpt.restore(str(tmp_path / "whole"))

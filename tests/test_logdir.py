@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from deepae_jax import logdir as logdir_lib
+from deepae_jax.run import logdir as logdir_lib
 from test_checkpoint import damage, write_run
 
-HOLD = ("import sys, time; from deepae_jax.logdir import LogdirLock; "
+HOLD = ("import sys, time; from deepae_jax.run.logdir import LogdirLock; "
         "lock = LogdirLock(sys.argv[1]); print('locked', flush=True); time.sleep(120)")
 
 
@@ -81,16 +81,16 @@ def test_run_ids_are_unique():
 
 
 def test_training_into_a_locked_logdir_is_refused(holder, tmp_path):
-    from deepae_jax import runner
+    from deepae_jax.training import trainer
     from deepae_jax.config import Config
-    from deepae_jax.data import synthetic
+    from deepae_jax.data.datasets import synthetic
     folder, proc = holder
     spec = synthetic.SyntheticSpec(n_users=30, n_items=20, mean_ratings_per_user=5, seed=1)
     synthetic.ensure_dataset(str(tmp_path / "train"), "", spec)
     cfg = Config(path_to_train_data=str(tmp_path / "train"), logdir=str(folder),
                  hidden_layers=(4,), batch_size=8, num_epochs=1, progress=False)
     with pytest.raises(logdir_lib.LogdirError, match=f"--logdir='{folder}' is in use"):
-        runner.train_and_evaluate(cfg)
+        trainer.train_and_evaluate(cfg)
     assert logdir_lib.run_artefacts(str(folder)) == []  # nothing written beside the holder
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepae_jax import losses
+from deepae_jax.core import losses
 
 # Two users, four items; 0 = unrated. Observed targets: (0,0)=5, (0,2)=3, (1,1)=1, (1,3)=4.
 TARGETS = np.array([[5.0, 0.0, 3.0, 0.0],

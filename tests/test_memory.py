@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from deepae_jax import memory, model
-from deepae_jax.optim import make_optimizer
+from deepae_jax.core import memory, model
+from deepae_jax.core.optim import make_optimizer
 
 
 def test_training_bytes_counts_params_gradients_and_optimizer_state():
@@ -24,7 +24,7 @@ def test_a_model_too_large_is_refused_with_the_memory_it_needs():
 
 
 def test_main_refuses_it_without_a_traceback(tmp_path, capsys):
-    from deepae_jax.data import synthetic
+    from deepae_jax.data.datasets import synthetic
     from test_cli import main_in_process
     spec = synthetic.SyntheticSpec(n_users=30, n_items=20, mean_ratings_per_user=5, seed=1)
     synthetic.ensure_dataset(str(tmp_path / "train"), "", spec)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepae_jax import model
+from deepae_jax.core import model
 
 N_NETFLIX = 17768
 SELU_ALPHA = 1.6732632423543772848170429916717

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from deepae_jax.data import movielens, movielens_convert
+from deepae_jax.data.datasets import movielens, movielens_convert
 from deepae_jax.data.ratings import RatingMatrix, RatingsFormatError, read_ratings_text
 
 # (user, item, rating, timestamp)

@@ -17,8 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from deepae_jax import checkpoint as ckpt
-from deepae_jax.data import synthetic
+from deepae_jax.run import checkpoint as ckpt
+from deepae_jax.data.datasets import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 150
@@ -117,9 +117,9 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
 
 def params_of_initial(logdir: str) -> list[np.ndarray]:
     """The parameters the run started from (same seed and layer sizes as its checkpoint)."""
-    from deepae_jax import model
-    from deepae_jax.optim import make_optimizer
-    from deepae_jax.train import create_train_state
+    from deepae_jax.core import model
+    from deepae_jax.core.optim import make_optimizer
+    from deepae_jax.core.step import create_train_state
     meta = ckpt.read_checkpoint(ckpt.latest_checkpoint(logdir))["meta"]
     model_cfg = model.ModelConfig(tuple(meta["layer_sizes"]), constrained=meta["constrained"])
     state = create_train_state(jax.random.PRNGKey(11), model_cfg,

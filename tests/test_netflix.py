@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from deepae_jax.data import netflix, netflix_convert
+from deepae_jax.data.datasets import netflix, netflix_convert
 from deepae_jax.data.ratings import RatingMatrix, RatingsFormatError, read_ratings_text
 
 # (user, movie, stars, date). Comments say which window edge a rating sits on.

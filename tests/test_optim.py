@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from deepae_jax import optim
+from deepae_jax.core import optim
 
 MILESTONES = (24, 36, 48, 66, 72)
 

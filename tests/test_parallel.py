@@ -1,4 +1,4 @@
-"""Data-parallel training (deepae_jax.parallel).
+"""Data-parallel training (deepae_jax.training.parallel).
 
 The multi-device checks run once, in a subprocess with XLA_FLAGS=--xla_force_host_platform_
 device_count=4 (tests/parallel_checks.py), because the device count is fixed when JAX starts;
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from deepae_jax import parallel
+from deepae_jax.training import parallel
 from deepae_jax.config import Config, ConfigError
 from deepae_jax.data.batching import dense_batches
 

@@ -1,4 +1,4 @@
-"""Ranking metric definitions (deepae_jax.ranking): hand-worked examples and plain Python."""
+"""Ranking metric definitions (deepae_jax.evaluation.ranking): hand-worked examples and plain Python."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepae_jax import ranking
+from deepae_jax.evaluation import ranking
 from deepae_jax.config import Config, ConfigError
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from deepae_jax.data import ratings as R
-from deepae_jax.data import table_arrow, text_format
+from deepae_jax.data.readers import arrow, text_format
 
 COLS = {"user": 0, "item": 1, "rating": 2}
 
@@ -32,7 +32,7 @@ def test_reads_file_and_directory_and_ignores_extra_columns(tmp_path):
 def general(tmp_path, text: str) -> np.ndarray:
     """What the general (pyarrow) reader makes of a tab-separated text, as (n, 3) float64."""
     path = write(tmp_path / "general.tsv", text)
-    t = table_arrow.read_arrow(path, "\t", False, COLS)
+    t = arrow.read_arrow(path, "\t", False, COLS)
     return np.column_stack([t.users, t.items, t.ratings]).astype(np.float64)
 
 

@@ -10,7 +10,7 @@ from conftest import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text()
 SMALLER = {  # what the test changes in the commands: smaller data, fewer epochs
-    "deepae_jax.data.synthetic": " --users=200 --items=60",
+    "deepae_jax.data.datasets.synthetic": " --users=200 --items=60",
     "--flagfile=experiments/recipes/rating_prediction.flags": " --num_epochs=2",
 }
 

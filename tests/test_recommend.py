@@ -6,13 +6,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from deepae_jax import checkpoint as ckpt
-from deepae_jax import model
+from deepae_jax.run import checkpoint as ckpt
+from deepae_jax.core import model
 from deepae_jax.config import Config, ConfigError
 from deepae_jax.data import ratings
 from deepae_jax.recommend import Recommender, RecommendError, UnknownIdError
-from deepae_jax.recommend_run import run_recommend
-from deepae_jax.run_config import load_run_config, save_run_config
+from deepae_jax.cli.recommend_run import run_recommend
+from deepae_jax.run.run_config import load_run_config, save_run_config
 from conftest import TINY_SPEC as SPEC
 
 BATCH = 16
@@ -97,7 +97,7 @@ def test_cli_mode_writes_a_tsv_and_stdout(trained, rec, tmp_path, capsys):
 
 
 def test_main_dispatches_recommend(trained, tmp_path, capsys):
-    from deepae_jax import main as main_lib
+    from deepae_jax.cli import main as main_lib
     root, cfg = trained
     out = tmp_path / "all.tsv"
     try:
@@ -161,11 +161,11 @@ def test_duplicate_ratings_in_the_file_are_an_error(trained, tmp_path):
 
 
 def test_item_based_model_recommends_like_a_user_based_one(trained, tmp_path):
-    from deepae_jax import runner
+    from deepae_jax.training import trainer
     root, cfg = trained
     items_cfg = dataclasses.replace(cfg, major="items", logdir=str(tmp_path / "items"),
                                     batch_size=8)
-    runner.train_and_evaluate(items_cfg)
+    trainer.train_and_evaluate(items_cfg)
     rec = Recommender.from_logdir(items_cfg.logdir, batch_size=BATCH)
     assert rec.major == "items" and len(rec.user_ids) == SPEC.n_users
     assert rec.n_items == SPEC.n_items
@@ -243,7 +243,7 @@ def test_config_validation_names_the_flag():
 
 
 def test_parse_ids_types_ids_as_the_readers_do():
-    from deepae_jax.recommend_run import parse_ids
+    from deepae_jax.cli.recommend_run import parse_ids
     assert parse_ids("") is None
     assert parse_ids("3, 17").dtype == np.int64 and parse_ids("3, 17").tolist() == [3, 17]
     assert parse_ids("u_3,17").tolist() == ["u_3", "17"]  # not all integers: strings

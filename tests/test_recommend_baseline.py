@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 
 from deepae_jax import baseline as baseline_lib
-from deepae_jax import inference, model, runner
+from deepae_jax import inference
+from deepae_jax.core import model
+from deepae_jax.training import trainer
 from deepae_jax.config import Config
-from deepae_jax.data import ratings, synthetic
+from deepae_jax.data import ratings
+from deepae_jax.data.datasets import synthetic
 from deepae_jax.recommend import Recommender
 
 SPEC = synthetic.SyntheticSpec(n_users=90, n_items=30, mean_ratings_per_user=10, seed=8)
@@ -25,7 +28,7 @@ def trained(request, tmp_path_factory):
                  num_epochs=2, progress=False, seed=3, major=request.param, baseline="bias",
                  baseline_input="shifted", unknown="baseline")
     synthetic.ensure_dataset(cfg.path_to_train_data, cfg.path_to_eval_data, SPEC)
-    runner.train_and_evaluate(cfg)
+    trainer.train_and_evaluate(cfg)
     return cfg
 
 

@@ -9,11 +9,12 @@ import jax
 import numpy as np
 import pytest
 
-from deepae_jax import checkpoint as ckpt
-from deepae_jax import inference, runner
-from deepae_jax.compute_rmse import rmse_of_predictions
+from deepae_jax.run import checkpoint as ckpt
+from deepae_jax import inference
+from deepae_jax.training import trainer
+from deepae_jax.cli.compute_rmse import rmse_of_predictions
 from deepae_jax.config import Config
-from deepae_jax.data import synthetic
+from deepae_jax.data.datasets import synthetic
 
 SPEC = synthetic.SyntheticSpec(n_users=300, n_items=80, mean_ratings_per_user=20, seed=3)
 
@@ -40,7 +41,7 @@ def params_of(logdir):
 
 
 def test_train_writes_outputs_and_learns(data_dir, tmp_path):
-    result = runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3))
+    result = trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3))
     assert result["epoch"] == 3 and np.isfinite(result["eval_rmse"])
     lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert [l["step"] for l in lines if l["kind"] == "epoch"] == [1, 2, 3]
@@ -52,9 +53,9 @@ def test_train_writes_outputs_and_learns(data_dir, tmp_path):
 
 
 def test_resume_gives_the_same_parameters(data_dir, tmp_path):
-    runner.train_and_evaluate(make_cfg(data_dir, tmp_path / "full"))
-    runner.train_and_evaluate(make_cfg(data_dir, tmp_path / "split", num_epochs=2))
-    runner.train_and_evaluate(make_cfg(data_dir, tmp_path / "split", resume=True))
+    trainer.train_and_evaluate(make_cfg(data_dir, tmp_path / "full"))
+    trainer.train_and_evaluate(make_cfg(data_dir, tmp_path / "split", num_epochs=2))
+    trainer.train_and_evaluate(make_cfg(data_dir, tmp_path / "split", resume=True))
     epoch_a, full = params_of(tmp_path / "full")
     epoch_b, resumed = params_of(tmp_path / "split")
     assert epoch_a == epoch_b == 4
@@ -63,24 +64,24 @@ def test_resume_gives_the_same_parameters(data_dir, tmp_path):
 
 
 def test_interrupted_save_keeps_previous_checkpoint(data_dir, tmp_path, monkeypatch):
-    runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1))
+    trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1))
     before = open(ckpt.latest_checkpoint(str(tmp_path)), "rb").read()
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing")
     monkeypatch.setattr(ckpt.flax.serialization, "msgpack_serialize", killed)
     with pytest.raises(KeyboardInterrupt):
-        runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=2, resume=True))
+        trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=2, resume=True))
     assert open(ckpt.latest_checkpoint(str(tmp_path)), "rb").read() == before
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
 def test_divergence_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
-    runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1, lr=1e-3))
+    trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1, lr=1e-3))
     good = ckpt.latest_checkpoint(str(tmp_path))
-    with pytest.raises(runner.TrainingDivergedError, match=r"at epoch 2, step \d+.*Last good "
+    with pytest.raises(trainer.TrainingDivergedError, match=r"at epoch 2, step \d+.*Last good "
                        r"checkpoint: .*checkpoint_00001"):
-        runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3, lr=1e12,
+        trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3, lr=1e12,
                                            resume=True))
     assert ckpt.latest_checkpoint(str(tmp_path)) == good
     epoch, params = params_of(tmp_path)
@@ -88,25 +89,25 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
 
 
 def test_checkpoint_of_another_architecture_is_refused(data_dir, tmp_path):
-    runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1))
+    trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1))
     with pytest.raises(ckpt.CheckpointError, match="different architecture"):
-        runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=2, resume=True,
+        trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=2, resume=True,
                                            hidden_layers=(16, 4)))
     with pytest.raises(ckpt.CheckpointError, match="optimizer=momentum.*optimizer=adam"):
-        runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=2, resume=True,
+        trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=2, resume=True,
                                            optimizer="adam"))
     for flag, value, stored in (("non_linearity_type", "relu", "selu"),
                                 ("skip_last_layer_nl", True, False), ("drop_prob", 0.1, 0.5),
                                 ("major", "items", "users")):
         with pytest.raises(ckpt.CheckpointError, match=f"--{flag}.*{stored}.*{value}"):
-            runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=2, resume=True,
+            trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=2, resume=True,
                                                **{flag: value}))
 
 
 def test_inference_takes_the_architecture_from_the_checkpoint(data_dir, tmp_path, caplog):
     """evaluate with other architecture flags used to run the wrong function silently."""
     cfg = make_cfg(data_dir, tmp_path, num_epochs=1, skip_last_layer_nl=True)
-    trained = runner.train_and_evaluate(cfg)
+    trained = trainer.train_and_evaluate(cfg)
     for wrong in (dict(non_linearity_type="relu"), dict(skip_last_layer_nl=False),
                   dict(constrained=True)):
         result = inference.run_evaluate(dataclasses.replace(cfg, mode="evaluate", **wrong))
@@ -117,7 +118,7 @@ def test_inference_takes_the_architecture_from_the_checkpoint(data_dir, tmp_path
 
 def test_infer_writes_reference_predictions_and_compute_rmse_reads_them(data_dir, tmp_path):
     cfg = make_cfg(data_dir, tmp_path, num_epochs=2)
-    result = runner.train_and_evaluate(cfg)
+    result = trainer.train_and_evaluate(cfg)
     out = tmp_path / "predictions.tsv"
     lines = inference.run_infer(dataclasses.replace(cfg, mode="infer", predictions_path=str(out)))
     rmse, n = rmse_of_predictions(str(out))
@@ -134,7 +135,7 @@ def test_infer_writes_reference_predictions_and_compute_rmse_reads_them(data_dir
 
 
 def test_item_based_run(data_dir, tmp_path):
-    result = runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1, major="items",
+    result = trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1, major="items",
                                                 batch_size=16))
     assert np.isfinite(result["eval_rmse"])
     _, col_ids, major = ckpt.load_vocab(str(tmp_path))
@@ -147,17 +148,17 @@ def test_movielens_100k_u1_learns(shared_data, tmp_path):
                  logdir=str(tmp_path), hidden_layers=(500,), non_linearity_type="sigmoid",
                  skip_last_layer_nl=True, optimizer="adam", lr=1e-3, weight_decay=1e-3,
                  batch_size=32, num_epochs=8, save_every=100, progress=False, major="items")
-    result = runner.train_and_evaluate(cfg)
+    result = trainer.train_and_evaluate(cfg)
     assert result["eval_rmse"] < 1.0
 
 
 def test_a_used_logdir_belongs_to_its_run(data_dir, tmp_path):
     """A fresh run used to write checkpoints 1.. beside an older run's higher ones."""
-    runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3))
+    trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3))
     with pytest.raises(ValueError, match="holds the files of another run"):
-        runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1))
+        trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1))
     assert ckpt.latest_checkpoint(str(tmp_path)).endswith("checkpoint_00003.msgpack")
-    runner.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1, overwrite=True))
+    trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=1, overwrite=True))
     assert [os.path.basename(p) for _, p in ckpt.list_checkpoints(str(tmp_path))] == [
         "checkpoint_00001.msgpack"]
     run_id = json.load(open(tmp_path / "config.json"))["run_id"]
@@ -172,7 +173,7 @@ def test_eval_set_without_known_rows_writes_null_not_nan(data_dir, tmp_path, cap
     unknown = tmp_path / "unknown.tsv"
     unknown.write_text("999999\t1\t4\n999998\t2\t3\n")
     cfg = make_cfg(data_dir, tmp_path / "run", num_epochs=1, path_to_eval_data=str(unknown))
-    runner.train_and_evaluate(cfg)
+    trainer.train_and_evaluate(cfg)
     assert "eval RMSE n/a (no evaluation ratings of known rows)" in capsys.readouterr().out
     text = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "NaN" not in text and json.loads(text)["eval_rmse"] is None
@@ -187,11 +188,11 @@ def test_every_train_path_trains_to_the_same_parameters(data_dir, tmp_path, capl
     caplog.set_level(logging.INFO, logger="deepae_jax")
     params = {}
     for path in ("dense", "sparse", "cpu_kernels", "auto"):
-        if path == "cpu_kernels" and not runner.kernels.available():
+        if path == "cpu_kernels" and not trainer.kernels.available():
             continue
-        runner.train_and_evaluate(make_cfg(data_dir, tmp_path / path, train_path=path,
+        trainer.train_and_evaluate(make_cfg(data_dir, tmp_path / path, train_path=path,
                                            num_epochs=1, drop_prob=0.0))
-        assert f"training step: {runner.resolve_train_path(path)} path" in caplog.text
+        assert f"training step: {trainer.resolve_train_path(path)} path" in caplog.text
         params[path] = params_of(tmp_path / path)[1]
     for path, leaves in params.items():
         for a, b in zip(leaves, params["dense"]):
@@ -199,9 +200,9 @@ def test_every_train_path_trains_to_the_same_parameters(data_dir, tmp_path, capl
 
 
 def test_resolve_train_path():
-    assert runner.resolve_train_path("sparse", 4) == "sparse"
-    assert runner.resolve_train_path("auto", 4) == "sparse"
-    want = "cpu_kernels" if runner.kernels.available() else "sparse"
-    assert runner.resolve_train_path("auto", 1) == want
+    assert trainer.resolve_train_path("sparse", 4) == "sparse"
+    assert trainer.resolve_train_path("auto", 4) == "sparse"
+    want = "cpu_kernels" if trainer.kernels.available() else "sparse"
+    assert trainer.resolve_train_path("auto", 1) == want
     with pytest.raises(ValueError, match="--train_path=cpu_kernels runs on one device"):
-        runner.resolve_train_path("cpu_kernels", 2)
+        trainer.resolve_train_path("cpu_kernels", 2)

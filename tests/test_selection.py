@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from deepae_jax import baseline as bl
-from deepae_jax import checkpoint as ckpt
-from deepae_jax import inference, runner, selection
+from deepae_jax.run import checkpoint as ckpt
+from deepae_jax import inference
+from deepae_jax.training import trainer, selection
 from deepae_jax.config import Config
-from deepae_jax.data import synthetic
-from deepae_jax.train import TrainingDivergedError
+from deepae_jax.data.datasets import synthetic
+from deepae_jax.core.step import TrainingDivergedError
 
 
 def run_selector(values, patience):
@@ -67,7 +68,7 @@ def test_training_keeps_the_best_epoch_and_scores_test_once(data_dir, tmp_path):
                  hidden_layers=(8,), optimizer="adam", lr=0.01, batch_size=16, num_epochs=4,
                  seed=1, progress=False, baseline="bias", unknown="baseline",
                  clip_predictions=True, early_stopping_patience=2, save_every=100)
-    result = runner.train_and_evaluate(cfg)
+    result = trainer.train_and_evaluate(cfg)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     epochs = [r for r in rows if r["kind"] == "epoch"]
     best = min(epochs, key=lambda r: r["eval_rmse"])
@@ -109,12 +110,12 @@ def test_a_1_to_100_scale_trains_with_a_baseline(data_dir, tmp_path):
                  drop_prob=0.5, batch_size=16, num_epochs=3, seed=2, progress=False,
                  baseline="bias", unknown="baseline", clip_predictions=True)
     with pytest.raises(TrainingDivergedError):
-        runner.train_and_evaluate(dataclasses.replace(cfg, baseline="none",
+        trainer.train_and_evaluate(dataclasses.replace(cfg, baseline="none",
                                                       logdir=str(tmp_path / "raw")))
-    result = runner.train_and_evaluate(cfg)
+    result = trainer.train_and_evaluate(cfg)
     base = bl.load(str(tmp_path / "run"))
     assert (base.rating_min, base.rating_max) == (20.0, 100.0) and base.scale > 10
-    valid = runner.load_targets(cfg, runner.load_data(cfg).train, cfg.path_to_eval_data)
+    valid = trainer.load_targets(cfg, trainer.load_data(cfg).train, cfg.path_to_eval_data)
     mean_rmse = float(np.sqrt(np.mean((valid.actual - base.mean) ** 2)))
     assert np.isfinite(result["eval_rmse"]) and result["eval_rmse"] < 1.1 * mean_rmse
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from deepae_jax.recommend import Recommender
-from deepae_jax.run_config import save_run_config
+from deepae_jax.run.run_config import save_run_config
 from conftest import TINY_SPEC as SPEC
 
 MISSING = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
@@ -232,7 +232,7 @@ def test_load_2000_requests_from_8_clients(server, rec):
 def app_server(rec):
     """create_app(rec) served by uvicorn in a thread on a free port (models built in the test)."""
     import uvicorn
-    from deepae_jax.serve import create_app
+    from deepae_jax.serve.app import create_app
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
@@ -254,7 +254,7 @@ def app_server(rec):
 def small_recommender(triples, major="users"):
     """A Recommender over ``triples`` with an untrained network (the ids are what matter)."""
     import jax
-    from deepae_jax import model
+    from deepae_jax.core import model
     from deepae_jax.data import ratings
     train = ratings.build_matrix(triples, major)
     cfg = model.ModelConfig(layer_sizes=(len(train.col_ids), 3), activation="selu")
@@ -344,14 +344,14 @@ def test_item_based_model_serves_training_users_and_refuses_new_ones():
     (["--checkpoint=x", "--prot=1"], "Unknown command line flag 'prot'"),
 ])
 def test_bad_flags_are_one_error_line_naming_the_flag(argv, needle, capsys):
-    from deepae_jax import serve
-    assert serve.main(argv) == 2
+    from deepae_jax.serve import app
+    assert app.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
 
 
 def test_help_lists_the_flags_generated_from_serve_config():
-    from deepae_jax.serve import ServeConfig
+    from deepae_jax.serve.app import ServeConfig
     proc = subprocess.run([sys.executable, "-m", "deepae_jax.serve", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -361,9 +361,9 @@ def test_help_lists_the_flags_generated_from_serve_config():
 
 
 def test_flags_from_a_flagfile(tmp_path, capsys):
-    from deepae_jax import serve
-    path = tmp_path / "serve.flags"
+    from deepae_jax.serve import app
+    path = tmp_path / "app.flags"
     path.write_text(f"--checkpoint={tmp_path / 'no_run'}\n--port=0\n--max_k=5\n")
-    assert serve.main([f"--flagfile={path}"]) == 2  # parsed, validated, then the run is missing
+    assert app.main([f"--flagfile={path}"]) == 2  # parsed, validated, then the run is missing
     err = capsys.readouterr().err
     assert err.startswith("error: no checkpoint in") and "no_run" in err and err.count("\n") == 1

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from deepae_jax.data import ratings, synthetic
+from deepae_jax.data import ratings
+from deepae_jax.data.datasets import synthetic
 
 SPEC = synthetic.SyntheticSpec(n_users=40, n_items=30, mean_ratings_per_user=8, seed=2)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from deepae_jax.data import ratings as R
-from deepae_jax.data import table
-from deepae_jax.data.table import TableFormat, read_table
+from deepae_jax.data.readers import table
+from deepae_jax.data.readers.table import TableFormat, read_table
 
 
 def write(path, text, mode="w"):

@@ -1,0 +1,219 @@
+"""What a notebook calls: fit a model on DataFrames or files, evaluate, predict, recommend,
+save and load it, with the same settings as the command line (:class:`deepae_jax.config.Config`).
+
+    import pandas as pd
+    from deepae_jax import api
+    model = api.fit(train_df, valid_df, test_df, logdir="runs/own",
+                    flagfile="experiments/recipes/rating_prediction.flags")
+    model.evaluate(test_df, metrics="rmse,mae,ndcg@10")      # {"rmse": ..., "ndcg@10": ...}
+    model.predict(["u17", "u17"], [50, 172])                 # predicted ratings
+    model.recommend(["u17"], k=10).to_frame()                # user, item, score, rank
+    model.save("models/own"); api.load("models/own")
+
+Data is a ratings file or folder (any format the trainer reads), a pandas DataFrame (its user,
+item and rating columns: ``columns=`` or the first of userId/movieId/rating, user/item/rating,
+or the first three columns) or :class:`~deepae_jax.data.ratings.Triples`. DataFrames and Triples
+are written as ``.npz`` under ``LOGDIR/data/`` so that the run stays usable by every tool.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Any, Sequence
+
+import numpy as np
+
+from deepae_jax import config as config_lib
+from deepae_jax import settings
+from deepae_jax.config import Config
+from deepae_jax.data import ratings
+
+COLUMN_GUESSES = (("userId", "movieId", "rating"), ("user", "item", "rating"),
+                  ("user_id", "item_id", "rating"))
+DATA_FOLDER = "data"
+
+
+def settings_of_flagfile(path: str) -> dict[str, Any]:
+    """The settings a flagfile (e.g. ``experiments/recipes/rating_prediction.flags``) sets, as
+    Config field values; errors name the flag."""
+    from absl import flags
+    fv = flags.FlagValues()
+    settings.define_flags(Config, fv)
+    try:
+        fv(["deepae_jax.api", f"--flagfile={path}"])
+    except flags.Error as e:
+        raise settings.ConfigError(f"{path}: {' '.join(str(e).split())}") from None
+    values = {}
+    for f in dataclasses.fields(Config):
+        if fv[f.name].present:
+            value = fv[f.name].value
+            values[f.name] = (settings.parse_int_list(value, f.name)
+                              if isinstance(f.default, tuple) else value)
+    return values
+
+
+def _columns(df, columns: Sequence[str] | None) -> tuple[str, str, str]:
+    if columns is not None:
+        return tuple(columns)  # type: ignore[return-value]
+    for guess in COLUMN_GUESSES:
+        if all(c in df.columns for c in guess):
+            return guess
+    if len(df.columns) < 3:
+        raise ratings.RatingsFormatError(f"DataFrame: expected user, item and rating columns, "
+                                         f"got {list(df.columns)}")
+    return tuple(df.columns[:3])  # type: ignore[return-value]
+
+
+def as_path(data, folder: str, name: str, columns: Sequence[str] | None = None) -> str:
+    """A path the trainer reads for ``data``: a path is returned as it is; a DataFrame or
+    Triples is written to ``folder/name.npz`` (atomically) first."""
+    if data is None:
+        return ""
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    if isinstance(data, ratings.Triples):
+        triples = data
+    elif hasattr(data, "columns"):
+        from deepae_jax.data.readers.arrow import triples_from_dataframe
+        triples = triples_from_dataframe(data, *_columns(data, columns), source=f"{name} DataFrame")
+    else:
+        raise TypeError(f"{name}: expected a path, a pandas DataFrame or Triples, got "
+                        f"{type(data).__name__}")
+    path = os.path.join(folder, f"{name}.npz")
+    ratings.build_matrix(triples, source=name).save(path)
+    return path
+
+
+def fit(train, valid=None, test=None, *, config: Config | None = None, flagfile: str = "",
+        columns: Sequence[str] | None = None, **settings) -> "Model":
+    """Trains a model as ``python -m deepae_jax.main`` does and returns it.
+
+    ``train``, ``valid`` (model selection, early stopping) and ``test`` (scored once at the end)
+    are data (see the module docstring). Settings: ``config`` (a Config), then the settings of
+    ``flagfile``, then ``settings`` (Config field names, e.g. ``hidden_layers=(500,)``,
+    ``logdir="runs/x"``, ``overwrite=True``), each overriding the one before.
+    """
+    values = config.to_dict() if config is not None else vars(config_lib.defaults()).copy()
+    if flagfile:
+        values.update(settings_of_flagfile(flagfile))
+    values.update(settings)
+    logdir = values.get("logdir") or "logs"
+    folder = os.path.join(logdir, DATA_FOLDER)
+    values.update(mode="train", path_to_train_data=as_path(train, folder, "train", columns),
+                  path_to_eval_data=as_path(valid, folder, "valid", columns),
+                  path_to_test_data=as_path(test, folder, "test", columns))
+    cfg = Config.from_dict(values)
+    from deepae_jax.training import trainer
+    trainer.train_and_evaluate(cfg)
+    return Model(cfg.logdir)
+
+
+def load(logdir: str) -> "Model":
+    """The model trained into (or saved to) ``logdir``."""
+    return Model(logdir)
+
+
+class Model:
+    """A trained model in its run folder: what it was trained with, and how to use it."""
+
+    def __init__(self, logdir: str):
+        from deepae_jax.run.run_config import load_run_config
+        recorded = load_run_config(logdir)
+        if recorded is None:
+            raise FileNotFoundError(f"{logdir}: no config.json; not the folder of a training run")
+        self.logdir = logdir
+        self.config = Config.from_dict(recorded, mode="recommend", logdir=logdir,
+                                       path_to_eval_data="", path_to_test_data="",
+                                       resume=False, metrics="", metrics_path="", save_path="")
+        self._restored = None
+        self._recommender = None
+
+    def _settings(self, **overrides) -> Config:
+        return dataclasses.replace(self.config, **overrides)
+
+    def evaluate(self, data, metrics: str = "rmse,mae", columns: Sequence[str] | None = None,
+                 relevance_threshold: float = 0.0) -> dict[str, Any]:
+        """Every metric of ``metrics`` (the ``--metrics`` syntax) on ``data``, with
+        eval_ratings (scored) and eval_ratings_dropped (unknown to training)."""
+        from deepae_jax import inference
+        path = as_path(data, os.path.join(self.logdir, DATA_FOLDER), "evaluate", columns)
+        cfg = self._settings(mode="evaluate", path_to_eval_data=path, metrics=metrics,
+                             relevance_threshold=relevance_threshold)
+        return inference.evaluate_saved(cfg)[1]
+
+    def _inference(self):
+        if self._restored is None:
+            from deepae_jax import inference
+            from deepae_jax.training import trainer
+            data, model_cfg, params, base = inference.restore_for_inference(
+                self._settings(path_to_eval_data=""))
+            if base is None:
+                data, base = trainer.centre(self._settings(baseline="none"), data)
+            self._restored = data, model_cfg, params, base
+        return self._restored
+
+    def predict(self, users: Sequence, items: Sequence) -> np.ndarray:
+        """Predicted rating (float64) of each (users[j], items[j]); users or items unknown to
+        training get the baseline's prediction (the training mean without a baseline), and
+        predictions are clipped to the training range when the run was (--clip_predictions)."""
+        from deepae_jax.evaluation import predictions
+        users, items = np.asarray(users), np.asarray(items)
+        if users.shape != items.shape or users.ndim != 1:
+            raise ValueError(f"users and items must be two 1-D sequences of one length, got "
+                             f"shapes {users.shape} and {items.shape}")
+        if len(users) == 0:
+            return np.zeros(0)
+        data, model_cfg, params, base = self._inference()
+        pairs = np.stack([users.astype(str), items.astype(str)], axis=1)
+        _, first, back = np.unique(pairs, axis=0, return_index=True, return_inverse=True)
+        query = ratings.Triples(users[first], items[first], np.ones(len(first), np.float32))
+        targets = predictions.align_targets(data.train, query, source="predict")
+        inputs = data.inputs if data.inputs is not None else data.train.csr
+        pred = predictions.predict_all(params, model_cfg, inputs, base, targets,
+                                   self.config.eval_batch_size, self.config.clip_predictions,
+                                   unknown="baseline")
+        return pred[np.asarray(back).reshape(-1)]
+
+    def recommender(self):
+        """The :class:`~deepae_jax.recommend.Recommender` of this model (loaded once)."""
+        if self._recommender is None:
+            from deepae_jax.recommend import Recommender
+            self._recommender = Recommender.from_logdir(self.logdir)
+        return self._recommender
+
+    def recommend(self, users: Sequence | None = None, k: int = 10):
+        """The k best unrated items of training users (all of them by default), original ids:
+        a :class:`~deepae_jax.recommend.TopK` (``.for_user(j)``, ``.to_frame()``)."""
+        return self.recommender().recommend_users(users, k)
+
+    def save(self, path: str) -> "Model":
+        """Copies the model into ``path`` as a self-contained folder (its best or newest
+        checkpoint, id maps, baseline, settings and training data); returns it loaded."""
+        from deepae_jax.run import checkpoint as ckpt
+        from deepae_jax.run.files import atomic_write_text
+        restored = ckpt.restore(self.logdir)
+        if os.path.exists(path) and os.listdir(path):
+            raise FileExistsError(f"{path}: exists and is not empty; save into a new folder")
+        os.makedirs(os.path.join(path, DATA_FOLDER), exist_ok=True)
+        for name in (os.path.basename(restored.path), ckpt.VOCAB_FILE, "baseline.npz",
+                     "summary.json", "best.json"):
+            if os.path.isfile(os.path.join(self.logdir, name)):
+                shutil.copy2(os.path.join(self.logdir, name), os.path.join(path, name))
+        train_path = os.path.join(path, DATA_FOLDER, "train.npz")
+        raw = ratings.load_matrix(self.config.path_to_train_data, self.config.major,
+                                  **dataclasses.asdict(ratings.TableFormat.from_config(
+                                      self.config)))
+        raw.save(train_path)
+        recorded = {**self.config.to_dict(), **_recorded(self.logdir),
+                    "path_to_train_data": os.path.abspath(train_path), "logdir": path}
+        atomic_write_text(os.path.join(path, "config.json"),
+                          json.dumps(recorded, indent=2, sort_keys=True) + "\n")
+        return Model(path)
+
+
+def _recorded(logdir: str) -> dict:
+    with open(os.path.join(logdir, "config.json"), encoding="utf-8") as fh:
+        values = json.load(fh)
+    return {k: v for k, v in values.items() if k not in {f.name for f in dataclasses.fields(Config)}}

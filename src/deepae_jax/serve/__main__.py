@@ -1,0 +1,3 @@
+from deepae_jax.serve.app import cli
+
+cli()

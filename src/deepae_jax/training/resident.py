@@ -1,0 +1,130 @@
+"""Training with the rating matrix resident on the devices, on a 1-D mesh of any size.
+
+:class:`ResidentEpochs` runs ``train.make_train_step``'s sparse step over an epoch with the
+batches gathered on the devices; the helpers place host values and state on a mesh and fetch
+replicated metrics.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from deepae_jax.core import sparse
+from deepae_jax.data import batching
+from deepae_jax.devices import AXIS, check_batch_size
+from deepae_jax.core.step import TrainState
+
+
+def put_global(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+    """A host array (the same on every process) as a global array laid out by ``sharding``."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def one_device_mesh(device=None) -> Mesh:
+    """The 1-D mesh (axis ``distributed.AXIS``) of one device (default: the first)."""
+    return Mesh(np.asarray([device or jax.devices()[0]]), (AXIS,))
+
+
+class ResidentEpochs:
+    """Training with the rating matrix resident on the devices (the sparse paths), on any
+    number of devices.
+
+    The CSR matrix is copied once to every device of ``mesh`` (default: one device); each call
+    of :meth:`step_fn` gathers the batches of ``steps_per_call`` iterations on the devices from
+    the epoch's shuffled permutation and runs them in one ``lax.scan`` (one dispatch, no
+    host-to-device batch copies, state buffers donated). On G devices each global batch of B
+    rows is G groups of B/G rows (device g: rows [g*B/G, (g+1)*B/G) of the batch), each gathered
+    and packed on its own device with group-local row indices (``sparse``'s grouped packed
+    layout), so the step's gather-sums are local; the state is replicated and XLA sums the
+    gradients across devices. The packed width K follows the real slots: the epoch's largest
+    per-group rating count over B/G rows, rounded up by ``batching.bucket_fine`` (never
+    narrower than a width already compiled), so an epoch compiles at most two programs (full
+    calls and the remainder), and later epochs mostly none.
+
+    Batches, their order and the dropped final partial batch are exactly those of
+    ``batching.sparse_batches`` / ``dense_batches``. Use with :func:`train.train_epoch`::
+
+        runner = ResidentEpochs(train.make_train_step(..., path="sparse"), csr, batch_size, seed)
+        state, losses = train.train_epoch(state, runner.step_fn, runner.batches(epoch),
+                                    runner.num_calls(epoch), epoch)
+    """
+
+    def __init__(self, step: Callable, csr, batch_size: int, seed: int,
+                 steps_per_call: int = 8, device=None, mesh: Mesh | None = None):
+        self.mesh = mesh if mesh is not None else one_device_mesh(device)
+        self.groups = self.mesh.size
+        check_batch_size(batch_size, self.groups)
+        self.csr, self.batch_size, self.seed = csr, int(batch_size), int(seed)
+        self.steps_per_call = max(1, int(steps_per_call))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.data = sparse.DeviceRatings.from_csr(csr, self.replicated)
+        self.n_batches = batching.num_batches(csr.shape[0], self.batch_size)
+        self.width = 0
+        by_group = NamedSharding(self.mesh, P(AXIS))
+        self._rows_sharding = NamedSharding(self.mesh, P(None, AXIS))
+
+        def multi(state, data, rows, width):
+            def body(st, r):  # r (G, B/G): each group's rows gathered on its own device
+                batch = jax.vmap(sparse.gather_packed, in_axes=(None, 0, None))(data, r, width)
+                return step(st, jax.lax.with_sharding_constraint(batch, by_group))
+            return jax.lax.scan(body, state, rows)
+        self.scan = multi  # (state, data, rows, width): what one call runs, not jitted
+        self._multi = jax.jit(multi, static_argnums=(3,), donate_argnums=(0,),
+                              out_shardings=self.replicated)
+
+    def num_calls(self, epoch: int) -> int:
+        """Calls of :meth:`step_fn` per epoch."""
+        return -(-self.n_batches // self.steps_per_call)
+
+    def epoch_width(self, epoch: int) -> int:
+        """The packed width K of the epoch's batches (slots per row of a group)."""
+        self.width = max(self.width, batching.epoch_packed_width(
+            self.csr, self.batch_size, self.seed, epoch, num_shards=self.groups))
+        return self.width
+
+    def batches(self, epoch: int):
+        """The items to pass to :meth:`step_fn`: (rows (S, G, B/G) on the devices, width)."""
+        b, g = self.batch_size, self.groups
+        width = self.epoch_width(epoch)
+        perm = batching.epoch_permutation(self.csr.shape[0], self.seed, epoch)
+        rows = perm[:self.n_batches * b].astype(np.int32).reshape(self.n_batches, g, b // g)
+        for start in range(0, self.n_batches, self.steps_per_call):
+            yield put_global(rows[start:start + self.steps_per_call], self._rows_sharding), width
+
+    def real_slots(self, epoch: int) -> tuple[int, int]:
+        """(ratings, processed slots G*(B/G)*K) per step of the epoch, averaged over its steps:
+        how much of the packed width is padding."""
+        counts = np.diff(self.csr.indptr)[batching.epoch_permutation(
+            self.csr.shape[0], self.seed, epoch)][:self.n_batches * self.batch_size]
+        return (int(counts.sum()) // max(self.n_batches, 1),
+                self.batch_size * self.epoch_width(epoch))
+
+    def step_fn(self, state: TrainState, item) -> tuple[TrainState, dict]:
+        rows, width = item
+        # replicated on the mesh like the outputs will be: a fresh (uncommitted) state would
+        # otherwise compile the step a second time on the next call
+        state = replicated_on(state, self.replicated)
+        state, metrics = self._multi(state, self.data, rows, width)
+        return state, local_metrics(metrics)
+
+
+def replicated_on(tree: Any, sharding: NamedSharding) -> Any:
+    """``tree`` with every leaf a global array replicated by ``sharding`` (leaves that already
+    are stay as they are; host values must be the same on every process)."""
+    def put(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+            return jax.device_put(x, sharding)  # the same buffers, relabelled
+        return put_global(np.asarray(jax.device_get(x)), sharding)
+    return jax.tree_util.tree_map(put, tree)
+
+
+def local_metrics(metrics: Any) -> Any:
+    """Replicated metrics as this process's copy (fetchable even when they span processes)."""
+    return jax.tree_util.tree_map(
+        lambda x: x if x.is_fully_addressable else x.addressable_data(0), metrics)
