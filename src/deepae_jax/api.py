@@ -99,7 +99,7 @@ def fit(train, valid=None, test=None, *, config: Config | None = None, flagfile:
     if flagfile:
         values.update(settings_of_flagfile(flagfile))
     values.update(settings)
-    logdir = values.get("logdir") or "logs"
+    logdir = values.get("logdir") or config_lib.defaults().logdir
     folder = os.path.join(logdir, DATA_FOLDER)
     values.update(mode="train", path_to_train_data=as_path(train, folder, "train", columns),
                   path_to_eval_data=as_path(valid, folder, "valid", columns),

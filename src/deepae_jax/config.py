@@ -39,7 +39,8 @@ class Config:
         "", "Training ratings: a file, a directory of files, or a .npz cache.")
     path_to_eval_data: str = setting(
         "", "Evaluation ratings (same formats); empty: nothing is evaluated.")
-    logdir: str = setting("logs", "Checkpoints, metrics.jsonl and TensorBoard events of ONE run.")
+    logdir: str = setting("runs/default", "Checkpoints, metrics.jsonl, TensorBoard events, "
+                          "curves.png and report.md of ONE run.")
     hidden_layers: tuple[int, ...] = setting(
         (1024, 512, 512, 128),
         "Encoder hidden sizes, e.g. 512,512,1024 (the decoder mirrors them).")
@@ -57,6 +58,9 @@ class Config:
     summary_frequency: int = setting(100, "Iterations between training-RMSE summaries.")
     save_every: int = setting(
         3, "Checkpoint after 0-based epochs divisible by this, and after the last.")
+    keep_checkpoints: int = setting(
+        2, "Numbered checkpoints kept in --logdir: the newest N (0: all); best.msgpack, the "
+        "best validation epoch, is always kept.")
     seed: int = setting(0, "Seed of initialisation, shuffling and dropout.")
     major: str = setting("users", "Rows are users (U-AutoRec, default) or items (I-AutoRec).",
                          MAJORS)
@@ -241,6 +245,8 @@ class Config:
                 "--early_stopping_patience) needs validation data")
         if self.top_k < 1:
             bad("top_k", "must be >= 1")
+        if self.keep_checkpoints < 0:
+            bad("keep_checkpoints", "must be >= 0 (0: keep every checkpoint)")
         try:
             parse_metrics(self.metrics)
         except ValueError as e:

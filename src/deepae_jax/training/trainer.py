@@ -8,7 +8,6 @@ import time
 
 import jax
 import numpy as np
-import scipy.sparse as sp
 
 from deepae_jax import baseline as baseline_lib
 from deepae_jax.run import checkpoint as ckpt
@@ -18,112 +17,21 @@ from deepae_jax import kernels
 from deepae_jax.core import memory
 from deepae_jax.training import parallel
 from deepae_jax.evaluation import predictions
-from deepae_jax.training import selection
+from deepae_jax.training import report, selection
 from deepae_jax.config import Config, defaults
-from deepae_jax.data import ratings
 from deepae_jax.data.batching import dense_batches, num_batches
 from deepae_jax.evaluation.protocol import evaluate, predict_eval_ratings
 from deepae_jax.run.run_config import save_run_config
-from deepae_jax.run.log import MetricsLogger, format_epoch_line
+from deepae_jax.run.log import MetricsLogger, format_epoch_line, results
 from deepae_jax.core.optim import learning_rate_at_epoch, make_optimizer
 from deepae_jax.training.resident import ResidentEpochs
+from deepae_jax.training.run_data import (  # noqa: F401 (trainer.load_data etc. for callers)
+    Data, centre, load_data, load_targets, reindex, table_options)
 from deepae_jax.core.step import (TrainingDivergedError, create_train_state, jit_train_step,
     make_train_step, train_epoch)
 
 log = logging.getLogger("deepae_jax")
 DEFAULTS = defaults()
-AUTO_LOG_MAX_RATINGS = 5_000_000  # larger: the logged bias baseline uses fixed lambdas
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-    """The training matrix and, when given, the evaluation ratings aligned to it (``targets``:
-    every evaluation rating, known to training or not). ``train`` is the model's input: with a
-    baseline (:func:`centre`) its ratings are residuals."""
-
-    train: ratings.RatingMatrix
-    eval: ratings.EvalSplit | None
-    targets: predictions.EvalTargets | None = None
-    inputs: sp.csr_matrix | None = None  # the model's input at evaluation (default: train.csr)
-
-
-def load_data(cfg: Config, vocab: tuple[np.ndarray, np.ndarray] | None = None) -> Data:
-    """Loads ``--path_to_train_data`` (and ``--path_to_eval_data``) as PAPER.md prescribes.
-
-    With ``vocab`` (a trained model's row and column ids) the training matrix is re-indexed to
-    those ids, so that a model is always fed vectors in the layout it was trained on.
-    """
-    t0 = time.time()
-    train = ratings.load_matrix(cfg.path_to_train_data, cfg.major, **table_options(cfg))
-    if vocab is not None:
-        train = reindex(train, *vocab)
-    log.info("training data %s: %d %s x %d columns, %d ratings (%.2f s)",
-             cfg.path_to_train_data, train.shape[0], cfg.major, train.shape[1], train.nnz,
-             time.time() - t0)
-    split = targets = None
-    if cfg.path_to_eval_data:
-        targets = load_targets(cfg, train, cfg.path_to_eval_data)
-        split = targets.split
-        if split.nnz == 0:
-            log.warning("warning: %s: no evaluation ratings of known rows (every rating's "
-                        "user or item is unknown to the training data)", cfg.path_to_eval_data)
-        log.info("evaluation data %s: %d ratings of %d rows kept; dropped %d ratings of rows and "
-                 "%d of columns unknown to training", cfg.path_to_eval_data, split.nnz,
-                 len(split.rows), split.dropped_unknown_rows, split.dropped_unknown_cols)
-    return Data(train, split, targets)
-
-
-def load_targets(cfg: Config, train: ratings.RatingMatrix, path: str) -> predictions.EvalTargets:
-    """The ratings of ``path`` aligned to the training matrix (known or not)."""
-    triples = ratings.load_triples(path, **table_options(cfg))
-    return predictions.align_targets(train, triples, source=path)
-
-
-def centre(cfg: Config, data: Data, fitted: baseline_lib.Baseline | None = None
-           ) -> tuple[Data, baseline_lib.Baseline]:
-    """(data whose training ratings are residuals of ``--baseline``, the baseline): the given
-    ``fitted`` one, or one fitted on the training ratings (lambdas chosen on the evaluation
-    data when -1)."""
-    regs = baseline_lib.row_col_regs(cfg.major, cfg.baseline_reg_user, cfg.baseline_reg_item)
-    base = fitted or baseline_lib.fit(data.train.csr, cfg.baseline, *regs,
-                                      eval_csr=data.eval.csr if data.eval else None,
-                                      scale=cfg.baseline_scale,
-                                      shifted_input=cfg.baseline_input == "shifted")
-    train = dataclasses.replace(data.train, csr=baseline_lib.residual_csr(base, data.train.csr))
-    return dataclasses.replace(data, train=train,
-                               inputs=baseline_lib.input_csr(base, train.csr)), base
-
-
-def log_baselines(cfg: Config, data: Data) -> None:
-    """Logs the eval RMSE of the global mean and of the bias baseline (lambdas chosen on the
-    evaluation data up to AUTO_LOG_MAX_RATINGS training ratings, else baseline.DEFAULT_REG)."""
-    if data.targets is None:
-        return
-    regs = ((-1.0, -1.0) if data.train.nnz <= AUTO_LOG_MAX_RATINGS else
-            baseline_lib.row_col_regs(cfg.major, *baseline_lib.DEFAULT_REG))
-    for kind in ("global", "bias"):
-        base = baseline_lib.fit(data.train.csr, kind, *regs, eval_csr=data.eval.csr)
-        s = predictions.baseline_scores(base, data.targets, cfg.clip_predictions, cfg.unknown)
-        log.info("baseline: %s gives eval %s (unknown rows/columns: mean + known bias)",
-                 "the global mean %.4f" % base.mean if kind == "global"
-                 else "user + item biases", s.describe())
-
-
-def table_options(cfg: Config) -> dict:
-    """The reading settings of ``cfg`` as keywords of load_matrix / load_triples."""
-    return dataclasses.asdict(ratings.TableFormat.from_config(cfg))
-
-
-def reindex(matrix: ratings.RatingMatrix, row_ids: np.ndarray, col_ids: np.ndarray
-            ) -> ratings.RatingMatrix:
-    """The same ratings laid out on the given id maps; ratings of other ids are dropped."""
-    if np.array_equal(matrix.row_ids, row_ids) and np.array_equal(matrix.col_ids, col_ids):
-        return matrix
-    template = ratings.RatingMatrix(
-        sp.csr_matrix((len(row_ids), len(col_ids)), dtype=np.float32), row_ids, col_ids,
-        matrix.major)
-    split = ratings.align_eval(template, matrix.to_triples(), source="training data")
-    return dataclasses.replace(template, csr=split.csr)
 
 
 def run_meta(cfg: Config, data: Data, extras: dict | None = None) -> dict:
@@ -200,24 +108,50 @@ def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shif
     """
     n_devices = par.num_devices if par else 1
     path = resolve_train_path(cfg.train_path, n_devices)
-    log.info("training step: %s path (--train_path=%s) on %d %s device(s)", path,
-             cfg.train_path, n_devices, jax.default_backend())
+    log.info("training step: %s path (--train_path=%s) on %d %s device(s): %s", path,
+             cfg.train_path, n_devices, jax.default_backend(), PATH_WORDS[path])
     step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob, path=path,
                            layers=cfg.train_layers, dtype=cfg.dtype,
                            noisy_target=cfg.noisy_refeed_target,
                            input_drop_prob=cfg.input_drop_prob, input_shift=input_shift)
     n = num_batches(train_csr.shape[0], cfg.batch_size)
     if path == "dense" and par:
-        return par.train_step(step), lambda epoch: (
+        return timed_first_call(par.train_step(step)), lambda epoch: (
             par.batches(train_csr, cfg.batch_size, cfg.seed, epoch, builder="dense"), n)
     if path == "dense":
-        return jit_train_step(step), lambda epoch: (
+        return timed_first_call(jit_train_step(step)), lambda epoch: (
             dense_batches(train_csr, cfg.batch_size, cfg.seed, epoch), n)
     if par:
         par.check_same_data(train_csr, cfg.seed)
     resident = ResidentEpochs(step, train_csr, cfg.batch_size, cfg.seed,
                               mesh=par.mesh if par else None)
-    return resident.step_fn, lambda epoch: (resident.batches(epoch), resident.num_calls(epoch))
+    return timed_first_call(resident.step_fn), lambda epoch: (resident.batches(epoch),
+                                                              resident.num_calls(epoch))
+
+
+PATH_WORDS = {
+    "dense": "every item of a batch's rows goes through the n-wide first and output layers, as in "
+             "the reference",
+    "sparse": "the n-wide first and output layers are computed only at the items each batch's "
+              "rows rated",
+    "cpu_kernels": "the n-wide first and output layers are computed only at the items each "
+                   "batch's rows rated, by the CPU kernels"}
+
+
+def timed_first_call(step_fn):
+    """``step_fn`` that logs, once, how long its first call took: compiling the step (the
+    call returns before the step has run)."""
+    pending = [True]
+
+    def call(*args, **kwargs):
+        if not pending:
+            return step_fn(*args, **kwargs)
+        t0 = time.time()
+        out = step_fn(*args, **kwargs)
+        pending.clear()
+        log.info("compiled the training step in %.1f s", time.time() - t0)
+        return out
+    return call
 
 
 def resolve_train_path(requested: str, n_devices: int = 1) -> str:
@@ -256,10 +190,14 @@ def _centre_for_run(cfg: Config, data: Data, main: bool):
 
 
 def _epoch_result(cfg: Config, epoch: int, losses, evaluation, extra: dict,
-                  epoch_time: float, rows: int) -> dict:
+                  epoch_time: float, rows: int, base: baseline_lib.Baseline | None) -> dict:
     """What an epoch records in metrics.jsonl (and returns): 1-based epoch, train and eval RMSE
-    (with the count of scored ratings), speed, learning rate and the ``--metrics``."""
-    return {"epoch": epoch + 1, "train_rmse": float(np.sqrt(np.mean(losses))),
+    in rating units (with a baseline, the training loss is on residuals divided by
+    ``base.scale``: its RMSE times the scale; ``train_residual_rmse`` keeps the loss's own),
+    the count of scored ratings, speed, learning rate and the ``--metrics``."""
+    residual = float(np.sqrt(np.mean(losses)))
+    return {"epoch": epoch + 1, "train_rmse": residual * (base.scale if base else 1.0),
+            **({"train_residual_rmse": residual} if base else {}),
             "eval_rmse": evaluation.rmse if evaluation else None,
             "eval_count": evaluation.count if evaluation else None,
             "epoch_time_s": epoch_time, "rows_per_s": rows / max(epoch_time, 1e-9),
@@ -279,31 +217,35 @@ def _selector(cfg: Config, data: Data) -> selection.Selector | None:
     return selection.Selector(cfg.early_stopping_patience)
 
 
-def _train_epoch(cfg: Config, state, step_fn, epoch_batches, epoch: int, base_step: int,
+def _train_epoch(cfg: Config, state, step_fn, epoch_batches, epoch: int, steps_per_epoch: int,
                  logger: MetricsLogger):
     """(state, per-iteration losses) after one epoch, its parameters computed (not queued)."""
     batches, n_calls = epoch_batches(epoch)
+    base_step = epoch * steps_per_epoch
     state, losses = train_epoch(
         state, step_fn, batches, n_calls, epoch, cfg.summary_frequency,
         on_summary=lambda i, r: logger.scalar("train/rmse_recent", r, base_step + i),
-        progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.num_epochs}")
+        progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.num_epochs}",
+        n_iterations=steps_per_epoch)
     jax.block_until_ready(state.params)
     return state, losses
 
 
 def train_and_evaluate(cfg: Config) -> dict:
     """Trains for ``--num_epochs`` (resuming from ``--logdir`` with ``--resume``); returns the
-    last epoch's metrics. Writes checkpoints, ``vocab.npz``, ``metrics.jsonl`` and TensorBoard
-    events to ``--logdir``."""
+    last epoch's metrics. Writes checkpoints, ``vocab.npz``, ``metrics.jsonl``, TensorBoard
+    events and at the end ``curves.png`` and ``report.md`` to ``--logdir``."""
     par = parallel.setup_from_config(cfg)  # None: one device; else all devices, all processes
     main = parallel.is_main_process()  # only process 0 writes files and logs
     cfg = cfg if main else dataclasses.replace(cfg, progress=False)
+    record = report.RunRecord(cfg.logdir)
     data = load_data(cfg)
-    if main:
-        if data.eval is None:
-            log.info("no --path_to_eval_data: nothing will be evaluated (no eval RMSE, no model "
-                     "selection)")
-        log_baselines(cfg, data)
+    if main and data.eval is None:
+        log.info("no --path_to_eval_data: nothing will be evaluated (no eval RMSE, no model "
+                 "selection)")
+    elif main:
+        record.baselines = report.baseline_scores(cfg, data.train.csr, data.targets,
+                                                  data.eval.csr)
     model_cfg = cfg.model_config(data.train.shape[1])
     steps_per_epoch, optimizer = _optimizer(cfg, data.train.shape[0])
     memory.check_fits(model_cfg, optimizer, cfg.optimizer)
@@ -311,7 +253,8 @@ def train_and_evaluate(cfg: Config) -> dict:
     extras = {"baseline": cfg.baseline} if uses_predictions(cfg) else {}
     run, state, start_epoch, meta = _begin_run(cfg, data, state, run_meta(cfg, data, extras),
                                                main)
-    latest = run.resume_from[0] if run.resume_from else None
+    record.checkpoint = run.resume_from[0] if run.resume_from else None
+    record.data = report.describe_data(cfg, data)
     state = par.replicate(state) if par else state
     try:
         data, base = _centre_for_run(cfg, data, main)
@@ -321,44 +264,72 @@ def train_and_evaluate(cfg: Config) -> dict:
     step_fn, epoch_batches = _training_path(cfg, model_cfg, optimizer, data.train.csr, par,
                                             base.input_shift if base else 0.0)
     logger = MetricsLogger(cfg.logdir, enabled=main, run_id=run.run_id)
+    if record.baselines and not cfg.resume:
+        logger.record("baseline", report.as_row(record.baselines), 0)
     selector = _selector(cfg, data)
-    last_good = latest if cfg.resume else None
-    result: dict = {}
+    ctx = _EpochContext(cfg, model_cfg, data, par, base, meta, logger, steps_per_epoch, main)
     try:
         for epoch in range(start_epoch, cfg.num_epochs):
             t0 = time.time()
             try:
                 state, losses = _train_epoch(cfg, state, step_fn, epoch_batches, epoch,
-                                             epoch * steps_per_epoch, logger)
+                                             steps_per_epoch, logger)
             except TrainingDivergedError as e:
                 raise TrainingDivergedError(
-                    f"{e}; stopped. Last good checkpoint: {last_good or 'none written yet'}"
+                    f"{e}; stopped. Last good checkpoint: {record.checkpoint or 'none written yet'}"
                 ) from None
-            epoch_time = time.time() - t0
-            evaluation = evaluate_split(state.params, model_cfg, cfg, data, par, base)
-            extra = metrics_lib.evaluate_metrics(parallel.to_host(state.params) if par else
-                                                 state.params, model_cfg, data, cfg,
-                                                 evaluation, base) if cfg.metrics else {}
-            result = _epoch_result(cfg, epoch, losses, evaluation, extra, epoch_time,
-                                   steps_per_epoch * cfg.batch_size)
-            if main:
-                print(format_epoch_line(epoch, cfg.num_epochs,
-                                        {**result, "row_name": cfg.major,
-                                         "eval_metrics": metrics_lib.format_metrics(extra)}),
-                      flush=True)
-            logger.record("epoch", {k: v for k, v in result.items() if v is not None}, epoch + 1)
-            if main and (epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1):
-                last_good = ckpt.save_checkpoint(cfg.logdir, parallel.to_host(state), epoch + 1,
-                                                 meta)
+            record.last, evaluation = _end_epoch(ctx, state, epoch, losses, time.time() - t0,
+                                                 record)
             if selector is not None and _select(cfg, selector, state, epoch, meta, evaluation,
                                                 main):
                 break
         if selector is not None and main:
-            result["summary"] = _finish_selection(cfg, data, model_cfg, base, selector, logger)
+            record.last["summary"] = record.summary = _finish_selection(
+                cfg, data, model_cfg, base, selector, logger)
     finally:
         logger.close()
         run.release()
-    return result
+    if main:
+        report.finish_run(cfg, record)
+    return record.last
+
+
+@dataclasses.dataclass(frozen=True)
+class _EpochContext:
+    """What the end of every epoch needs (:func:`_end_epoch`)."""
+
+    cfg: Config
+    model_cfg: object
+    data: Data
+    par: object
+    base: baseline_lib.Baseline | None
+    meta: dict
+    logger: MetricsLogger
+    steps_per_epoch: int
+    main: bool
+
+
+def _end_epoch(ctx: _EpochContext, state, epoch: int, losses, epoch_time: float,
+               record: report.RunRecord) -> tuple[dict, predictions.Scores | None]:
+    """Evaluates the epoch's model, logs the epoch line (both RMSEs in rating units), records
+    metrics.jsonl and saves the checkpoint when due (keeping ``--keep_checkpoints``); returns
+    (the epoch's metrics, its evaluation scores)."""
+    cfg, par = ctx.cfg, ctx.par
+    evaluation = evaluate_split(state.params, ctx.model_cfg, cfg, ctx.data, par, ctx.base)
+    extra = metrics_lib.evaluate_metrics(parallel.to_host(state.params) if par else
+                                         state.params, ctx.model_cfg, ctx.data, cfg,
+                                         evaluation, ctx.base) if cfg.metrics else {}
+    result = _epoch_result(cfg, epoch, losses, evaluation, extra, epoch_time,
+                           ctx.steps_per_epoch * cfg.batch_size, ctx.base)
+    if ctx.main:
+        results.info(format_epoch_line(epoch, cfg.num_epochs, {
+            **result, "row_name": cfg.major, "eval_metrics": metrics_lib.format_metrics(extra)}))
+    ctx.logger.record("epoch", {k: v for k, v in result.items() if v is not None}, epoch + 1)
+    if ctx.main and (epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1):
+        record.checkpoint = ckpt.save_checkpoint(cfg.logdir, parallel.to_host(state),
+                                                 epoch + 1, ctx.meta)
+        ckpt.keep_latest(cfg.logdir, cfg.keep_checkpoints)
+    return result, evaluation
 
 
 def _select(cfg: Config, selector: selection.Selector, state, epoch: int, meta: dict,
@@ -394,6 +365,6 @@ def _finish_selection(cfg: Config, data: Data, model_cfg, base, selector: select
             summary.update(test_baseline_rmse=b.rmse, baseline=base.kind)
         logger.record("test", {k: summary[k] for k in ("test_rmse", "test_count")},
                       selector.best_epoch)
-        print(f"test (best epoch {selector.best_epoch}): {scores.describe()}", flush=True)
+        results.info("test (best epoch %d): %s", selector.best_epoch, scores.describe())
     selection.write_summary(cfg.logdir, summary)
     return summary
