@@ -97,19 +97,14 @@ def test_cli_mode_writes_a_tsv_and_stdout(trained, rec, tmp_path, capsys):
 
 
 def test_main_dispatches_recommend(trained, tmp_path, capsys):
-    from deepae_jax.cli import main as main_lib
+    from deepae_jax.cli import app, main as main_lib
     root, cfg = trained
     out = tmp_path / "all.tsv"
-    try:
-        main_lib.FLAGS(["deepae", "--mode=recommend", f"--logdir={cfg.logdir}",
-                        f"--path_to_train_data={cfg.path_to_train_data}", "--top_k=2",
-                        f"--recommendations_path={out}"])
-        assert main_lib.main([]) == 0
-        main_lib.FLAGS(["deepae", "--mode=recommend", f"--logdir={cfg.logdir}",
-                        f"--path_to_train_data={cfg.path_to_train_data}", "--users=999999"])
-        assert main_lib.main([]) == 2
-    finally:
-        main_lib.FLAGS.unparse_flags()
+    assert main_lib.main(["--mode=recommend", f"--logdir={cfg.logdir}",
+                          f"--path_to_train_data={cfg.path_to_train_data}", "--top_k=2",
+                          f"--recommendations_path={out}"]) == 0
+    assert app.main(["recommend", f"--logdir={cfg.logdir}",
+                     f"--path_to_train_data={cfg.path_to_train_data}", "--users=999999"]) == 2
     assert len(read_tsv(out)) == 2 * SPEC.n_users
     assert "unknown user" in capsys.readouterr().err
 

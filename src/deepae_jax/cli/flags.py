@@ -80,6 +80,9 @@ def parse(command: Command, argv: Sequence[str], prog: str) -> tuple[Any, list[s
     missing argument."""
     argv = expand_recipes(argv) if command.recipes else list(argv)
     cfg, args = settings.parse_flags(command.settings, argv, prog, command.fixed)
+    if args and command.max_args == 0:
+        raise ConfigError(f"unexpected argument(s) {args}: every setting is a --flag "
+                          f"(see {prog} --help)")
     if len(args) < command.min_args or (command.max_args is not None
                                         and len(args) > command.max_args):
         want = command.args or "no positional arguments"
