@@ -41,7 +41,8 @@ def params_of(logdir):
 
 
 def test_train_writes_outputs_and_learns(data_dir, tmp_path):
-    result = trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3))
+    result = trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3,
+                                                 keep_checkpoints=0))
     assert result["epoch"] == 3 and np.isfinite(result["eval_rmse"])
     lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert [l["step"] for l in lines if l["kind"] == "epoch"] == [1, 2, 3]
