@@ -86,10 +86,47 @@ def test_recipe_settings_are_overridden_by_later_flags(capsys):
     from deepae_jax.cli import flags
     from deepae_jax.cli.main import TRAIN
     cfg, _ = flags.parse(TRAIN, ["--recipe=rating_prediction", "--path_to_train_data=t",
-                                 "--num_epochs=3"], "deepae train")
+                                 "--path_to_eval_data=v", "--num_epochs=3"], "deepae train")
     assert cfg.major == "items" and cfg.baseline == "bias" and cfg.num_epochs == 3
     assert cfg.mode == "train"
 
 
 def test_plain_text_drops_rest_markup():
     assert plain_text("see :mod:`deepae_jax.x` and ``--flag``::") == "see deepae_jax.x and --flag:"
+
+
+def test_every_console_script_points_at_a_function():
+    import importlib
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads TOML")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as fh:
+        project = tomllib.load(fh)["project"]
+    scripts = project["scripts"]
+    assert scripts["deepae"] == "deepae_jax.cli.app:run"
+    assert {"deepae-train", "deepae-serve", "deepae-export", "deepae-compute-rmse"} <= set(scripts)
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), target
+    assert any(d.startswith("tensorboard>=") for d in project["optional-dependencies"]["tensorboard"])
+
+
+def test_train_plot_and_recommend_through_deepae(tmp_path):
+    from deepae_jax.data.datasets import synthetic
+    spec = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_user=12, seed=9)
+    synthetic.ensure_dataset(str(tmp_path / "train"), str(tmp_path / "valid"), spec)
+    logdir = tmp_path / "runs" / "one"
+    common = [f"--path_to_train_data={tmp_path / 'train'}", f"--logdir={logdir}"]
+    train = run("-m", "deepae_jax", "train", *common, f"--path_to_eval_data={tmp_path / 'valid'}",
+                "--hidden_layers=8", "--batch_size=16", "--num_epochs=2", "--save_every=1",
+                "--keep_checkpoints=1", "--noprogress")
+    assert train.returncode == 0, train.stderr
+    out = train.stdout.splitlines()
+    assert [l.split("  ")[0] for l in out if l.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
+    assert f"model: {logdir / 'checkpoint_00002.msgpack'} (epoch 2, the last)" in out
+    assert any(l.startswith("total time ") for l in out)
+    assert "training data" in train.stderr and "training data" not in train.stdout  # logs
+    assert sorted(p.name for p in logdir.glob("checkpoint_*")) == ["checkpoint_00002.msgpack"]
+    assert (logdir / "report.md").is_file() and (logdir / "curves.png").is_file()
+    rec = run("-m", "deepae_jax", "recommend", *common, "--top_k=3", "--users=1,2")
+    assert rec.returncode == 0, rec.stderr
+    assert len(rec.stdout.splitlines()) == 6

@@ -204,12 +204,13 @@ class Config:
             bad("noise_prob", "must be in [0, 1)")
         if not self.lr > 0:
             bad("lr", "must be positive")
-        if self.weight_decay < 0:
-            bad("weight_decay", "must be >= 0")
         for flag in ("batch_size", "num_epochs", "summary_frequency", "save_every",
-                     "eval_batch_size"):
+                     "eval_batch_size", "top_k"):
             if getattr(self, flag) < 1:
                 bad(flag, "must be >= 1")
+        for flag in ("weight_decay", "l2_weights", "keep_checkpoints"):
+            if getattr(self, flag) < 0:
+                bad(flag, "must be >= 0")
         if self.aug_step < -1:
             bad("aug_step", "must be >= 0 (-1, the reference's default, means 0)")
         if not self.hidden_layers or any(s < 1 for s in self.hidden_layers):
@@ -235,18 +236,12 @@ class Config:
                 bad(flag, "must be >= 0, or -1 to choose it on the evaluation data")
         if not 0.0 <= self.input_drop_prob < 1.0:
             bad("input_drop_prob", "must be in [0, 1)")
-        if self.l2_weights < 0:
-            bad("l2_weights", "must be >= 0")
         if self.early_stopping_patience < 0:
             bad("early_stopping_patience", "must be >= 0 (0: off)")
         if (self.path_to_test_data or self.early_stopping_patience) and (
                 self.mode == "train" and not self.path_to_eval_data):
             bad("path_to_eval_data", "model selection (--path_to_test_data, "
                 "--early_stopping_patience) needs validation data")
-        if self.top_k < 1:
-            bad("top_k", "must be >= 1")
-        if self.keep_checkpoints < 0:
-            bad("keep_checkpoints", "must be >= 0 (0: keep every checkpoint)")
         try:
             parse_metrics(self.metrics)
         except ValueError as e:

@@ -108,7 +108,7 @@ class Scores:
     def describe(self) -> str:
         dropped = self.total - self.count
         return (f"RMSE {self.rmse:.4f} over {self.count} ratings"
-                + (f" ({dropped} dropped: unknown to training)" if dropped else ""))
+                + (f" ({dropped} not scored: unknown to training)" if dropped else ""))
 
 
 def score(pred: np.ndarray, actual: np.ndarray) -> Scores:

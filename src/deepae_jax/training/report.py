@@ -145,5 +145,6 @@ def describe_data(cfg, data) -> list[str]:
 
 
 def as_row(scores: dict[str, Any]) -> dict[str, float]:
-    """The baselines' scores as a metrics.jsonl row (``global_rmse``, ``bias_rmse``)."""
-    return {f"{k}_rmse": s.rmse for k, s in scores.items()}
+    """The baselines' scores as a metrics.jsonl row (``global_rmse``, ``bias_rmse``; empty
+    when nothing was scored)."""
+    return {f"{k}_rmse": s.rmse for k, s in scores.items() if s.count}

@@ -241,8 +241,7 @@ def train_and_evaluate(cfg: Config) -> dict:
     record = report.RunRecord(cfg.logdir)
     data = load_data(cfg)
     if main and data.eval is None:
-        log.info("no --path_to_eval_data: nothing will be evaluated (no eval RMSE, no model "
-                 "selection)")
+        log.info("no --path_to_eval_data: nothing will be evaluated (no eval RMSE, no selection)")
     elif main:
         record.baselines = report.baseline_scores(cfg, data.train.csr, data.targets,
                                                   data.eval.csr)
@@ -264,7 +263,7 @@ def train_and_evaluate(cfg: Config) -> dict:
     step_fn, epoch_batches = _training_path(cfg, model_cfg, optimizer, data.train.csr, par,
                                             base.input_shift if base else 0.0)
     logger = MetricsLogger(cfg.logdir, enabled=main, run_id=run.run_id)
-    if record.baselines and not cfg.resume:
+    if report.as_row(record.baselines) and not cfg.resume:
         logger.record("baseline", report.as_row(record.baselines), 0)
     selector = _selector(cfg, data)
     ctx = _EpochContext(cfg, model_cfg, data, par, base, meta, logger, steps_per_epoch, main)
