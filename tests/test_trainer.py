@@ -180,8 +180,10 @@ def test_eval_set_without_known_rows_writes_null_not_nan(data_dir, tmp_path, cap
     assert "eval RMSE n/a (no evaluation ratings of known rows)" in caplog.text
     text = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "NaN" not in text and json.loads(text)["eval_rmse"] is None
-    inference.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
-    assert "no evaluation ratings of known rows" in capsys.readouterr().out
+    caplog.clear()
+    with caplog.at_level("INFO", logger="deepae_jax.results"):
+        inference.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
+    assert "evaluation RMSE n/a: no evaluation ratings of known rows" in caplog.text
 
 
 def test_every_train_path_trains_to_the_same_parameters(data_dir, tmp_path, caplog):
