@@ -15,6 +15,7 @@ import pytest
 from deepae_jax import kernels
 from deepae_jax.core import model, optim
 from deepae_jax.core import step as core_step
+from deepae_jax import devices
 from deepae_jax.training import resident
 from deepae_jax.kernels import ffi, update
 from deepae_jax.data import batching
@@ -150,7 +151,7 @@ def test_fused_step_updates_weights_without_copies(aug_step):
     opt = optim.make_optimizer("momentum", 0.02, 0.0, updates_per_epoch=1)
     step = core_step.make_train_step(cfg, opt, aug_step, path="cpu_kernels")
     runner = resident.ResidentEpochs(step, csr, 8, seed=0, steps_per_call=2)
-    state = resident.replicated_on(core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt),
+    state = devices.replicated_on(core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt),
                                 runner.replicated)
     rows, width = next(iter(runner.batches(0)))
     hlo = runner._multi.lower(state, runner.data, rows, width).compile().as_text()

@@ -14,7 +14,7 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.evaluation import metrics as metrics_lib
 from deepae_jax.run import logdir as logdir_lib
-from deepae_jax import kernels
+from deepae_jax import devices, kernels
 from deepae_jax.core import memory
 from deepae_jax.training import parallel
 from deepae_jax.evaluation import predictions
@@ -296,7 +296,7 @@ def train_and_evaluate(cfg: Config) -> dict:
     last epoch's metrics. Writes checkpoints, ``vocab.npz``, ``metrics.jsonl`` and TensorBoard
     events to ``--logdir``."""
     par = parallel.setup_from_config(cfg)  # None: one device; else all devices, all processes
-    main = parallel.is_main_process()  # only process 0 writes files and logs
+    main = devices.is_main_process()  # only process 0 writes files and logs
     cfg = cfg if main else dataclasses.replace(cfg, progress=False)
     data = load_data(cfg)
     if main:
@@ -336,7 +336,7 @@ def train_and_evaluate(cfg: Config) -> dict:
                 ) from None
             epoch_time = time.time() - t0
             evaluation = evaluate_split(state.params, model_cfg, cfg, data, par, base)
-            extra = metrics_lib.evaluate_metrics(parallel.to_host(state.params) if par else
+            extra = metrics_lib.evaluate_metrics(devices.to_host(state.params) if par else
                                                  state.params, model_cfg, data, cfg,
                                                  evaluation, base) if cfg.metrics else {}
             result = _epoch_result(cfg, epoch, losses, evaluation, extra, epoch_time,
@@ -348,7 +348,7 @@ def train_and_evaluate(cfg: Config) -> dict:
                       flush=True)
             logger.record("epoch", {k: v for k, v in result.items() if v is not None}, epoch + 1)
             if main and (epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1):
-                last_good = ckpt.save_checkpoint(cfg.logdir, parallel.to_host(state), epoch + 1,
+                last_good = ckpt.save_checkpoint(cfg.logdir, devices.to_host(state), epoch + 1,
                                                  meta)
             if selector is not None and _select(cfg, selector, state, epoch, meta, evaluation,
                                                 main):
@@ -366,7 +366,7 @@ def _select(cfg: Config, selector: selection.Selector, state, epoch: int, meta: 
     """Keeps the best epoch's state (``best.msgpack``); True when training should stop."""
     value = getattr(evaluation, cfg.selection_metric)
     if selector.update(epoch + 1, value) and main:
-        selection.save_best(cfg.logdir, parallel.to_host(state), epoch + 1, meta, value,
+        selection.save_best(cfg.logdir, devices.to_host(state), epoch + 1, meta, value,
                             cfg.selection_metric)
     if selector.should_stop:
         log.info("early stopping after epoch %d: no better validation %s than epoch %d's %.4f "
