@@ -19,7 +19,7 @@ from deepae_jax.config import Config
 from deepae_jax.evaluation.protocol import predict_eval_ratings
 from deepae_jax.run.files import atomic_write
 from deepae_jax.run.run_config import ignored_flags
-from deepae_jax.training.trainer import (DEFAULTS, centre, evaluate_split, load_data,
+from deepae_jax.training.run_data import (DEFAULTS, centre, evaluate_split, load_data,
     uses_predictions)
 
 log = logging.getLogger("deepae_jax")
