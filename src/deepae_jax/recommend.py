@@ -53,15 +53,6 @@ class UnknownIdError(RecommendError):
         super().__init__(f"{len(self.ids)} unknown {kind} id(s): {shown}{hint}")
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "k"))
-def top_k_unrated(params: model.Params, x: jax.Array, model_cfg: model.ModelConfig, k: int
-                  ) -> tuple[jax.Array, jax.Array]:
-    """(scores, item indices), each (batch, k): the k best predicted items per row, best first,
-    among the items the row has not rated (x == 0); -inf scores where fewer remain."""
-    out = model.apply(params, x, model_cfg, train=False)
-    return jax.lax.top_k(jnp.where(x != 0, -jnp.inf, out), k)
-
-
 @dataclasses.dataclass(frozen=True)
 class TopK:
     """Recommendations of several users, ORIGINAL ids.
@@ -271,13 +262,9 @@ class Recommender:
         idx, scores = [], []
         for start in range(0, x.shape[0], self.batch_size):
             chunk = x[start:start + self.batch_size]
-            if self.base is None:  # the reference's scores, one fused program
-                s, i = top_k_unrated(self.params, self._padded(chunk), self.model_cfg, static_k)
-            else:
-                padded = self._padded(chunk)
-                rows = np.resize(row_index[start:start + self.batch_size], len(padded))
-                s, i = top_k_masked(self._scores(padded, rows), jnp.asarray(padded != 0),
-                                    static_k)
+            padded = self._padded(chunk)
+            rows = np.resize(row_index[start:start + self.batch_size], len(padded))
+            s, i = top_k_masked(self._scores(padded, rows), jnp.asarray(padded != 0), static_k)
             idx.append(np.asarray(i)[:len(chunk), :k])
             scores.append(np.asarray(s)[:len(chunk), :k])
         if not idx:
