@@ -12,7 +12,7 @@ import pytest
 from deepae_jax import baseline as bl
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax import inference
-from deepae_jax.training import trainer, selection
+from deepae_jax.training import run_data, selection, trainer
 from deepae_jax.config import Config
 from deepae_jax.data.datasets import synthetic
 from deepae_jax.core.step import TrainingDivergedError
@@ -115,7 +115,7 @@ def test_a_1_to_100_scale_trains_with_a_baseline(data_dir, tmp_path):
     result = trainer.train_and_evaluate(cfg)
     base = bl.load(str(tmp_path / "run"))
     assert (base.rating_min, base.rating_max) == (20.0, 100.0) and base.scale > 10
-    valid = trainer.load_targets(cfg, trainer.load_data(cfg).train, cfg.path_to_eval_data)
+    valid = run_data.load_targets(cfg, run_data.load_data(cfg).train, cfg.path_to_eval_data)
     mean_rmse = float(np.sqrt(np.mean((valid.actual - base.mean) ** 2)))
     assert np.isfinite(result["eval_rmse"]) and result["eval_rmse"] < 1.1 * mean_rmse
 

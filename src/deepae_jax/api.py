@@ -146,11 +146,11 @@ class Model:
     def _inference(self):
         if self._restored is None:
             from deepae_jax import inference
-            from deepae_jax.training import trainer
+            from deepae_jax.training import run_data
             data, model_cfg, params, base = inference.restore_for_inference(
                 self._settings(path_to_eval_data=""))
             if base is None:
-                data, base = trainer.centre(self._settings(baseline="none"), data)
+                data, base = run_data.centre(self._settings(baseline="none"), data)
             self._restored = data, model_cfg, params, base
         return self._restored
 

@@ -34,6 +34,7 @@ from deepae_jax.core import model
 from deepae_jax.evaluation import scoring
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import bucket_length, dense_rows
+from deepae_jax.training.run_data import reindex
 from deepae_jax.evaluation.ranking import top_k_masked
 
 log = logging.getLogger("deepae_jax")
@@ -389,7 +390,6 @@ def load_training_matrix(path: str, row_ids: np.ndarray, col_ids: np.ndarray,
                          major: str = "users", **options) -> ratings.RatingMatrix:
     """The training ratings on the trained model's id maps (as evaluate/infer lay them out);
     ``options``: header, columns, timestamp_column of :class:`ratings.TableFormat`."""
-    from deepae_jax.training.trainer import reindex  # the same re-indexing as restore_for_inference
     train = ratings.load_matrix(path, major, delimiter, column_order, **options)
     if not (np.array_equal(train.row_ids, row_ids) and np.array_equal(train.col_ids, col_ids)):
         log.warning("%s: the users or items differ from the model's id maps (vocab.npz); is this "
