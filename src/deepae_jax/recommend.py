@@ -18,7 +18,6 @@ score new users (a new user is a new input column the model does not have).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 from typing import Sequence

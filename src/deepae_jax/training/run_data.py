@@ -135,7 +135,7 @@ def evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None,
         run = par.evaluate if par else evaluate  # par: all devices (parallel.DataParallel)
         r = run(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
                 cfg.eval_batch_size)
-        return predictions.Scores(r.rmse, float("nan"), r.count, len(data.targets.actual))
+        return dataclasses.replace(r, total=len(data.targets.actual))
     inputs = data.inputs if data.inputs is not None else data.train.csr
     pred = predictions.predict_all(params, model_cfg, inputs, base, data.targets,
                                cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown,
