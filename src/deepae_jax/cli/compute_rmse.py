@@ -11,7 +11,7 @@ import numpy as np
 
 from deepae_jax.cli.flags import Command, error, run_command
 from deepae_jax.data.ratings import RatingsFormatError
-from deepae_jax.data.readers.table import read_utf8
+from deepae_jax.data.readers.diagnostics import read_utf8
 from deepae_jax.settings import bad_setting, setting
 
 

@@ -11,11 +11,7 @@ import os
 from typing import Sequence
 
 from deepae_jax.extras import require
-from deepae_jax.run.files import atomic_write
-from deepae_jax.run.log import METRICS_FILE
-
-CURVES_FILE = "curves.png"
-SUMMARY_FILE = "summary.json"
+from deepae_jax.run.files import METRICS_FILE, SUMMARY_FILE, atomic_write
 FORMATS = ("png", "svg")
 BASELINE_NAMES = {"global_rmse": "global mean", "bias_rmse": "user + item biases"}
 

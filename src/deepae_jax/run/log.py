@@ -7,6 +7,7 @@ import math
 import os
 from typing import Any
 
+from deepae_jax.run import files
 from deepae_jax.run.files import OutputError, atomic_write_text
 
 log = logging.getLogger("deepae_jax")
@@ -15,7 +16,6 @@ results = logging.getLogger(RESULTS_LOGGER)
 """The lines that are a run's output (epoch lines, scores, files written): the command line
 shows them on standard output, the other log lines on standard error."""
 
-METRICS_FILE = "metrics.jsonl"
 
 
 def json_ready(value: Any) -> Any:
@@ -39,7 +39,7 @@ def drop_epochs_after(logdir: str, epoch: int) -> int:
     """Rewrites ``logdir/metrics.jsonl`` (atomically) without the rows of epochs after
     ``epoch`` and without damaged lines (a kill mid-write); returns how many were dropped. A
     resumed run calls it so that every epoch appears once."""
-    path = os.path.join(logdir, METRICS_FILE)
+    path = os.path.join(logdir, files.METRICS_FILE)
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
@@ -76,7 +76,7 @@ class MetricsLogger:
         if not enabled:
             return
         os.makedirs(logdir, exist_ok=True)
-        self._jsonl = open(os.path.join(logdir, METRICS_FILE), "a", encoding="utf-8")
+        self._jsonl = open(os.path.join(logdir, files.METRICS_FILE), "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(logdir=logdir, flush_secs=10)

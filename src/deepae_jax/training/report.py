@@ -13,12 +13,11 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax.evaluation import predictions
 from deepae_jax.extras import MissingExtraError
 from deepae_jax.run import curves
-from deepae_jax.run.files import atomic_write_text
+from deepae_jax.run.files import CURVES_FILE, REPORT_FILE, atomic_write_text
 from deepae_jax.run.log import results
 
 log = logging.getLogger("deepae_jax")
 AUTO_LOG_MAX_RATINGS = 5_000_000  # larger: the logged bias baseline uses fixed lambdas
-REPORT_FILE = "report.md"
 SETTINGS_SHOWN = ("hidden_layers", "non_linearity_type", "drop_prob", "optimizer", "lr",
                   "batch_size", "num_epochs", "aug_step", "major", "baseline", "train_path",
                   "seed")
@@ -123,7 +122,7 @@ def finish_run(cfg, record: RunRecord) -> None:
     seconds = time.time() - record.started
     try:
         curves.save_figure(curves.plot_runs([record.logdir]),
-                           os.path.join(record.logdir, curves.CURVES_FILE))
+                           os.path.join(record.logdir, CURVES_FILE))
     except MissingExtraError as e:
         log.info("no curves.png: %s", e)
     atomic_write_text(os.path.join(record.logdir, REPORT_FILE), report_text(cfg, record, seconds))

@@ -1,5 +1,7 @@
-"""The data of a training run: the training matrix (re-indexed to a trained model's ids when
-given), the evaluation ratings aligned to it, and their residuals of a ``--baseline``."""
+"""The data of a run as its settings say: the training matrix, the evaluation ratings aligned to
+it, the baseline the model learns the residuals of, the scores on the evaluation data, and what a
+checkpoint records about them. Used by training (:mod:`deepae_jax.training.trainer`) and by every
+use of a trained model (:mod:`deepae_jax.inference`, :mod:`deepae_jax.recommend`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,11 +12,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from deepae_jax import baseline as baseline_lib
-from deepae_jax.config import Config
+from deepae_jax.config import Config, defaults
 from deepae_jax.data import ratings
 from deepae_jax.evaluation import predictions
+from deepae_jax.evaluation.protocol import evaluate, predict_eval_ratings
+from deepae_jax.run import checkpoint as ckpt
 
 log = logging.getLogger("deepae_jax")
+DEFAULTS = defaults()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,3 +99,39 @@ def reindex(matrix: ratings.RatingMatrix, row_ids: np.ndarray, col_ids: np.ndarr
         matrix.major)
     split = ratings.align_eval(template, matrix.to_triples(), source="training data")
     return dataclasses.replace(template, csr=split.csr)
+
+
+def run_meta(cfg: Config, data: Data, extras: dict | None = None) -> dict:
+    """What a checkpoint records about the run: the :class:`~deepae_jax.run.checkpoint.ModelSpec`
+    (model, major, training rating range, ``extras``), the optimiser and the data shape."""
+    values = data.train.csr.data
+    spec = ckpt.ModelSpec(cfg.model_config(data.train.shape[1]), cfg.major,
+                          (float(values.min()), float(values.max())) if values.size else None,
+                          dict(extras or {}))
+    return {**spec.to_meta(), "optimizer": cfg.optimizer,
+            "weight_decay_on": cfg.weight_decay > 0, "n_rows": data.train.shape[0]}
+
+
+def evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None,
+                    base: baseline_lib.Baseline | None = None) -> predictions.Scores | None:
+    """Scores on the evaluation data: the paper's (known ratings, no baseline) or, with
+    ``base``, every rating per ``--unknown``, the baseline added back, ``--clip_predictions``."""
+    if data.eval is None:
+        return None
+    if base is None:
+        run = par.evaluate if par else evaluate  # par: all devices (parallel.DataParallel)
+        r = run(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
+                cfg.eval_batch_size)
+        return dataclasses.replace(r, total=len(data.targets.actual))
+    inputs = data.inputs if data.inputs is not None else data.train.csr
+    pred = predictions.predict_all(params, model_cfg, inputs, base, data.targets,
+                               cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown,
+                               par.predict_eval_ratings if par else predict_eval_ratings)
+    return predictions.score(pred, data.targets.actual)
+
+
+def uses_predictions(cfg: Config) -> bool:
+    """Whether evaluation goes through :mod:`deepae_jax.evaluation.predictions` (any option beyond the paper's
+    protocol); otherwise the paper's ``evaluate`` path, unchanged."""
+    return (cfg.baseline != "none" or cfg.unknown != "drop" or cfg.clip_predictions
+            or bool(cfg.path_to_test_data) or cfg.selection_metric != "rmse")

@@ -13,36 +13,23 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.evaluation import metrics as metrics_lib
 from deepae_jax.run import logdir as logdir_lib
-from deepae_jax import kernels
+from deepae_jax import devices, kernels
 from deepae_jax.core import memory
 from deepae_jax.training import parallel
 from deepae_jax.evaluation import predictions
 from deepae_jax.training import report, selection
-from deepae_jax.config import Config, defaults
+from deepae_jax.training.run_data import (Data, centre, evaluate_split, load_data, load_targets,
+                                          run_meta, uses_predictions)
+from deepae_jax.config import Config
 from deepae_jax.data.batching import dense_batches, num_batches
-from deepae_jax.evaluation.protocol import evaluate, predict_eval_ratings
 from deepae_jax.run.run_config import save_run_config
 from deepae_jax.run.log import MetricsLogger, format_epoch_line, results
 from deepae_jax.core.optim import learning_rate_at_epoch, make_optimizer
 from deepae_jax.training.resident import ResidentEpochs
-from deepae_jax.training.run_data import (  # noqa: F401 (trainer.load_data etc. for callers)
-    Data, centre, load_data, load_targets, reindex, table_options)
 from deepae_jax.core.step import (TrainingDivergedError, create_train_state, jit_train_step,
     make_train_step, train_epoch)
 
 log = logging.getLogger("deepae_jax")
-DEFAULTS = defaults()
-
-
-def run_meta(cfg: Config, data: Data, extras: dict | None = None) -> dict:
-    """What a checkpoint records about the run: the :class:`~deepae_jax.run.checkpoint.ModelSpec`
-    (model, major, training rating range, ``extras``), the optimiser and the data shape."""
-    values = data.train.csr.data
-    spec = ckpt.ModelSpec(cfg.model_config(data.train.shape[1]), cfg.major,
-                          (float(values.min()), float(values.max())) if values.size else None,
-                          dict(extras or {}))
-    return {**spec.to_meta(), "optimizer": cfg.optimizer,
-            "weight_decay_on": cfg.weight_decay > 0, "n_rows": data.train.shape[0]}
 
 
 def _begin_run(cfg: Config, data: Data, state, meta: dict, main: bool):
@@ -71,31 +58,6 @@ def _begin_run(cfg: Config, data: Data, state, meta: dict, main: bool):
     except BaseException:
         run.release()
         raise
-
-
-def evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None,
-                    base: baseline_lib.Baseline | None = None) -> predictions.Scores | None:
-    """Scores on the evaluation data: the paper's (known ratings, no baseline) or, with
-    ``base``, every rating per ``--unknown``, the baseline added back, ``--clip_predictions``."""
-    if data.eval is None:
-        return None
-    if base is None:
-        run = par.evaluate if par else evaluate  # par: all devices (parallel.DataParallel)
-        r = run(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
-                cfg.eval_batch_size)
-        return predictions.Scores(r.rmse, float("nan"), r.count, len(data.targets.actual))
-    inputs = data.inputs if data.inputs is not None else data.train.csr
-    pred = predictions.predict_all(params, model_cfg, inputs, base, data.targets,
-                               cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown,
-                               par.predict_eval_ratings if par else predict_eval_ratings)
-    return predictions.score(pred, data.targets.actual)
-
-
-def uses_predictions(cfg: Config) -> bool:
-    """Whether evaluation goes through :mod:`deepae_jax.evaluation.predictions` (any option beyond the paper's
-    protocol); otherwise the paper's ``evaluate`` path, unchanged."""
-    return (cfg.baseline != "none" or cfg.unknown != "drop" or cfg.clip_predictions
-            or bool(cfg.path_to_test_data) or cfg.selection_metric != "rmse")
 
 
 def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shift: float = 0.0):
@@ -236,7 +198,7 @@ def train_and_evaluate(cfg: Config) -> dict:
     last epoch's metrics. Writes checkpoints, ``vocab.npz``, ``metrics.jsonl``, TensorBoard
     events and at the end ``curves.png`` and ``report.md`` to ``--logdir``."""
     par = parallel.setup_from_config(cfg)  # None: one device; else all devices, all processes
-    main = parallel.is_main_process()  # only process 0 writes files and logs
+    main = devices.is_main_process()  # only process 0 writes files and logs
     cfg = cfg if main else dataclasses.replace(cfg, progress=False)
     record = report.RunRecord(cfg.logdir)
     data = load_data(cfg)
@@ -315,7 +277,7 @@ def _end_epoch(ctx: _EpochContext, state, epoch: int, losses, epoch_time: float,
     (the epoch's metrics, its evaluation scores)."""
     cfg, par = ctx.cfg, ctx.par
     evaluation = evaluate_split(state.params, ctx.model_cfg, cfg, ctx.data, par, ctx.base)
-    extra = metrics_lib.evaluate_metrics(parallel.to_host(state.params) if par else
+    extra = metrics_lib.evaluate_metrics(devices.to_host(state.params) if par else
                                          state.params, ctx.model_cfg, ctx.data, cfg,
                                          evaluation, ctx.base) if cfg.metrics else {}
     result = _epoch_result(cfg, epoch, losses, evaluation, extra, epoch_time,
@@ -325,7 +287,7 @@ def _end_epoch(ctx: _EpochContext, state, epoch: int, losses, epoch_time: float,
             **result, "row_name": cfg.major, "eval_metrics": metrics_lib.format_metrics(extra)}))
     ctx.logger.record("epoch", {k: v for k, v in result.items() if v is not None}, epoch + 1)
     if ctx.main and (epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1):
-        record.checkpoint = ckpt.save_checkpoint(cfg.logdir, parallel.to_host(state),
+        record.checkpoint = ckpt.save_checkpoint(cfg.logdir, devices.to_host(state),
                                                  epoch + 1, ctx.meta)
         ckpt.keep_latest(cfg.logdir, cfg.keep_checkpoints)
     return result, evaluation
@@ -336,7 +298,7 @@ def _select(cfg: Config, selector: selection.Selector, state, epoch: int, meta: 
     """Keeps the best epoch's state (``best.msgpack``); True when training should stop."""
     value = getattr(evaluation, cfg.selection_metric)
     if selector.update(epoch + 1, value) and main:
-        selection.save_best(cfg.logdir, parallel.to_host(state), epoch + 1, meta, value,
+        selection.save_best(cfg.logdir, devices.to_host(state), epoch + 1, meta, value,
                             cfg.selection_metric)
     if selector.should_stop:
         log.info("early stopping after epoch %d: no better validation %s than epoch %d's %.4f "
