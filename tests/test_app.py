@@ -130,3 +130,15 @@ def test_train_plot_and_recommend_through_deepae(tmp_path):
     rec = run("-m", "deepae_jax", "recommend", *common, "--top_k=3", "--users=1,2")
     assert rec.returncode == 0, rec.stderr
     assert len(rec.stdout.splitlines()) == 6
+
+
+@pytest.mark.parametrize("module,needle", [
+    ("deepae_jax.data.split", "usage: deepae split [flags] INPUT OUT_DIR"),
+    ("deepae_jax.data.datasets.movielens_convert", "usage: deepae convert movielens"),
+    ("deepae_jax.export", "usage: deepae export"),
+    ("deepae_jax.serve", "usage: deepae serve"),
+    ("deepae_jax.cli.compute_rmse", "usage: deepae compute-rmse"),
+])
+def test_the_earlier_module_entry_points_are_the_same_commands(module, needle):
+    proc = run("-m", module, "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith(needle), proc.stderr[-2000:]
