@@ -28,6 +28,7 @@ import numpy as np
 from deepae_jax.run import files
 from deepae_jax import config as config_lib
 from deepae_jax import recipes, settings
+from deepae_jax.extras import require
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
 
@@ -64,6 +65,7 @@ def as_path(data, folder: str, name: str, columns: Sequence[str] | None = None) 
     if isinstance(data, ratings.Triples):
         triples = data
     elif hasattr(data, "columns"):
+        require("pandas", "pandas", f"{name}: a DataFrame as data")
         from deepae_jax.data.readers.arrow import triples_from_dataframe
         triples = triples_from_dataframe(data, *_columns(data, columns), source=f"{name} DataFrame")
     else:
