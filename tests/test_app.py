@@ -55,6 +55,7 @@ def test_train_help_exits_0_in_a_subprocess_and_lists_config_flags():
     (["compute-rmse"], "error: --path_to_predictions='': a predictions file is required"),
     (["convert", "spotify", "a", "b"], "error: unknown command 'convert spotify'"),
     (["trian"], "error: unknown command 'trian'"),
+    (["--mode=infer", "--path_to_eval_data=v"], "error: --predictions_path='': --mode=infer"),
 ])
 def test_bad_flags_are_one_error_line_and_exit_2(argv, needle, capsys):
     assert app.main(argv) == 2

@@ -46,7 +46,8 @@ def usage() -> str:
             "commands:\n" + "\n".join(lines) + "\n\n"
             "deepae COMMAND --help lists the flags of one command. Flags are --name=value, "
             "--name value or --flagfile=FILE; train, evaluate, infer and recommend also take "
-            "--recipe=NAME.\n")
+            "--recipe=NAME. Flags without a command run --mode (default train), as python -m "
+            "deepae_jax.main does.\n")
 
 
 def resolve(name: str) -> Command:
@@ -71,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in HELP_ARGS or argv[0] == "help":
         print(usage(), end="", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
+    if argv[0].startswith("--"):  # deepae --mode=infer --flagfile=F: as python -m deepae_jax.main
+        from deepae_jax.cli.main import LEGACY
+        return run_command(LEGACY, argv, "deepae")
     name, rest = split_name(argv)
     if name not in COMMANDS:
         error(f"unknown command {' '.join(argv[:2]) if name == 'convert' else name!r}; "
