@@ -149,14 +149,14 @@ def main(argv=None):
                    help="also print an H100 estimate for Netflix Full from the compiled XLA "
                         "step's cost_analysis()")
     p.add_argument("--no-host-memory-tweak", action="store_true",
-                   help="leave glibc's malloc settings alone (see sparse.keep_host_memory_mapped)")
+                   help="leave glibc's malloc settings alone (see devices.keep_host_memory_mapped)")
     args = p.parse_args(argv)
     args.hidden = tuple(int(s) for s in args.hidden.split(","))
     args.path = resolve_train_path(args.train_path, args.num_devices)
     print(f"training step: {args.path} path on {args.num_devices} {jax.default_backend()} "
           f"device(s)", flush=True)
     if jax.default_backend() == "cpu" and not args.no_host_memory_tweak:
-        sparse.keep_host_memory_mapped()
+        devices.keep_host_memory_mapped()
 
     t0 = time.perf_counter()
     paths = s1data.ensure(args.users, args.items, args.mean_ratings, args.eval_users,

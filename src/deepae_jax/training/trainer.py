@@ -14,17 +14,16 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.evaluation import metrics as metrics_lib
 from deepae_jax.run import logdir as logdir_lib
-from deepae_jax import kernels
 from deepae_jax.core import memory
-from deepae_jax.training import parallel
+from deepae_jax.training import backend, parallel
 from deepae_jax.evaluation import predictions
 from deepae_jax.training import selection
 from deepae_jax.config import Config, defaults
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import dense_batches, num_batches
-from deepae_jax.evaluation.protocol import evaluate, predict_eval_ratings
 from deepae_jax.run.run_config import save_run_config
-from deepae_jax.run.log import MetricsLogger, format_epoch_line
+from deepae_jax.run.log import (MetricsLogger, compiled_since, format_epoch_line,
+                                watch_compilations)
 from deepae_jax.core.optim import learning_rate_at_epoch, make_optimizer
 from deepae_jax.training.resident import ResidentEpochs
 from deepae_jax.core.step import (TrainingDivergedError, create_train_state, jit_train_step,
@@ -172,14 +171,14 @@ def evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None,
     if data.eval is None:
         return None
     if base is None:
-        run = par.evaluate if par else evaluate  # par: all devices (parallel.DataParallel)
+        run = backend.evaluate_fn(cfg, par)  # par: all devices (parallel.DataParallel)
         r = run(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
                 cfg.eval_batch_size)
         return predictions.Scores(r.rmse, float("nan"), r.count, len(data.targets.actual))
     inputs = data.inputs if data.inputs is not None else data.train.csr
     pred = predictions.predict_all(params, model_cfg, inputs, base, data.targets,
                                cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown,
-                               par.predict_eval_ratings if par else predict_eval_ratings)
+                               backend.predict_fn(cfg, par))
     return predictions.score(pred, data.targets.actual)
 
 
@@ -190,7 +189,8 @@ def uses_predictions(cfg: Config) -> bool:
             or bool(cfg.path_to_test_data) or cfg.selection_metric != "rmse")
 
 
-def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shift: float = 0.0):
+def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shift: float = 0.0,
+                   epochs: range = range(1)):
     """(step_fn, epoch_batches) of ``--train_path``; ``epoch_batches(epoch)`` gives (the epoch's
     batches or multi-step calls, how many).
 
@@ -199,14 +199,16 @@ def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shif
     takes host-built dense batches, sharded over the devices with ``par``.
     """
     n_devices = par.num_devices if par else 1
-    path = resolve_train_path(cfg.train_path, n_devices)
-    log.info("training step: %s path (--train_path=%s) on %d %s device(s)", path,
-             cfg.train_path, n_devices, jax.default_backend())
-    step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob, path=path,
-                           layers=cfg.train_layers, dtype=cfg.dtype,
-                           noisy_target=cfg.noisy_refeed_target,
-                           input_drop_prob=cfg.input_drop_prob, input_shift=input_shift)
+    path = backend.resolve_train_path(cfg.train_path, n_devices)
+    log.info("training step: %s path (--train_path=%s) on %d %s device(s), matmul precision "
+             "%s", path, cfg.train_path, n_devices, jax.default_backend(), cfg.precision)
     n = num_batches(train_csr.shape[0], cfg.batch_size)
+    step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
+                           path="dense" if path == "dense" else "sparse",
+                           layers=cfg.train_layers, precision=cfg.precision,
+                           noisy_target=cfg.noisy_refeed_target,
+                           input_drop_prob=cfg.input_drop_prob, input_shift=input_shift,
+                           ops=backend.train_ops(path, cfg, n * (1 + cfg.refeed_steps)))
     if path == "dense" and par:
         return par.train_step(step), lambda epoch: (
             par.batches(train_csr, cfg.batch_size, cfg.seed, epoch, builder="dense"), n)
@@ -216,21 +218,8 @@ def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shif
     if par:
         par.check_same_data(train_csr, cfg.seed)
     resident = ResidentEpochs(step, train_csr, cfg.batch_size, cfg.seed,
-                              mesh=par.mesh if par else None)
+                              mesh=par.mesh if par else None, epochs=epochs)
     return resident.step_fn, lambda epoch: (resident.batches(epoch), resident.num_calls(epoch))
-
-
-def resolve_train_path(requested: str, n_devices: int = 1) -> str:
-    """``--train_path`` made explicit: ``auto`` is ``cpu_kernels`` where the kernels are built
-    and the run is on one CPU device, else ``sparse``. Raises ValueError for ``cpu_kernels`` on
-    several devices (the kernels are custom calls XLA cannot split across devices)."""
-    if requested == "cpu_kernels" and n_devices > 1:
-        raise ValueError(f"--train_path=cpu_kernels runs on one device, not {n_devices}; use "
-                         "--train_path=sparse (or auto) for several devices")
-    if requested != "auto":
-        return requested
-    on_cpu = jax.default_backend() == "cpu"
-    return "cpu_kernels" if n_devices == 1 and on_cpu and kernels.available() else "sparse"
 
 
 def _optimizer(cfg: Config, n_rows: int):
@@ -319,14 +308,15 @@ def train_and_evaluate(cfg: Config) -> dict:
         run.release()
         raise
     step_fn, epoch_batches = _training_path(cfg, model_cfg, optimizer, data.train.csr, par,
-                                            base.input_shift if base else 0.0)
+                                            base.input_shift if base else 0.0,
+                                            range(start_epoch, cfg.num_epochs))
     logger = MetricsLogger(cfg.logdir, enabled=main, run_id=run.run_id)
     selector = _selector(cfg, data)
     last_good = latest if cfg.resume else None
     result: dict = {}
     try:
         for epoch in range(start_epoch, cfg.num_epochs):
-            t0 = time.time()
+            t0, compiles = time.time(), len(watch_compilations())
             try:
                 state, losses = _train_epoch(cfg, state, step_fn, epoch_batches, epoch,
                                              epoch * steps_per_epoch, logger)
@@ -343,7 +333,8 @@ def train_and_evaluate(cfg: Config) -> dict:
                                    steps_per_epoch * cfg.batch_size)
             if main:
                 print(format_epoch_line(epoch, cfg.num_epochs,
-                                        {**result, "row_name": cfg.major,
+                                        {**result, **compiled_since(compiles),
+                                         "row_name": cfg.major,
                                          "eval_metrics": metrics_lib.format_metrics(extra)}),
                       flush=True)
             logger.record("epoch", {k: v for k, v in result.items() if v is not None}, epoch + 1)
