@@ -24,8 +24,6 @@
 set -uo pipefail
 root=$(pwd)
 out="${OUT:-$root/gpu_check_out}"
-mkdir -p "$out"
-exec > >(tee -a "$out/gpu_check.log") 2>&1
 export PYTHONPATH="$root/src:$root:$root/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # test workers share the GPU
 py="${PYTHON:-python3}"
@@ -47,7 +45,8 @@ else
          tests/test_optim.py tests/test_step.py tests/test_kernels.py)
 fi
 
-# part NAME SECONDS CMD...: runs CMD under a timeout (cut to the budget left), reports its end
+# part NAME SECONDS CMD...: runs CMD (a function of this script: run by a fresh copy of it)
+# under a timeout cut to the budget left, and reports how it ended
 part() {
   local name=$1 limit=$2 left t0 rc
   shift 2
@@ -56,16 +55,10 @@ part() {
   [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (at most ${limit} s)"
   t0=$(date +%s)
-  timeout -k 5 "$limit" "$@"
+  timeout -k 5 "$limit" bash "$self" --run "$@"
   rc=$?
   echo "== $name: exit $rc$([ $rc = 124 ] && echo ' (timed out)') in $(($(date +%s) - t0)) s"
 }
-
-echo "gpu_check $(date -u) scale=${GPU_CHECK_SCALE:-full} commit=$(git rev-parse --short HEAD 2>/dev/null)"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -2
-"$py" -c "import jax; print('jax', jax.__version__, jax.devices())" 2>&1 | tail -1
-"$ref_py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
-  2>&1 | tail -1
 
 run_tests() {
   if ! "$py" -c "import pytest" 2>/dev/null; then
@@ -75,22 +68,15 @@ run_tests() {
   "$py" -c "import xdist" 2>/dev/null && workers=(-n 4)
   "$py" -m pytest -q -p no:cacheprovider -rfE "${workers[@]}" "${tests[@]}" 2>&1 | tail -40
 }
-part "tests (${tests[*]})" 170 run_tests
 
 throughput() {  # throughput NAME [flags...]
   local name=$1
   shift
   echo "-- throughput $name: $*"
   "$py" benchmarks/throughput.py "${big[@]}" --skip-text --device-report "$@" 2>&1 \
-    | grep -E "^\||^data|^jax|^training step|^aug_step|^profile|Error|error" \
+    | grep -E "^\| (eval|peak)|^data|^jax|^training step|^aug_step|^profile|Error|error" \
     | grep -vE "^\|---|^\| measure|load \(s\)"
 }
-part "Netflix-shaped data" 90 "$py" -c "import s1data, sys; u, i, m, e = sys.argv[1:5]
-s1data.ensure(int(u), int(i), float(m), int(e), text=False)" "${big[1]}" "${big[3]}" "${big[5]}" \
-  "${big[7]}"
-part "throughput float32" 80 throughput float32 --precision float32 --profile
-part "throughput tf32" 60 throughput tf32 --precision tf32
-part "throughput bfloat16" 60 throughput bfloat16 --precision bfloat16
 
 side_by_side() {  # side_by_side AUG_STEP: the reference, then deepae_jax, on S1
   local aug=$1 d="$work/s1" flags
@@ -101,14 +87,14 @@ import s1data
 from deepae_jax.data import ratings
 d, users, items, mean, ev = sys.argv[1], *map(float, sys.argv[2:])
 paths = s1data.ensure(int(users), int(items), mean, int(ev))
-for sub in ("train", "eval"):
+for sub in ("train", "eval"):  # one file each, named *.txt: the reference reads only those
     os.makedirs(os.path.join(d, sub), exist_ok=True)
-link = os.path.join(d, "train", "train.tsv")
-if not os.path.exists(link):
-    os.symlink(paths["train"], link)
+    for name in os.listdir(os.path.join(d, sub)):
+        os.remove(os.path.join(d, sub, name))
+os.symlink(paths["train"], os.path.join(d, "train", "train.txt"))
 train, held = ratings.load_triples(paths["train"]), ratings.load_triples(paths["eval"])
 known = np.isin(held.users, train.users) & np.isin(held.items, train.items)  # the reference
-ratings.write_ratings_text(os.path.join(d, "eval", "eval.tsv"),  # fails on unknown ids
+ratings.write_ratings_text(os.path.join(d, "eval", "eval.txt"),  # fails on unknown ids
                            ratings.Triples(held.users[known], held.items[known], held.ratings[known]))
 PY
   flags=(--path_to_train_data="$d/train" --path_to_eval_data="$d/eval" "${model[@]}"
@@ -143,6 +129,30 @@ print(f"S1 aug_step {aug}: last eval RMSE: reference {ref_rmse[-1] if ref_rmse e
       f"deepae_jax {ours[-1].get('eval_rmse') if ours else '-'}")
 PY
 }
+
+self="$root/benchmarks/gpu_check.sh"
+if [ "${1:-}" = --run ]; then  # a part, run by part()
+  shift
+  "$@"
+  exit $?
+fi
+mkdir -p "$out"
+exec > >(tee -a "$out/gpu_check.log") 2>&1
+echo "gpu_check $(date -u) scale=${GPU_CHECK_SCALE:-full} commit=$(git rev-parse --short HEAD 2>/dev/null)"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | head -2
+"$py" -c "import jax; print('jax', jax.__version__, jax.devices())" 2>&1 | tail -1
+"$ref_py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
+  2>&1 | tail -1
+
+part "tests (${tests[*]})" 170 run_tests
+
+part "Netflix-shaped data" 90 "$py" -c "import s1data, sys; u, i, m, e = sys.argv[1:5]
+s1data.ensure(int(u), int(i), float(m), int(e), text=False)" "${big[1]}" "${big[3]}" "${big[5]}" \
+  "${big[7]}"
+part "throughput float32" 80 throughput float32 --precision float32 --profile
+part "throughput tf32" 60 throughput tf32 --precision tf32
+part "throughput bfloat16" 60 throughput bfloat16 --precision bfloat16
+
 part "side by side S1, aug_step 1" 120 side_by_side 1
 part "throughput tf32, 32 steps per call" 45 throughput tf32_spc32 --precision tf32 \
   --aug-steps 1 --steps-per-call 32
