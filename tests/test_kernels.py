@@ -16,6 +16,7 @@ from deepae_jax import kernels
 from deepae_jax.core import model, optim
 from deepae_jax.core import step as core_step
 from deepae_jax.core.ops import XLA
+from deepae_jax import devices
 from deepae_jax.training import resident
 from deepae_jax.kernels import ffi, update
 from deepae_jax.data import batching
@@ -154,7 +155,7 @@ def test_fused_step_updates_weights_without_copies(aug_step):
     ops = kernels.cpu_ops(*optim.plain_momentum("momentum", 0.02, 0.0, updates_per_epoch=1))
     step = core_step.make_train_step(cfg, opt, aug_step, path="sparse", ops=ops)
     runner = resident.ResidentEpochs(step, csr, 8, seed=0, steps_per_call=2)
-    state = resident.replicated_on(core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt),
+    state = devices.replicated_on(core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt),
                                 runner.replicated)
     rows, n, width = next(iter(runner.batches(0)))
     hlo = runner._multi.lower(state, runner.data, rows, n, width).compile().as_text()

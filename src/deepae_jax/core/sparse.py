@@ -156,9 +156,3 @@ def hidden_sparse(params: model.Params, slots: Slots, cfg: model.ModelConfig,
     return model.decode_hidden(params, code, cfg, dot)
 
 
-def masked_mse(pred: jax.Array, vals: jax.Array) -> jax.Array:
-    """MMSE of the predictions at the slots: sum of squared errors over the observed slots
-    (vals != 0) / their number (PAPER.md's masked loss); padding slots count for nothing."""
-    mask = vals != 0
-    err = jnp.where(mask, pred - vals, 0.0)
-    return jnp.sum(err * err) / jnp.maximum(jnp.sum(mask.astype(jnp.float32)), 1.0)

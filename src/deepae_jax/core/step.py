@@ -22,7 +22,7 @@ import optax
 import tqdm
 
 from deepae_jax.core import model, sparse
-from deepae_jax.core.losses import mmse_sums
+from deepae_jax.core.losses import mmse, mmse_sums
 from deepae_jax.core.ops import XLA, StepOps
 from deepae_jax.core.optim import apply_gradients
 
@@ -218,7 +218,7 @@ def _sparse_loss(cfg: model.ModelConfig, dot: model.Dot, refeed: bool, ops: Step
         stop = jax.lax.stop_gradient
         y = stop(dense) if dense is not None else model.dense_output(stop(params), stop(h), cfg,
                                                                      dot)
-    return sparse.masked_mse(pred, slots.vals), y
+    return mmse(pred, slots.vals), y
 
 
 def _input_vals(slots: sparse.Slots, shift: float, drop_prob: float, key: jax.Array

@@ -19,7 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepae_jax.core import model, sparse
 from deepae_jax.core.ops import XLA, StepOps, gather_sum_on_platform
-from deepae_jax.devices import AXIS
+from deepae_jax.devices import AXIS, put_global, replicated_on
 from deepae_jax.data.batching import bucket_fine, bucket_length, packed_rows, padded_rows
 from deepae_jax.core.losses import rmse_from_sums
 
@@ -33,15 +33,28 @@ def predict_at(params: model.Params, x: jax.Array, cols: jax.Array,
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalResult:
-    """Sum of squared errors, number of evaluation ratings, and their RMSE."""
+class Scores:
+    """The scores of predictions of evaluation ratings: sums of squared and absolute errors over
+    the ``count`` ratings predicted, of ``total`` asked for; RMSE and MAE from them. The one
+    result type of evaluation (the paper's protocol, every rating with a baseline, TEST)."""
 
     sse: float
+    sae: float
     count: int
+    total: int
 
     @property
     def rmse(self) -> float:
         return rmse_from_sums(self.sse, self.count)
+
+    @property
+    def mae(self) -> float:
+        return self.sae / self.count if self.count else float("nan")
+
+    def describe(self) -> str:
+        unscored = self.total - self.count
+        return (f"RMSE {self.rmse:.4f} over {self.count} ratings"
+                + (f" ({unscored} dropped: unknown to training)" if unscored else ""))
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "precision", "ops"))
@@ -112,7 +125,6 @@ def predict_eval_ratings(params: model.Params, model_cfg: model.ModelConfig,
     batch_size = -(-batch_size // groups) * groups
     put = lambda tree: tree  # noqa: E731
     if mesh is not None:
-        from deepae_jax.training.resident import put_global, replicated_on
         params = replicated_on(params, NamedSharding(mesh, P()))
         by_rows = NamedSharding(mesh, P(AXIS))
         put = lambda tree: jax.tree_util.tree_map(lambda a: put_global(a, by_rows), tree)  # noqa
@@ -148,13 +160,15 @@ def gather(x: jax.Array) -> np.ndarray:
 def evaluate(params: model.Params, model_cfg: model.ModelConfig, train_csr: sp.csr_matrix,
              eval_csr: sp.csr_matrix, rows: np.ndarray | None = None,
              batch_size: int = 256, mesh: Mesh | None = None, *, ops: StepOps = XLA,
-             precision: str = "float32") -> EvalResult:
-    """RMSE of the model on the evaluation ratings (PAPER.md's protocol), batched (on every
-    device of ``mesh``, with ``ops`` and ``precision``: see :func:`predict_eval_ratings`)."""
-    sse, count = 0.0, 0
+             precision: str = "float32") -> Scores:
+    """RMSE (and MAE) of the model on the evaluation ratings (PAPER.md's protocol), batched (on
+    every device of ``mesh``, with ``ops`` and ``precision``: see :func:`predict_eval_ratings`)."""
+    sse, sae, count = 0.0, 0.0, 0
     for _, _, pred, actual in predict_eval_ratings(params, model_cfg, train_csr, eval_csr,
                                                    rows, batch_size, mesh, ops=ops,
                                                    precision=precision):
-        sse += float(np.sum((pred.astype(np.float64) - actual) ** 2))
+        err = pred.astype(np.float64) - actual
+        sse += float(np.sum(err ** 2))
+        sae += float(np.sum(np.abs(err)))
         count += actual.size
-    return EvalResult(sse, count)
+    return Scores(sse, sae, count, count)
