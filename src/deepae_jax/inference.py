@@ -14,10 +14,9 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax import devices
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.evaluation import metrics as metrics_lib
-from deepae_jax.training import parallel
+from deepae_jax.training import backend, parallel
 from deepae_jax.evaluation import predictions
 from deepae_jax.config import Config
-from deepae_jax.evaluation.protocol import predict_eval_ratings
 from deepae_jax.run.files import atomic_write
 from deepae_jax.run.log import results
 from deepae_jax.run.run_config import ignored_flags
@@ -133,7 +132,7 @@ def run_infer(cfg: Config) -> int:
     par = parallel.setup_from_config(cfg, train=False)
     cfg = inference_config(cfg)
     data, model_cfg, params, base = restore_for_inference(cfg)
-    run = par.predict_eval_ratings if par else predict_eval_ratings
+    run = backend.predict_fn(cfg, par)
     chunks = []
     if base is not None:  # every rating asked for, in the file's order (--unknown=drop: known)
         t = data.targets

@@ -15,8 +15,8 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax.config import Config, defaults
 from deepae_jax.data import ratings
 from deepae_jax.evaluation import predictions
-from deepae_jax.evaluation.protocol import evaluate, predict_eval_ratings
 from deepae_jax.run import checkpoint as ckpt
+from deepae_jax.training import backend
 
 log = logging.getLogger("deepae_jax")
 DEFAULTS = defaults()
@@ -119,14 +119,14 @@ def evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None,
     if data.eval is None:
         return None
     if base is None:
-        run = par.evaluate if par else evaluate  # par: all devices (parallel.DataParallel)
+        run = backend.evaluate_fn(cfg, par)  # par: all devices (parallel.DataParallel)
         r = run(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
                 cfg.eval_batch_size)
         return dataclasses.replace(r, total=len(data.targets.actual))
     inputs = data.inputs if data.inputs is not None else data.train.csr
     pred = predictions.predict_all(params, model_cfg, inputs, base, data.targets,
                                cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown,
-                               par.predict_eval_ratings if par else predict_eval_ratings)
+                               backend.predict_fn(cfg, par))
     return predictions.score(pred, data.targets.actual)
 
 

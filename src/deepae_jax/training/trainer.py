@@ -13,9 +13,9 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.evaluation import metrics as metrics_lib
 from deepae_jax.run import logdir as logdir_lib
-from deepae_jax import devices, kernels
+from deepae_jax import devices
 from deepae_jax.core import memory
-from deepae_jax.training import parallel
+from deepae_jax.training import backend, parallel
 from deepae_jax.evaluation import predictions
 from deepae_jax.training import report, selection
 from deepae_jax.training.run_data import (Data, centre, evaluate_split, load_data, load_targets,
@@ -23,7 +23,8 @@ from deepae_jax.training.run_data import (Data, centre, evaluate_split, load_dat
 from deepae_jax.config import Config
 from deepae_jax.data.batching import dense_batches, num_batches
 from deepae_jax.run.run_config import save_run_config
-from deepae_jax.run.log import MetricsLogger, format_epoch_line, results
+from deepae_jax.run.log import (MetricsLogger, compiled_since, format_epoch_line, results,
+                                watch_compilations)
 from deepae_jax.core.optim import learning_rate_at_epoch, make_optimizer
 from deepae_jax.training.resident import ResidentEpochs
 from deepae_jax.core.step import (TrainingDivergedError, create_train_state, jit_train_step,
@@ -60,7 +61,8 @@ def _begin_run(cfg: Config, data: Data, state, meta: dict, main: bool):
         raise
 
 
-def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shift: float = 0.0):
+def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shift: float = 0.0,
+                   epochs: range = range(1)):
     """(step_fn, epoch_batches) of ``--train_path``; ``epoch_batches(epoch)`` gives (the epoch's
     batches or multi-step calls, how many).
 
@@ -69,26 +71,28 @@ def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shif
     takes host-built dense batches, sharded over the devices with ``par``.
     """
     n_devices = par.num_devices if par else 1
-    path = resolve_train_path(cfg.train_path, n_devices)
-    log.info("training step: %s path (--train_path=%s) on %d %s device(s): %s", path,
-             cfg.train_path, n_devices, jax.default_backend(), PATH_WORDS[path])
-    step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob, path=path,
-                           layers=cfg.train_layers, dtype=cfg.dtype,
-                           noisy_target=cfg.noisy_refeed_target,
-                           input_drop_prob=cfg.input_drop_prob, input_shift=input_shift)
+    path = backend.resolve_train_path(cfg.train_path, n_devices)
+    log.info("training step: %s path (--train_path=%s) on %d %s device(s), matmul precision "
+             "%s: %s", path, cfg.train_path, n_devices, jax.default_backend(), cfg.precision,
+             PATH_WORDS[path])
     n = num_batches(train_csr.shape[0], cfg.batch_size)
+    step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
+                           path="dense" if path == "dense" else "sparse",
+                           layers=cfg.train_layers, precision=cfg.precision,
+                           noisy_target=cfg.noisy_refeed_target,
+                           input_drop_prob=cfg.input_drop_prob, input_shift=input_shift,
+                           ops=backend.train_ops(path, cfg, n * (1 + cfg.refeed_steps)))
     if path == "dense" and par:
-        return timed_first_call(par.train_step(step)), lambda epoch: (
+        return par.train_step(step), lambda epoch: (
             par.batches(train_csr, cfg.batch_size, cfg.seed, epoch, builder="dense"), n)
     if path == "dense":
-        return timed_first_call(jit_train_step(step)), lambda epoch: (
+        return jit_train_step(step), lambda epoch: (
             dense_batches(train_csr, cfg.batch_size, cfg.seed, epoch), n)
     if par:
         par.check_same_data(train_csr, cfg.seed)
     resident = ResidentEpochs(step, train_csr, cfg.batch_size, cfg.seed,
-                              mesh=par.mesh if par else None)
-    return timed_first_call(resident.step_fn), lambda epoch: (resident.batches(epoch),
-                                                              resident.num_calls(epoch))
+                              mesh=par.mesh if par else None, epochs=epochs)
+    return resident.step_fn, lambda epoch: (resident.batches(epoch), resident.num_calls(epoch))
 
 
 PATH_WORDS = {
@@ -98,35 +102,6 @@ PATH_WORDS = {
               "rows rated",
     "cpu_kernels": "the n-wide first and output layers are computed only at the items each "
                    "batch's rows rated, by the CPU kernels"}
-
-
-def timed_first_call(step_fn):
-    """``step_fn`` that logs, once, how long its first call took: compiling the step (the
-    call returns before the step has run)."""
-    pending = [True]
-
-    def call(*args, **kwargs):
-        if not pending:
-            return step_fn(*args, **kwargs)
-        t0 = time.time()
-        out = step_fn(*args, **kwargs)
-        pending.clear()
-        log.info("compiled the training step in %.1f s", time.time() - t0)
-        return out
-    return call
-
-
-def resolve_train_path(requested: str, n_devices: int = 1) -> str:
-    """``--train_path`` made explicit: ``auto`` is ``cpu_kernels`` where the kernels are built
-    and the run is on one CPU device, else ``sparse``. Raises ValueError for ``cpu_kernels`` on
-    several devices (the kernels are custom calls XLA cannot split across devices)."""
-    if requested == "cpu_kernels" and n_devices > 1:
-        raise ValueError(f"--train_path=cpu_kernels runs on one device, not {n_devices}; use "
-                         "--train_path=sparse (or auto) for several devices")
-    if requested != "auto":
-        return requested
-    on_cpu = jax.default_backend() == "cpu"
-    return "cpu_kernels" if n_devices == 1 and on_cpu and kernels.available() else "sparse"
 
 
 def _optimizer(cfg: Config, n_rows: int):
@@ -223,7 +198,8 @@ def train_and_evaluate(cfg: Config) -> dict:
         run.release()
         raise
     step_fn, epoch_batches = _training_path(cfg, model_cfg, optimizer, data.train.csr, par,
-                                            base.input_shift if base else 0.0)
+                                            base.input_shift if base else 0.0,
+                                            range(start_epoch, cfg.num_epochs))
     logger = MetricsLogger(cfg.logdir, enabled=main, run_id=run.run_id)
     if report.as_row(record.baselines) and not cfg.resume:
         logger.record("baseline", report.as_row(record.baselines), 0)
@@ -231,7 +207,7 @@ def train_and_evaluate(cfg: Config) -> dict:
     ctx = _EpochContext(cfg, model_cfg, data, par, base, meta, logger, steps_per_epoch, main)
     try:
         for epoch in range(start_epoch, cfg.num_epochs):
-            t0 = time.time()
+            t0, compiles = time.time(), len(watch_compilations())
             try:
                 state, losses = _train_epoch(cfg, state, step_fn, epoch_batches, epoch,
                                              steps_per_epoch, logger)
@@ -240,7 +216,7 @@ def train_and_evaluate(cfg: Config) -> dict:
                     f"{e}; stopped. Last good checkpoint: {record.checkpoint or 'none written yet'}"
                 ) from None
             record.last, evaluation = _end_epoch(ctx, state, epoch, losses, time.time() - t0,
-                                                 record)
+                                                 record, compiles)
             if selector is not None and _select(cfg, selector, state, epoch, meta, evaluation,
                                                 main):
                 break
@@ -271,7 +247,7 @@ class _EpochContext:
 
 
 def _end_epoch(ctx: _EpochContext, state, epoch: int, losses, epoch_time: float,
-               record: report.RunRecord) -> tuple[dict, predictions.Scores | None]:
+               record: report.RunRecord, compiles: int) -> tuple[dict, predictions.Scores | None]:
     """Evaluates the epoch's model, logs the epoch line (both RMSEs in rating units), records
     metrics.jsonl and saves the checkpoint when due (keeping ``--keep_checkpoints``); returns
     (the epoch's metrics, its evaluation scores)."""
@@ -284,7 +260,8 @@ def _end_epoch(ctx: _EpochContext, state, epoch: int, losses, epoch_time: float,
                            ctx.steps_per_epoch * cfg.batch_size, ctx.base)
     if ctx.main:
         results.info(format_epoch_line(epoch, cfg.num_epochs, {
-            **result, "row_name": cfg.major, "eval_metrics": metrics_lib.format_metrics(extra)}))
+            **result, **compiled_since(compiles), "row_name": cfg.major,
+            "eval_metrics": metrics_lib.format_metrics(extra)}))
     ctx.logger.record("epoch", {k: v for k, v in result.items() if v is not None}, epoch + 1)
     if ctx.main and (epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1):
         record.checkpoint = ckpt.save_checkpoint(cfg.logdir, devices.to_host(state),
