@@ -203,10 +203,9 @@ class Config:
         bad = functools.partial(bad_setting, self)
         check_choices(self, {"non_linearity_type": "unknown activation; ",
                              "optimizer": "unknown optimizer; "})
-        if not 0.0 <= self.drop_prob < 1.0:
-            bad("drop_prob", "must be in [0, 1)")
-        if not 0.0 <= self.noise_prob < 1.0:
-            bad("noise_prob", "must be in [0, 1)")
+        for flag in ("drop_prob", "noise_prob", "input_drop_prob"):
+            if not 0.0 <= getattr(self, flag) < 1.0:
+                bad(flag, "must be in [0, 1)")
         if not self.lr > 0:
             bad("lr", "must be positive")
         for flag in ("batch_size", "num_epochs", "summary_frequency", "save_every",
@@ -239,8 +238,6 @@ class Config:
         for flag in ("baseline_reg_user", "baseline_reg_item"):
             if getattr(self, flag) < 0 and getattr(self, flag) != -1:
                 bad(flag, "must be >= 0, or -1 to choose it on the evaluation data")
-        if not 0.0 <= self.input_drop_prob < 1.0:
-            bad("input_drop_prob", "must be in [0, 1)")
         if self.early_stopping_patience < 0:
             bad("early_stopping_patience", "must be >= 0 (0: off)")
         if (self.path_to_test_data or self.early_stopping_patience) and (

@@ -143,6 +143,13 @@ def describe_data(cfg, data) -> list[str]:
     return lines
 
 
+def record_baselines(logger, scores: dict[str, Any], resumed: bool) -> None:
+    """The baselines' row of metrics.jsonl (kind ``baseline``), for ``deepae plot``; a resumed
+    run has it already."""
+    if as_row(scores) and not resumed:
+        logger.record("baseline", as_row(scores), 0)
+
+
 def as_row(scores: dict[str, Any]) -> dict[str, float]:
     """The baselines' scores as a metrics.jsonl row (``global_rmse``, ``bias_rmse``; empty
     when nothing was scored)."""

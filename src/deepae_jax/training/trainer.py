@@ -201,8 +201,7 @@ def train_and_evaluate(cfg: Config) -> dict:
                                             base.input_shift if base else 0.0,
                                             range(start_epoch, cfg.num_epochs))
     logger = MetricsLogger(cfg.logdir, enabled=main, run_id=run.run_id)
-    if report.as_row(record.baselines) and not cfg.resume:
-        logger.record("baseline", report.as_row(record.baselines), 0)
+    report.record_baselines(logger, record.baselines, resumed=cfg.resume)
     selector = _selector(cfg, data)
     ctx = _EpochContext(cfg, model_cfg, data, par, base, meta, logger, steps_per_epoch, main)
     try:
