@@ -87,24 +87,27 @@ def test_relevance_threshold_skips_and_counts_users(runs):
         assert got[name] == pytest.approx(expected[name], rel=1e-4, abs=1e-6), name
 
 
-def test_evaluate_mode_prints_and_writes_json(runs, tmp_path, capsys):
+def test_evaluate_mode_prints_and_writes_json(runs, tmp_path, caplog):
     cfg, _ = runs["items"]
     path = tmp_path / "m.json"
     ev = dataclasses.replace(cfg, mode="evaluate", metrics="mae,hit@3", metrics_path=str(path))
-    result = inference.run_evaluate(ev)
+    with caplog.at_level("INFO", logger="deepae_jax.results"):  # standard output in the CLI
+        result = inference.run_evaluate(ev)
     saved = json.loads(path.read_text())
     assert list(saved) == ["rmse", "eval_ratings", "eval_ratings_dropped", "mae", "hit@3",
                            "ranking_users", "ranking_users_skipped"]
     assert saved["rmse"] == pytest.approx(result.rmse) and saved["eval_ratings"] == result.count
-    out = capsys.readouterr().out
+    out = caplog.text
     assert f"hit@3 {saved['hit@3']:.4f}" in out and "ranked" in out
 
 
-def test_epoch_line_shows_the_metrics(runs, capsys):
+def test_epoch_line_shows_the_metrics(runs, caplog):
     cfg, _ = runs["users"]
-    trainer.train_and_evaluate(dataclasses.replace(cfg, num_epochs=2, resume=True,
-                                                  metrics="mae,recall@3"))
-    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch 2/2")][0]
+    with caplog.at_level("INFO", logger="deepae_jax.results"):  # standard output in the CLI
+        trainer.train_and_evaluate(dataclasses.replace(cfg, num_epochs=2, resume=True,
+                                                      metrics="mae,recall@3"))
+    line = [r.getMessage() for r in caplog.records
+            if r.getMessage().startswith("epoch 2/2")][0]
     assert "eval RMSE" in line and " mae " in line and "recall@3 " in line
     assert "(ranked" in line
 
