@@ -173,7 +173,7 @@ def _layouts(path: str, layers: str, kernels_on_cpu: bool, batch, layer_sizes
         return ("sparse" if kernels_on_cpu else layers), layers
     slots = sparse.Slots.from_batch(batch)
     picked = sparse.n_wide_layers(slots.n_rows, slots.cols.size, *layer_sizes[:2])
-    log.info("n-wide layers (layers=auto): sparse on the CPU platform, %s elsewhere, for "
+    log.debug("n-wide layers (layers=auto): sparse on the CPU platform, %s elsewhere, for "
              "batches of %d rows in %d slots", picked, slots.n_rows, slots.cols.size)
     return "sparse", picked
 
@@ -243,7 +243,8 @@ class TrainingDivergedError(RuntimeError):
 
 def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batches: int,
                 epoch: int, summary_frequency: int = 100, on_summary: Callable | None = None,
-                progress: bool = False, desc: str = "") -> tuple[TrainState, np.ndarray]:
+                progress: bool = False, desc: str = "", n_iterations: int = 0
+                ) -> tuple[TrainState, np.ndarray]:
     """Runs ``step_fn`` over ``n_batches`` batches of one epoch; returns (state, losses).
 
     ``losses[i]`` is the MMSE of iteration i's update on the sparse batch. A call of ``step_fn``
@@ -252,7 +253,8 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
     when given. Every ``summary_frequency`` iterations the recent losses
     are fetched (so the device runs ahead of the host in between; the copies to the host start
     as soon as each call is dispatched), checked for NaN/inf and passed to
-    ``on_summary(iteration, rmse)``.
+    ``on_summary(iteration, rmse)``. The progress bar counts iterations (batches) when
+    ``n_iterations`` (their number) is given, else calls.
     """
     pending, fetched = [], []
     done = 0  # iterations dispatched
@@ -271,7 +273,7 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
                 f"training loss is {values[bad[0]]} at epoch {epoch + 1}, step {step}")
         return values
 
-    bar = tqdm.tqdm(total=n_batches, desc=desc, unit="batch", leave=False,
+    bar = tqdm.tqdm(total=n_iterations or n_batches, desc=desc, unit="batch", leave=False,
                     disable=not progress, dynamic_ncols=True)
     try:
         for batch in itertools.islice(batches, n_batches):
@@ -291,7 +293,7 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
                     if on_summary is not None:
                         on_summary(next_summary, rmse)
                     next_summary += summary_frequency
-            bar.update(1)
+            bar.update(n if n_iterations else 1)
         check()
     finally:
         bar.close()
