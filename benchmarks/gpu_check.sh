@@ -153,7 +153,7 @@ part "tests (${tests[*]})" 125 run_tests
 part "Netflix-shaped data" 90 "$py" -c "import s1data, sys; u, i, m, e = sys.argv[1:5]
 s1data.ensure(int(u), int(i), float(m), int(e), text=False)" "${big[1]}" "${big[3]}" "${big[5]}" \
   "${big[7]}"
-part "throughput float32" 75 throughput float32 --precision float32 --profile
+part "throughput float32" 85 throughput float32 --precision float32 --profile
 part "throughput tf32" 55 throughput tf32 --precision tf32 --skip-eval
 part "throughput bfloat16" 55 throughput bfloat16 --precision bfloat16 --skip-eval
 
