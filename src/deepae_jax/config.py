@@ -39,7 +39,8 @@ class Config:
         "", "Training ratings: a file, a directory of files, or a .npz cache.")
     path_to_eval_data: str = setting(
         "", "Evaluation ratings (same formats); empty: nothing is evaluated.")
-    logdir: str = setting("logs", "Checkpoints, metrics.jsonl and TensorBoard events of ONE run.")
+    logdir: str = setting("runs/default", "Checkpoints, metrics.jsonl, TensorBoard events, "
+                          "curves.png and report.md of ONE run.")
     hidden_layers: tuple[int, ...] = setting(
         (1024, 512, 512, 128),
         "Encoder hidden sizes, e.g. 512,512,1024 (the decoder mirrors them).")
@@ -57,6 +58,9 @@ class Config:
     summary_frequency: int = setting(100, "Iterations between training-RMSE summaries.")
     save_every: int = setting(
         3, "Checkpoint after 0-based epochs divisible by this, and after the last.")
+    keep_checkpoints: int = setting(
+        2, "Numbered checkpoints kept in --logdir: the newest N (0: all); best.msgpack, the "
+        "best validation epoch, is always kept.")
     seed: int = setting(0, "Seed of initialisation, shuffling and dropout.")
     major: str = setting("users", "Rows are users (U-AutoRec, default) or items (I-AutoRec).",
                          MAJORS)
@@ -199,18 +203,18 @@ class Config:
         bad = functools.partial(bad_setting, self)
         check_choices(self, {"non_linearity_type": "unknown activation; ",
                              "optimizer": "unknown optimizer; "})
-        if not 0.0 <= self.drop_prob < 1.0:
-            bad("drop_prob", "must be in [0, 1)")
-        if not 0.0 <= self.noise_prob < 1.0:
-            bad("noise_prob", "must be in [0, 1)")
+        for flag in ("drop_prob", "noise_prob", "input_drop_prob"):
+            if not 0.0 <= getattr(self, flag) < 1.0:
+                bad(flag, "must be in [0, 1)")
         if not self.lr > 0:
             bad("lr", "must be positive")
-        if self.weight_decay < 0:
-            bad("weight_decay", "must be >= 0")
         for flag in ("batch_size", "num_epochs", "summary_frequency", "save_every",
-                     "eval_batch_size"):
+                     "eval_batch_size", "top_k"):
             if getattr(self, flag) < 1:
                 bad(flag, "must be >= 1")
+        for flag in ("weight_decay", "l2_weights", "keep_checkpoints"):
+            if getattr(self, flag) < 0:
+                bad(flag, "must be >= 0")
         if self.aug_step < -1:
             bad("aug_step", "must be >= 0 (-1, the reference's default, means 0)")
         if not self.hidden_layers or any(s < 1 for s in self.hidden_layers):
@@ -234,10 +238,6 @@ class Config:
         for flag in ("baseline_reg_user", "baseline_reg_item"):
             if getattr(self, flag) < 0 and getattr(self, flag) != -1:
                 bad(flag, "must be >= 0, or -1 to choose it on the evaluation data")
-        if not 0.0 <= self.input_drop_prob < 1.0:
-            bad("input_drop_prob", "must be in [0, 1)")
-        if self.l2_weights < 0:
-            bad("l2_weights", "must be >= 0")
         if self.early_stopping_patience < 0:
             bad("early_stopping_patience", "must be >= 0 (0: off)")
         if (self.path_to_test_data or self.early_stopping_patience) and (
@@ -247,8 +247,6 @@ class Config:
         if self.dtype == "bfloat16" and self.matmul_precision not in ("float32", "bfloat16"):
             bad("dtype", f"--dtype=bfloat16 contradicts --matmul_precision="
                 f"{self.matmul_precision}; give only --matmul_precision")
-        if self.top_k < 1:
-            bad("top_k", "must be >= 1")
         try:
             parse_metrics(self.metrics)
         except ValueError as e:
