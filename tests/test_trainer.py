@@ -215,17 +215,19 @@ def test_resolve_train_path():
         backend.resolve_train_path("cpu_kernels", 2)
 
 
-def test_a_run_compiles_each_step_once(data_dir, tmp_path, capsys):
+def test_a_run_compiles_each_step_once(data_dir, tmp_path, caplog):
     """Four epochs (shuffled batches of varying packed width, 9 iterations an epoch: calls of 8
     and a remainder of 1) compile the training call and the evaluation step once each, all in
     the first epoch, whose line says so; later epochs compile nothing."""
     compiles = watch_compilations()
     jax.clear_caches()  # nothing compiled by earlier tests
     start = len(compiles)
-    trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=4, train_path="sparse"))
+    with caplog.at_level("INFO", logger="deepae_jax.results"):  # the epoch line
+        trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=4,
+                                            train_path="sparse"))
     names = [name for name, _ in compiles[start:]]
     assert names.count("jit(multi)") == 1, names
     assert names.count("jit(predict_sparse_at)") == 1, names
-    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch ")]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(lines) == 4 and "compiled" in lines[0], lines
     assert not any("compiled" in l for l in lines[1:]), lines
