@@ -122,13 +122,14 @@ def profile(runner, state, item) -> None:
     cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
     steps = rows.shape[0]
     counts = kernel_count(compiled.as_text())
-    print(f"profile: one call of {steps} steps: {cost.get('flops', 0) / 1e9 / steps:.1f} GFLOP "
-          f"and {cost.get('bytes accessed', 0) / 1e9 / steps:.2f} GB accessed per step "
-          f"(cost_analysis; loop bodies may count once); launching ops in the compiled "
-          f"program: {sum(counts.values())} {dict(sorted(counts.items()))}", flush=True)
+    print(f"profile: the compiled call (a loop of up to {steps} steps): "
+          f"{cost.get('flops', 0) / 1e9:.1f} GFLOP and {cost.get('bytes accessed', 0) / 1e9:.2f}"
+          f" GB accessed (cost_analysis() counts a loop body once: about one step); launching "
+          f"ops in the program: {sum(counts.values())} {dict(sorted(counts.items()))}",
+          flush=True)
 
 
-def bench_training(csr, args, aug_step):
+def bench_training(csr, args, aug_step, with_profile=False):
     cfg = model.ModelConfig((csr.shape[1], *args.hidden), "selu", args.drop_prob)
     n_batches = csr.shape[0] // args.batch_size
     opt, step = make_step(args, cfg, aug_step, n_batches)
@@ -153,7 +154,7 @@ def bench_training(csr, args, aug_step):
     state, last = runner.step_fn(state, first)
     jax.block_until_ready(last)
     compile_s = time.perf_counter() - t0
-    if args.profile:
+    if with_profile:
         profile(runner, state, first)
     t_start = time.perf_counter()
     while calls < n_calls:
@@ -195,7 +196,8 @@ def main(argv=None):
                    help="matmul precision (as --matmul_precision)")
     p.add_argument("--skip-eval", action="store_true", help="time training only")
     p.add_argument("--profile", action="store_true",
-                   help="print the compiled call's cost_analysis() and its launching ops")
+                   help="print the compiled call's cost_analysis() and its launching ops (of "
+                        "the last --aug-steps value: one more compilation)")
     p.add_argument("--eval-batch-size", type=int, default=1024)
     p.add_argument("--data-dir", default=None, help="cache folder for the generated data")
     p.add_argument("--skip-text", action="store_true",
@@ -238,8 +240,10 @@ def main(argv=None):
 
     rows = {}
     params = cfg = None
-    for aug in (int(a) for a in args.aug_steps.split(",") if a != ""):
-        ups, compile_s, loss, params, cfg = bench_training(csr, args, aug)
+    augs = [int(a) for a in args.aug_steps.split(",") if a != ""]
+    for aug in augs:
+        ups, compile_s, loss, params, cfg = bench_training(csr, args, aug,
+                                                           args.profile and aug == augs[-1])
         rows[f"train users/s, aug_step {aug}"] = (f"{ups:,.0f}", f"compile {compile_s:.1f} s, "
                                                   f"last loss {loss:.3f}")
     if params is None:
