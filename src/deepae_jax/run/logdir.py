@@ -105,6 +105,17 @@ def _refuse_or_clear(logdir: str, overwrite: bool) -> None:
     log.warning("--overwrite: removed %d files of the previous run in %s", len(found), logdir)
 
 
+def check_logdir(logdir: str, resume: bool, overwrite: bool) -> None:
+    """The checks :func:`open_run` applies before it changes anything (the lock is free; without
+    --resume or --overwrite, no other run's files), for callers that must write into ``logdir``
+    first (the Python API's DataFrames): LogdirError, and nothing written, when one fails."""
+    if not os.path.isdir(logdir):
+        return
+    LogdirLock(logdir).release()
+    if not resume and not overwrite:
+        _refuse_or_clear(logdir, overwrite=False)
+
+
 def _resume_point(logdir: str) -> tuple[str, dict] | None:
     """The newest checkpoint that loads; newer damaged ones are renamed ``*.corrupt``."""
     found = ckpt.latest_valid_checkpoint(logdir)
