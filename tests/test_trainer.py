@@ -206,3 +206,20 @@ def test_resolve_train_path():
     assert trainer.resolve_train_path("auto", 1) == want
     with pytest.raises(ValueError, match="--train_path=cpu_kernels runs on one device"):
         trainer.resolve_train_path("cpu_kernels", 2)
+
+
+def test_resume_past_the_last_epoch_says_so(tiny_model, tmp_path, caplog):
+    """Issue 23, class 3: a resume with nothing left to train warns instead of saying nothing."""
+    import logging
+    import shutil
+    _, cfg = tiny_model
+    logdir = tmp_path / "run"
+    shutil.copytree(cfg.logdir, logdir)
+    before = params_of(logdir)
+    with caplog.at_level(logging.WARNING, logger="deepae_jax"):
+        trainer.train_and_evaluate(dataclasses.replace(cfg, logdir=str(logdir), resume=True))
+    assert "has already trained 1 epochs (--num_epochs=1): nothing to train" in caplog.text
+    after = params_of(logdir)
+    assert after[0] == before[0] == 1
+    for a, b in zip(after[1], before[1]):
+        np.testing.assert_array_equal(a, b)

@@ -40,6 +40,11 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not fit the model."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint file whose bytes do not decode (or fail the checksum): the only kind that
+    is called damaged (and renamed ``*.corrupt`` by a resume)."""
+
+
 def checkpoint_path(directory: str, epoch: int) -> str:
     return os.path.join(directory, f"checkpoint_{epoch:05d}.msgpack")
 
@@ -88,16 +93,18 @@ def decode_checkpoint(path: str, raw: bytes) -> dict:
         if isinstance(outer, dict) and "sha256" in outer:
             body = outer["body"]
             if hashlib.sha256(body).hexdigest() != outer["sha256"]:
-                raise CheckpointError(f"{path}: checksum mismatch (the file is damaged)")
+                raise DamagedCheckpointError(f"{path}: checksum mismatch (the file is damaged)")
             outer = flax.serialization.msgpack_restore(body)
         payload = {"state": outer["state"], "epoch": int(outer["epoch"]),
                    "meta": json.loads(outer["meta"])}
     except CheckpointError:
         raise
     except Exception as e:  # msgpack raises several unrelated types on damaged files
-        raise CheckpointError(f"{path}: not a readable deepae_jax checkpoint ({e})") from None
+        raise DamagedCheckpointError(f"{path}: not a readable deepae_jax checkpoint ({e})"
+                                     ) from None
     if not isinstance(payload["meta"], dict) or "params" not in payload["state"]:
-        raise CheckpointError(f"{path}: not a deepae_jax checkpoint (no parameters or metadata)")
+        raise DamagedCheckpointError(f"{path}: not a deepae_jax checkpoint (no parameters or "
+                                     "metadata)")
     return payload
 
 
@@ -113,15 +120,25 @@ def read_checkpoint(path: str) -> dict:
     return decode_checkpoint(path, raw)
 
 
-def latest_valid_checkpoint(directory: str) -> tuple[str, dict] | None:
+def latest_valid_checkpoint(directory: str, damaged: list[str] | None = None
+                            ) -> tuple[str, dict] | None:
     """(path, payload) of the newest checkpoint in ``directory`` that loads, or None; every
-    newer one that does not load is named in a warning (and skipped)."""
+    newer one that does not load is named in a warning (and skipped); the paths of those whose
+    bytes are damaged (not merely unreadable now, e.g. permissions) are added to ``damaged``."""
     for _, path in reversed(list_checkpoints(directory)):
         try:
             return path, read_checkpoint(path)
         except CheckpointError as e:
-            log.warning("warning: skipping a damaged checkpoint: %s", e)
+            log.warning("warning: skipping a checkpoint that does not load: %s", e)
+            if isinstance(e, DamagedCheckpointError) and damaged is not None:
+                damaged.append(path)
     return None
+
+
+def name_epoch(path: str) -> int | None:
+    """The epoch a checkpoint's file name states (None for other names)."""
+    m = _NAME.match(os.path.basename(path))
+    return int(m.group(1)) if m else None
 
 
 # ---- what the parameters compute ------------------------------------------------------------

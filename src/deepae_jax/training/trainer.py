@@ -155,6 +155,10 @@ def _begin_run(cfg: Config, data: Data, state, meta: dict, main: bool):
                                            "other data (row or column ids differ)")
             state, start_epoch, _ = ckpt.restore_checkpoint(path, state, meta, payload)
             log.info("resumed from %s after %d epochs (run %s)", path, start_epoch, run.run_id)
+            if start_epoch >= cfg.num_epochs:
+                log.warning("warning: %s: the run has already trained %d epochs (--num_epochs="
+                            "%d): nothing to train; raise --num_epochs to continue it",
+                            cfg.logdir, start_epoch, cfg.num_epochs)
         if main:
             ckpt.save_vocab(cfg.logdir, data.train.row_ids, data.train.col_ids, cfg.major,
                             run.run_id)
