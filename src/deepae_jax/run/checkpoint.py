@@ -258,25 +258,40 @@ def params_target(model_cfg: model.ModelConfig) -> Any:
 
 
 def save_vocab(directory: str, row_ids: np.ndarray, col_ids: np.ndarray, major: str,
-               run_id: str = "") -> None:
+               run_id: str = "", train_sha256: str = "") -> None:
     """The ORIGINAL ids of the rows and columns, needed to write predictions and recommendations,
-    and the id of the run that wrote them."""
+    the id of the run that wrote them and the fingerprint of its training matrix
+    (``RatingMatrix.fingerprint``)."""
     def write(fh):
         np.savez(fh, row_ids=row_ids, col_ids=col_ids, major=np.asarray(major),
-                 run_id=np.asarray(run_id))
+                 run_id=np.asarray(run_id), train_sha256=np.asarray(train_sha256))
     try:
         atomic_write(os.path.join(directory, VOCAB_FILE), write)
     except OutputError as e:
         raise CheckpointError(str(e)) from None
 
 
+def check_training_data(directory: str, matrix, source: str) -> None:
+    """CheckpointError unless ``matrix`` (the training ratings laid out on the model's ids) is
+    the one the model in ``directory`` was trained on, by vocab.npz's fingerprint (old runs
+    record none: not checked). The model's input vectors are its training ratings: other
+    ratings give other predictions, silently."""
+    stored = read_vocab(directory)["train_sha256"]
+    if stored and matrix.fingerprint() != stored:
+        raise CheckpointError(f"{source}: not the training ratings the model in {directory} "
+                              "was trained on (their fingerprint differs from vocab.npz's): "
+                              "give the run's training data, as read then (config.json "
+                              "records its path and reading settings)")
+
+
 def read_vocab(directory: str) -> dict:
-    """{"row_ids", "col_ids", "major", "run_id" ("" in old files)} of ``directory/vocab.npz``."""
+    """{"row_ids", "col_ids", "major", "run_id", "train_sha256" ("" in old files)} of
+    ``directory/vocab.npz``."""
     path = os.path.join(directory, VOCAB_FILE)
     try:
         with np.load(path, allow_pickle=False) as z:
             return {"row_ids": z["row_ids"], "col_ids": z["col_ids"], "major": str(z["major"]),
-                    "run_id": str(z["run_id"]) if "run_id" in z.files else ""}
+                    **{k: str(z[k]) if k in z.files else "" for k in ("run_id", "train_sha256")}}
     except FileNotFoundError:
         raise CheckpointError(f"no id maps ({path}) beside the checkpoints") from None
     except Exception as e:  # a damaged zip raises several types
