@@ -334,3 +334,13 @@ def test_property_round_trip_or_named_error(tmp_path_factory, rows, delimiter, l
             assert as_str(got) == [v.strip() for v in want]
     np.testing.assert_array_equal(
         t.ratings, np.array([float(_number(r, style)) for _, _, r in rows], np.float32))
+
+
+def test_a_field_over_csvs_limit_is_named(tmp_path):
+    """Issue 23, class 6: csv's field size limit ended in a traceback (_csv.Error)."""
+    text = '1,2,5\n1,"' + "x" * 200_000 + '",x\n'
+    with pytest.raises(R.RatingsFormatError, match=r"r.txt:2: field larger than field limit"):
+        read_table(write(tmp_path / "r.txt", text))
+    t = read_table(write(tmp_path / "r.txt", '1,"' + "x" * 140_000 + '",4\n'),
+                   TableFormat(delimiter=","))  # a long id that is quoted right reads back
+    assert t.items.tolist() == ["x" * 140_000]

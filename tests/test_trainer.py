@@ -248,3 +248,13 @@ def test_evaluate_refuses_other_training_data_or_a_hand_edited_config(tiny_model
     (logdir / "config.json").write_text(json.dumps(recorded))
     with pytest.raises(ckpt.CheckpointError, match="not the training ratings"):
         inference.run_evaluate(dataclasses.replace(ev, path_to_train_data=""))
+
+
+def test_empty_evaluation_data_is_named_as_empty(data_dir, tmp_path):
+    """Issue 23, class 6: an empty file was called "every rating's user or item is unknown"."""
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    cfg = make_cfg(data_dir, tmp_path / "run", num_epochs=1, path_to_eval_data=str(empty))
+    with pytest.raises(ValueError, match="empty.tsv: holds no ratings"):
+        trainer.train_and_evaluate(cfg)
+    assert not (tmp_path / "run").exists() or not os.listdir(tmp_path / "run")

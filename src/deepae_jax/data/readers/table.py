@@ -200,11 +200,15 @@ def layout(path: str, fmt: TableFormat) -> Layout | None:
     lines = _head_lines(path)
     if not lines:
         return None
-    d = normalize_delimiter(fmt.delimiter)
-    d = detect_delimiter(path, lines) if d == "auto" else d
-    specs = fmt.specs()
-    header = detect_header(lines, d, specs) if fmt.header == "auto" else fmt.header == "true"
-    return Layout(d, header, _positions(path, specs, _split(lines[0], d) if header else None))
+    try:
+        d = normalize_delimiter(fmt.delimiter)
+        d = detect_delimiter(path, lines) if d == "auto" else d
+        specs = fmt.specs()
+        header = detect_header(lines, d, specs) if fmt.header == "auto" else fmt.header == "true"
+        return Layout(d, header, _positions(path, specs, _split(lines[0], d) if header else None))
+    except csv.Error as e:  # e.g. a quoted field over csv's field size limit
+        raise RatingsFormatError(f"{path}: its first lines are not a ratings table ({e})"
+                                 ) from None
 
 
 def _read_file(path: str, fmt: TableFormat) -> Triples:
@@ -280,7 +284,10 @@ def explain(path: str, delimiter: str, header: bool, cols: dict[str, int],
             continue
         if not line:
             continue
-        fields = _split(line, delimiter)
+        try:
+            fields = _split(line, delimiter)
+        except csv.Error as e:  # e.g. a quoted field over csv's field size limit
+            return RatingsFormatError(f"{path}:{lineno}: {e} (a stray quote?)")
         expected = expected or max(len(fields), 1 + max(cols.values()))
         if len(fields) != expected:
             return RatingsFormatError(
