@@ -135,3 +135,15 @@ def test_config_json_values_are_type_checked(key, value, match):
     assert Config.from_dict({**good, "lr": 1}).lr == 1.0
     with pytest.raises(ConfigError, match=match):
         Config.from_dict({**good, key: value})
+
+
+def test_matmul_precision_setting():
+    """--matmul_precision (default strict float32); --dtype=bfloat16, its older name, means
+    bfloat16 and contradicts any other precision given with it."""
+    assert Config(path_to_train_data="x").precision == "float32"
+    assert Config(path_to_train_data="x", matmul_precision="tf32").precision == "tf32"
+    assert Config(path_to_train_data="x", dtype="bfloat16").precision == "bfloat16"
+    with pytest.raises(ConfigError, match="--dtype='bfloat16'.*matmul_precision=tf32"):
+        Config(path_to_train_data="x", dtype="bfloat16", matmul_precision="tf32")
+    with pytest.raises(ConfigError, match="matmul_precision"):
+        Config(path_to_train_data="x", matmul_precision="float16")

@@ -11,9 +11,11 @@ import pytest
 
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax import inference
-from deepae_jax.training import trainer
+from deepae_jax import kernels
+from deepae_jax.training import backend, trainer
 from deepae_jax.cli.compute_rmse import rmse_of_predictions
 from deepae_jax.config import Config
+from deepae_jax.run.log import watch_compilations
 from deepae_jax.data.datasets import synthetic
 
 SPEC = synthetic.SyntheticSpec(n_users=300, n_items=80, mean_ratings_per_user=20, seed=3)
@@ -188,11 +190,11 @@ def test_every_train_path_trains_to_the_same_parameters(data_dir, tmp_path, capl
     caplog.set_level(logging.INFO, logger="deepae_jax")
     params = {}
     for path in ("dense", "sparse", "cpu_kernels", "auto"):
-        if path == "cpu_kernels" and not trainer.kernels.available():
+        if path == "cpu_kernels" and not kernels.available():
             continue
         trainer.train_and_evaluate(make_cfg(data_dir, tmp_path / path, train_path=path,
                                            num_epochs=1, drop_prob=0.0))
-        assert f"training step: {trainer.resolve_train_path(path)} path" in caplog.text
+        assert f"training step: {backend.resolve_train_path(path)} path" in caplog.text
         params[path] = params_of(tmp_path / path)[1]
     for path, leaves in params.items():
         for a, b in zip(leaves, params["dense"]):
@@ -200,12 +202,28 @@ def test_every_train_path_trains_to_the_same_parameters(data_dir, tmp_path, capl
 
 
 def test_resolve_train_path():
-    assert trainer.resolve_train_path("sparse", 4) == "sparse"
-    assert trainer.resolve_train_path("auto", 4) == "sparse"
-    want = "cpu_kernels" if trainer.kernels.available() else "sparse"
-    assert trainer.resolve_train_path("auto", 1) == want
+    assert backend.resolve_train_path("sparse", 4) == "sparse"
+    assert backend.resolve_train_path("auto", 4) == "sparse"
+    want = "cpu_kernels" if kernels.available() else "sparse"
+    assert backend.resolve_train_path("auto", 1) == want
     with pytest.raises(ValueError, match="--train_path=cpu_kernels runs on one device"):
-        trainer.resolve_train_path("cpu_kernels", 2)
+        backend.resolve_train_path("cpu_kernels", 2)
+
+
+def test_a_run_compiles_each_step_once(data_dir, tmp_path, capsys):
+    """Four epochs (shuffled batches of varying packed width, 9 iterations an epoch: calls of 8
+    and a remainder of 1) compile the training call and the evaluation step once each, all in
+    the first epoch, whose line says so; later epochs compile nothing."""
+    compiles = watch_compilations()
+    jax.clear_caches()  # nothing compiled by earlier tests
+    start = len(compiles)
+    trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=4, train_path="sparse"))
+    names = [name for name, _ in compiles[start:]]
+    assert names.count("jit(multi)") == 1, names
+    assert names.count("jit(predict_sparse_at)") == 1, names
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch ")]
+    assert len(lines) == 4 and "compiled" in lines[0], lines
+    assert not any("compiled" in l for l in lines[1:]), lines
 
 
 def test_resume_past_the_last_epoch_says_so(tiny_model, tmp_path, caplog):

@@ -17,7 +17,7 @@ import re
 import types
 
 from deepae_jax.data.ratings import COLUMN_ORDERS, MAJORS, TableFormat
-from deepae_jax.core.model import ACTIVATIONS, ModelConfig
+from deepae_jax.core.model import ACTIVATIONS, PRECISIONS, ModelConfig
 from deepae_jax.core.optim import OPTIMIZERS
 from deepae_jax.evaluation.ranking import parse_metrics
 from deepae_jax.settings import (ConfigError, bad_setting, check_choices, check_types,
@@ -90,9 +90,14 @@ class Config:
         False, "Write the deterministic synthetic data set to --path_to_train_data and "
         "--path_to_eval_data first if they do not exist (the quickstart).")
     dtype: str = setting(
-        "float32", "Matmul operands of the training step: float32 (exact, default) or bfloat16 "
-        "with float32 accumulation and float32 master weights (for GPUs).",
-        ("float32", "bfloat16"))
+        "float32", "Older name of --matmul_precision for its float32 and bfloat16 values "
+        "(bfloat16 here sets --matmul_precision=bfloat16).", ("float32", "bfloat16"))
+    matmul_precision: str = setting(
+        "float32", "Precision of the model's matmuls in training, evaluation and inference: "
+        "float32 (strict float32 on every backend, as the reference computes; the default), "
+        "tf32 (TF32 tensor cores on NVIDIA GPUs; float32 elsewhere) or bfloat16 (bfloat16 "
+        "operands, float32 accumulation). Weights, optimiser state and loss stay float32.",
+        PRECISIONS)
     noisy_refeed_target: bool = setting(
         False, "With --noise_prob: use the noised re-fed input as the target too, as the "
         "published run.py does (default: the clean output, as PAPER.md states).")
@@ -264,6 +269,9 @@ class Config:
                 self.mode == "train" and not self.path_to_eval_data):
             bad("path_to_eval_data", "model selection (--path_to_test_data, "
                 "--early_stopping_patience) needs validation data")
+        if self.dtype == "bfloat16" and self.matmul_precision not in ("float32", "bfloat16"):
+            bad("dtype", f"--dtype=bfloat16 contradicts --matmul_precision="
+                f"{self.matmul_precision}; give only --matmul_precision")
         if not 1 <= self.top_k <= MAX_K:
             bad("top_k", f"must be in 1..{MAX_K}")
         try:
@@ -292,6 +300,11 @@ class Config:
             if path and os.path.realpath(path) in inputs:
                 bad_setting(self, flag, f"is the input --{inputs[os.path.realpath(path)]}; "
                             "writing there would overwrite it: choose another file")
+
+    @property
+    def precision(self) -> str:
+        """The matmul precision (``--matmul_precision``, or ``--dtype=bfloat16``)."""
+        return "bfloat16" if self.dtype == "bfloat16" else self.matmul_precision
 
     @property
     def refeed_steps(self) -> int:

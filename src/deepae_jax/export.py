@@ -29,6 +29,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from deepae_jax.run import files
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.core import model
 from deepae_jax import settings
@@ -39,8 +40,7 @@ log = logging.getLogger("deepae_jax")
 
 FORMATS = ("onnx", "jax")
 INPUT_NAME, OUTPUT_NAME = "ratings", "predictions"
-ONNX_FILE, JAX_FILE, VOCAB_FILE, MANIFEST_FILE = ("model.onnx", "model.jax_export", "vocab.npz",
-                                                  "export.json")
+ONNX_FILE, JAX_FILE, MANIFEST_FILE = "model.onnx", "model.jax_export", "export.json"
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 EXTRA_HINT = "install the export extra: pip install 'deepae_jax[export]'"
 
@@ -97,13 +97,42 @@ def inference_fn(params: model.Params, model_cfg: model.ModelConfig):
     return predict
 
 
+JAX2ONNX_TESTED = "0.17.1"  # the newest jax2onnx, tested with jax 0.7-0.11; it fails on 0.12
+JAX_FOR_ONNX = "jax<0.12"
+
+
 def _import_jax2onnx():
+    """jax2onnx, or ExportError naming what to install: it is missing, or too old for this jax
+    (jax2onnx <= 0.17.1 reads ``jax._src.core.ClosedJaxpr``, which jax 0.12 removed)."""
     try:
         import jax2onnx  # noqa: F401
         import onnx  # noqa: F401
     except ImportError as e:
         raise ExportError(f"ONNX export needs jax2onnx and onnx ({e}); {EXTRA_HINT}") from None
+    from importlib import metadata
+    version = metadata.version("jax2onnx")
+    if not _jax_has_closed_jaxpr() and _version(version) <= _version(JAX2ONNX_TESTED):
+        raise ExportError(f"ONNX export: jax2onnx {version} does not run on jax {jax.__version__}"
+                          f" (it needs {JAX_FOR_ONNX}); install '{JAX_FOR_ONNX}' for ONNX "
+                          "export, or export --formats=jax (jax.export, any jax)")
     return jax2onnx
+
+
+def _jax_has_closed_jaxpr() -> bool:
+    """Whether this jax still has ``jax._src.core.ClosedJaxpr`` (what jax2onnx 0.17.1 reads)."""
+    from jax._src import core as jax_core
+    return hasattr(jax_core, "ClosedJaxpr")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """The leading numbers of a version string ("0.17.1" -> (0, 17, 1))."""
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits or not piece[0].isdigit():
+            break
+        parts.append(int(digits))
+    return tuple(parts)
 
 
 def _load_core_plugins_only() -> bool:
@@ -180,7 +209,7 @@ def export_model(logdir: str, out_dir: str, save_path: str = "",
     params, model_cfg, path = restored.params, restored.model_cfg, restored.path
     folder = os.path.dirname(os.path.abspath(path))
     baseline = restored.spec.extras.get("baseline", "none")
-    if baseline != "none" or os.path.isfile(os.path.join(folder, "baseline.npz")):
+    if baseline != "none" or os.path.isfile(os.path.join(folder, files.BASELINE_FILE)):
         raise ExportError(f"{path}: the model learned residuals of a --baseline={baseline}; "
                           "the exported network alone would not predict ratings (export of "
                           "such models is not supported yet: use the JSON service, "
@@ -204,9 +233,9 @@ def export_model(logdir: str, out_dir: str, save_path: str = "",
         blob = bytes(to_jax_export(params, model_cfg, platforms).serialize())
         written["jax"] = os.path.join(out_dir, JAX_FILE)
         atomic_write(written["jax"], lambda fh: fh.write(blob))
-    written["vocab"] = os.path.join(out_dir, VOCAB_FILE)
-    if os.path.abspath(written["vocab"]) != os.path.abspath(os.path.join(folder, VOCAB_FILE)):
-        with open(os.path.join(folder, VOCAB_FILE), "rb") as fh:
+    written["vocab"] = os.path.join(out_dir, files.VOCAB_FILE)
+    if os.path.abspath(written["vocab"]) != os.path.abspath(os.path.join(folder, files.VOCAB_FILE)):
+        with open(os.path.join(folder, files.VOCAB_FILE), "rb") as fh:
             vocab_bytes = fh.read()
         atomic_write(written["vocab"], lambda fh: fh.write(vocab_bytes))
     manifest = {"checkpoint": os.path.abspath(path),

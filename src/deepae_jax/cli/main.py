@@ -35,7 +35,7 @@ def main(argv):
     from deepae_jax.run.checkpoint import CheckpointError
     from deepae_jax.data.ratings import RatingsFormatError
     from deepae_jax.core.step import TrainingDivergedError
-    from deepae_jax.core.sparse import keep_host_memory_mapped
+    from deepae_jax.devices import keep_host_memory_mapped
     # Host malloc setting as in benchmarks/throughput.py (no page faults on XLA:CPU's per-step
     # buffers; harmless elsewhere). No JAX call here: jax.distributed must start first.
     keep_host_memory_mapped()

@@ -22,10 +22,9 @@ import optax
 import tqdm
 
 from deepae_jax.core import model, sparse
-from deepae_jax.kernels import ops as kernel_ops
-from deepae_jax.kernels.update import fused_sparse_update
-from deepae_jax.core.losses import mmse_sums
-from deepae_jax.core.optim import SGDMomentum, apply_gradients
+from deepae_jax.core.losses import mmse, mmse_sums
+from deepae_jax.core.ops import XLA, StepOps
+from deepae_jax.core.optim import apply_gradients
 
 log = logging.getLogger("deepae_jax")
 
@@ -50,10 +49,10 @@ def create_train_state(rng: jax.Array, model_cfg: model.ModelConfig,
                       opt_state=optimizer.init(params), rng=dropout_rng)
 
 
-PATHS = ("dense", "sparse", "cpu_kernels")
-"""The training step's variants (``--train_path``): the dense reference computation; the sparse
-XLA path (gather-sum first layer, output at the observed items: any backend, GPU-shaped); the
-sparse path on the CPU kernels (CPU platform only; the XLA path elsewhere)."""
+PATHS = ("dense", "sparse")
+"""The training step's variants: the dense reference computation; the sparse path (gather-sum
+first layer, output at the observed items: any backend, GPU-shaped; its ops on the CPU platform
+may be another backend's, :class:`~deepae_jax.core.ops.StepOps`)."""
 
 LAYERS = ("auto", "sparse", "dense")
 """How the sparse XLA path computes the n-wide first and output layers (``make_train_step``)."""
@@ -61,8 +60,9 @@ LAYERS = ("auto", "sparse", "dense")
 
 def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTransformation,
                     aug_step: int = 0, noise_prob: float = 0.0, *, path: str = "dense",
-                    layers: str = "auto", dtype: str = "float32", noisy_target: bool = False,
-                    input_drop_prob: float = 0.0, input_shift: float = 0.0
+                    layers: str = "auto", precision: str = "float32",
+                    noisy_target: bool = False, input_drop_prob: float = 0.0,
+                    input_shift: float = 0.0, ops: StepOps = XLA
                     ) -> Callable[[TrainState, Any], tuple]:
     """Builds the pure ``train_step(state, batch) -> (state, metrics)`` (not yet jitted).
 
@@ -75,10 +75,10 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
     matmuls, the loss still at the observed items; ``"auto"``, the sparse formulation on the CPU
     platform and, elsewhere, the one that moves fewer bytes for the batch's shape
     (:func:`sparse.n_wide_layers`). Dropout draws the same mask (same rng, same code-layer
-    shape) on every path. ``"cpu_kernels"`` runs the sparse formulation on the CPU kernels
-    (``deepae_jax.kernels``; with ``optim.SGDMomentum`` the item-sized gradients are summed
-    inside the optimiser's kernels) in the CPU branch of ``jax.lax.platform_dependent``: chosen
-    when the step is lowered, the XLA path on other platforms.
+    shape) on every path. ``ops`` (the sparse path): the sparse layers' ops on the CPU platform
+    (e.g. ``deepae_jax.kernels.cpu_ops``, whose fused updates, when given, must be those of
+    ``optimizer``), in the CPU branch of ``jax.lax.platform_dependent``: chosen when the step is
+    lowered, the XLA ops (:data:`~deepae_jax.core.ops.XLA`) on other platforms.
 
     The step is written for the whole batch; on several devices it runs under ``jax.jit`` with
     the batch sharded along its rows and the state replicated (``deepae_jax.training.parallel``), and XLA
@@ -89,8 +89,8 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
     published DeepRecommender run.py does. ``input_drop_prob`` (beyond the paper): inverted
     dropout on the INPUT ratings of the update on the sparse batch (targets complete), drawn
     from ``fold_in(rng, 1)`` of that update; ``input_shift``: added to every observed input
-    value (not the targets). ``dtype="bfloat16"``: bfloat16 matmul operands, float32
-    accumulation, parameters and loss.
+    value (not the targets). ``precision``: of the matmuls (``model.PRECISIONS``; parameters
+    and loss stay float32).
 
     ``metrics``: ``loss`` (MMSE of the update on the sparse batch) and ``refeed_loss`` (MMSE of
     each re-feeding update, (aug_step,)).
@@ -101,21 +101,24 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     if layers not in LAYERS:
         raise ValueError(f"layers must be one of {LAYERS}, got {layers!r}")
-    dot = model.make_dot(dtype)
-    kernels_on_cpu = path == "cpu_kernels"
-    fused = (kernels_on_cpu and dtype == "float32" and not input_drop_prob and not input_shift
-             and isinstance(optimizer, SGDMomentum))
+    dot = model.make_dot(precision)
+    kernels_on_cpu = path == "sparse" and not ops.is_xla
+    fused = (kernels_on_cpu and ops.sparse_update is not None and precision == "float32"
+             and not input_drop_prob and not input_shift)
 
     def update(params, opt_state, loss_fn, args, kernels):
         (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *args)
-        # the first layer's weight gradient comes last: every weight has been read by then
-        params, opt_state = apply_gradients(optimizer, grads, opt_state, params,
-                                            after=(grads["encoder"][0]["w"],), value=loss,
-                                            kernels=kernels)
+        if kernels and ops.momentum_update is not None:
+            # the first layer's weight gradient comes last: every weight has been read by then
+            params, opt_state = ops.momentum_update(grads, opt_state, params,
+                                                    (grads["encoder"][0]["w"],))
+        else:
+            params, opt_state = apply_gradients(optimizer, grads, opt_state, params, value=loss)
         return params, opt_state, loss, outputs
 
     dense_loss = functools.partial(_dense_loss, model_cfg, dot)
-    sparse_loss = functools.partial(_sparse_loss, model_cfg, dot, aug_step > 0)
+    sparse_loss = functools.partial(_sparse_loss, model_cfg, dot, aug_step > 0,
+                                    ops if kernels_on_cpu else XLA)
 
     def first_update(params, opt_state, batch, rng, kernels=False, layout="sparse"):
         """The update on the sparse batch: (params, opt_state, loss, re-feeding input)."""
@@ -126,8 +129,8 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
             return update(params, opt_state, dense_loss, (x, batch, rng), kernels)
         slots = sparse.Slots.from_batch(batch)
         if kernels and fused:
-            return fused_sparse_update(params, opt_state, slots, rng, model_cfg, optimizer,
-                                       aug_step > 0, dot)
+            return ops.sparse_update(params, opt_state, slots, rng, model_cfg, aug_step > 0,
+                                     dot)
         in_slots = slots.with_vals(_input_vals(slots, input_shift, input_drop_prob, key))
         loss = lambda p: sparse_loss(p, slots, in_slots, rng, kernels, layout)  # noqa: E731
         return update(params, opt_state, loss, (), kernels)
@@ -141,7 +144,8 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         keys = jax.random.split(jax.random.fold_in(state.rng, state.step), 1 + 2 * aug_step)
-        on_cpu, elsewhere = _layouts(path, layers, batch, model_cfg.layer_sizes)
+        on_cpu, elsewhere = _layouts(path, layers, kernels_on_cpu, batch,
+                                     model_cfg.layer_sizes)
         params, opt_state, loss, y = _on_platform(
             first_update, {"kernels": kernels_on_cpu, "layout": on_cpu},
             {"kernels": False, "layout": elsewhere}, state.params, state.opt_state, batch,
@@ -159,13 +163,14 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
     return train_step
 
 
-def _layouts(path: str, layers: str, batch, layer_sizes) -> tuple[str, str]:
+def _layouts(path: str, layers: str, kernels_on_cpu: bool, batch, layer_sizes
+             ) -> tuple[str, str]:
     """The formulation of the n-wide layers (on the CPU platform, elsewhere) for ``batch``:
-    ``layers`` made explicit (the CPU kernels compute the sparse one)."""
+    ``layers`` made explicit (another backend's ops on the CPU compute the sparse one)."""
     if path == "dense":
         return "sparse", "sparse"  # unused
     if layers != "auto":
-        return ("sparse" if path == "cpu_kernels" else layers), layers
+        return ("sparse" if kernels_on_cpu else layers), layers
     slots = sparse.Slots.from_batch(batch)
     picked = sparse.n_wide_layers(slots.n_rows, slots.cols.size, *layer_sizes[:2])
     log.info("n-wide layers (layers=auto): sparse on the CPU platform, %s elsewhere, for "
@@ -190,16 +195,17 @@ def _dense_loss(cfg: model.ModelConfig, dot: model.Dot, params: model.Params,
     return sse / jnp.maximum(count, 1.0), outputs
 
 
-def _sparse_loss(cfg: model.ModelConfig, dot: model.Dot, refeed: bool, params: model.Params,
+def _sparse_loss(cfg: model.ModelConfig, dot: model.Dot, refeed: bool, ops: StepOps,
+                 params: model.Params,
                  slots: sparse.Slots, in_slots: sparse.Slots, rng: jax.Array,
                  kernels: bool = False, layout: str = "sparse") -> tuple:
     """(MMSE at the observed items of ``slots`` of f(in_slots), the re-feeding input or None).
 
     ``layout="sparse"``: the first layer a gather-sum, the output at the observed items only
-    (``kernels``: both on the CPU kernels); ``"dense"``: in_slots densified, dense first and
+    (``kernels``: both by ``ops``); ``"dense"``: in_slots densified, dense first and
     output layers, the output read at the observed items. The re-feeding input is the dense
     output, computed only when ``refeed`` and with no gradient through it."""
-    gather, pre_at = (kernel_ops.gather_sum, kernel_ops.output_pre_at) if kernels else (
+    gather, pre_at = (ops.gather_sum, ops.output_pre_at) if kernels else (
         sparse.gather_sum, sparse.output_pre_at)
     first = ((lambda w: dot(in_slots.dense(w.shape[0]), w)) if layout == "dense" else
              (lambda w: gather(w, in_slots)))
@@ -212,7 +218,7 @@ def _sparse_loss(cfg: model.ModelConfig, dot: model.Dot, refeed: bool, params: m
         stop = jax.lax.stop_gradient
         y = stop(dense) if dense is not None else model.dense_output(stop(params), stop(h), cfg,
                                                                      dot)
-    return sparse.masked_mse(pred, slots.vals), y
+    return mmse(pred, slots.vals), y
 
 
 def _input_vals(slots: sparse.Slots, shift: float, drop_prob: float, key: jax.Array
@@ -242,7 +248,8 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
 
     ``losses[i]`` is the MMSE of iteration i's update on the sparse batch. A call of ``step_fn``
     may run several iterations (e.g. :class:`ResidentEpochs`): its ``metrics["loss"]`` is then a
-    vector with one loss per iteration. Every ``summary_frequency`` iterations the recent losses
+    vector with one loss per iteration, of which only the first ``metrics["steps"]`` count
+    when given. Every ``summary_frequency`` iterations the recent losses
     are fetched (so the device runs ahead of the host in between; the copies to the host start
     as soon as each call is dispatched), checked for NaN/inf and passed to
     ``on_summary(iteration, rmse)``.
@@ -252,7 +259,8 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
     next_summary = summary_frequency
 
     def check():
-        values = [np.atleast_1d(np.asarray(v, np.float64)) for v in jax.device_get(pending)]
+        values = [np.atleast_1d(np.asarray(v, np.float64))[:n]
+                  for v, n in jax.device_get(pending)]
         pending.clear()
         values = np.concatenate(values) if values else np.zeros((0,))
         fetched.extend(values.tolist())
@@ -271,8 +279,9 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
             loss = metrics["loss"]
             if hasattr(loss, "copy_to_host_async"):
                 loss.copy_to_host_async()
-            pending.append(loss)
-            done += int(np.prod(np.shape(loss)))
+            n = metrics.get("steps", int(np.prod(np.shape(loss))))
+            pending.append((loss, n))
+            done += n
             if done >= next_summary:
                 since = len(fetched)
                 check()

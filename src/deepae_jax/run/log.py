@@ -1,17 +1,20 @@
 """Run outputs a user reads: the per-epoch line, metrics.jsonl and TensorBoard event files."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 from typing import Any
 
+import jax
+
+from deepae_jax.run import files
 from deepae_jax.run.files import OutputError, atomic_write_text
 
 log = logging.getLogger("deepae_jax")
 
-METRICS_FILE = "metrics.jsonl"
 
 
 def json_ready(value: Any) -> Any:
@@ -35,7 +38,7 @@ def drop_epochs_after(logdir: str, epoch: int) -> int:
     """Rewrites ``logdir/metrics.jsonl`` (atomically) without the rows of epochs after
     ``epoch`` and without damaged lines (a kill mid-write); returns how many were dropped. A
     resumed run calls it so that every epoch appears once."""
-    path = os.path.join(logdir, METRICS_FILE)
+    path = os.path.join(logdir, files.METRICS_FILE)
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
@@ -72,7 +75,7 @@ class MetricsLogger:
         if not enabled:
             return
         os.makedirs(logdir, exist_ok=True)
-        self._jsonl = open(os.path.join(logdir, METRICS_FILE), "a", encoding="utf-8")
+        self._jsonl = open(os.path.join(logdir, files.METRICS_FILE), "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(logdir=logdir, flush_secs=10)
@@ -119,4 +122,28 @@ def format_epoch_line(epoch: int, num_epochs: int, values: dict[str, Any]) -> st
         parts.append(values["eval_metrics"])
     parts.append(f"time {values['epoch_time_s']:.1f} s")
     parts.append(f"{values['rows_per_s']:,.0f} {values.get('row_name', 'users')}/s")
+    if values.get("compiled"):
+        parts.append(f"compiled {values['compiled']} program(s) in {values['compile_s']:.1f} s")
     return "  ".join(parts)
+
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_compiles: list[tuple[str, float]] = []  # (function name, seconds) of every XLA compilation
+
+
+@functools.cache
+def watch_compilations() -> list[tuple[str, float]]:
+    """The process's list of (function name, seconds) of every XLA compilation from now on
+    (``jax.monitoring``'s compile events; the listener is registered once)."""
+    def listen(event: str, duration: float, **kwargs) -> None:
+        if event == _COMPILE_EVENT:
+            _compiles.append((str(kwargs.get("fun_name", "")), float(duration)))
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    return _compiles
+
+
+def compiled_since(start: int) -> dict[str, Any]:
+    """{"compiled": programs compiled since ``start`` (an earlier ``len(watch_compilations())``),
+    "compile_s": their seconds}: what the epoch line reports."""
+    new = watch_compilations()[start:]
+    return {"compiled": len(new), "compile_s": sum(s for _, s in new)}
