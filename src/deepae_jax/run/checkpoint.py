@@ -135,7 +135,7 @@ def latest_valid_checkpoint(directory: str, damaged: list[str] | None = None
 
 def name_epoch(path: str) -> int | None:
     """The epoch a checkpoint's file name states (None for other names)."""
-    m = _NAME.match(os.path.basename(path))
+    m = files.CHECKPOINT_NAME.match(os.path.basename(path))
     return int(m.group(1)) if m else None
 
 
