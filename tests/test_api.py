@@ -153,3 +153,16 @@ def test_predict_and_recommend_check_their_arguments(fitted):
             model.recommend([train.userId.iloc[0]], k=k)
     one = model.recommend(train.userId.iloc[0], k=2).to_frame()  # one id: a list of one
     assert len(one) == 2
+
+
+def test_resume_with_other_dataframes_is_refused_before_writing(fitted):
+    """Class 1: resume=True must not replace the run's data/train.npz with other ratings."""
+    import hashlib
+    import os
+    model, train, valid, _ = fitted
+    path = os.path.join(model.logdir, "data", "train.npz")
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    with pytest.raises(ConfigError, match="train: other ratings than the run's"):
+        api.fit(train.iloc[:60], valid, logdir=model.logdir, resume=True, num_epochs=4,
+                progress=False)
+    assert hashlib.sha256(open(path, "rb").read()).hexdigest() == digest

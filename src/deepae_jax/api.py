@@ -98,9 +98,11 @@ def _planned_path(data, folder: str, name: str) -> str:
     return os.path.join(folder, f"{name}.npz")
 
 
-def as_path(data, folder: str, name: str, columns: Sequence[str] | None = None) -> str:
+def as_path(data, folder: str, name: str, columns: Sequence[str] | None = None,
+            keep_existing: bool = False) -> str:
     """A path the trainer reads for ``data``: a path is returned as it is; a DataFrame or
-    Triples is written to ``folder/name.npz`` (atomically) first."""
+    Triples is written to ``folder/name.npz`` (atomically) first. ``keep_existing`` (a
+    resume): an existing file is kept, and other ratings than it holds are refused."""
     if data is None:
         return ""
     if isinstance(data, (str, os.PathLike)):
@@ -114,7 +116,13 @@ def as_path(data, folder: str, name: str, columns: Sequence[str] | None = None) 
         raise TypeError(f"{name}: expected a path, a pandas DataFrame or Triples, got "
                         f"{type(data).__name__}")
     path = os.path.join(folder, f"{name}.npz")
-    ratings.build_matrix(triples, source=name).save(path)
+    matrix = ratings.build_matrix(triples, source=name)
+    if keep_existing and os.path.isfile(path):  # a resumed run's data: never replaced
+        if ratings.RatingMatrix.load(path).fingerprint() != matrix.fingerprint():
+            raise settings.ConfigError(f"{name}: other ratings than the run's {path}; resume "
+                                       "with the run's data, or train into another logdir")
+        return path
+    matrix.save(path)
     return path
 
 
@@ -142,7 +150,8 @@ def fit(train, valid=None, test=None, *, config: Config | None = None, flagfile:
     Config.from_dict(values, mode="train", **planned)  # every setting checked before any write
     from deepae_jax.run.logdir import check_logdir
     check_logdir(logdir, bool(values.get("resume")), bool(values.get("overwrite")))
-    values.update(mode="train", **{flag: as_path(d, folder, name, columns)
+    values.update(mode="train", **{flag: as_path(d, folder, name, columns,
+                                                 keep_existing=bool(values.get("resume")))
                                    for flag, (name, d) in data.items()})
     cfg = Config.from_dict(values)
     from deepae_jax.training import trainer
