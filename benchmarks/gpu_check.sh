@@ -18,7 +18,7 @@
 # .gpu/reference (cp -r ../shared/reference .gpu/) for part 3. Settings (environment):
 #   OUT               where the log goes (default ./gpu_check_out)
 #   GPU_CHECK_SCALE   full (default) or tiny (minutes on a CPU: to try the script anywhere)
-#   GPU_CHECK_BUDGET  seconds for everything (default 400)
+#   GPU_CHECK_BUDGET  seconds for everything (default 410)
 #   GPU_CHECK_WORK    scratch folder for data and runs (default /tmp/gpu_check)
 #   PYTHON, REF_PYTHON  the interpreters of deepae_jax and of the reference (default python3)
 set -uo pipefail
@@ -32,7 +32,7 @@ work="${GPU_CHECK_WORK:-/tmp/gpu_check}"
 export DEEPAE_BENCH_DATA="$work/data"
 mkdir -p "$work"
 start=$(date +%s)
-deadline=$((start + ${GPU_CHECK_BUDGET:-400}))
+deadline=$((start + ${GPU_CHECK_BUDGET:-410}))
 
 if [ "${GPU_CHECK_SCALE:-full}" = tiny ]; then
   big=(--users 400 --items 300 --mean-ratings 20 --eval-users 60 --hidden 32,32 --steps 8)
@@ -66,7 +66,11 @@ run_tests() {
   fi
   local workers=()
   "$py" -c "import xdist" 2>/dev/null && workers=(-n 4)
-  "$py" -m pytest -q -p no:cacheprovider -rfE "${workers[@]}" "${tests[@]}" 2>&1 | tail -40
+  # its own timeout, so that the summary is printed even when the tests run out of time
+  timeout -k 5 "${GPU_CHECK_TEST_SECONDS:-110}" "$py" -m pytest -q -p no:cacheprovider -rfE \
+    "${workers[@]}" "${tests[@]}" > "$work/tests.log" 2>&1
+  echo "pytest: exit $?"
+  grep -v "^bringing up" "$work/tests.log" | tail -40
 }
 
 throughput() {  # throughput NAME [flags...]
@@ -74,8 +78,7 @@ throughput() {  # throughput NAME [flags...]
   shift
   echo "-- throughput $name: $*"
   "$py" benchmarks/throughput.py "${big[@]}" --skip-text --device-report "$@" 2>&1 \
-    | grep -E "^\| (eval|peak)|^data|^jax|^training step|^aug_step|^profile|Error|error" \
-    | grep -vE "^\|---|^\| measure|load \(s\)"
+    | grep --line-buffered -E "^\| (eval|peak)|^data|^jax|^training step|^aug_step|^profile|Error"
 }
 
 side_by_side() {  # side_by_side AUG_STEP: the reference, then deepae_jax, on S1
@@ -144,20 +147,20 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 "$ref_py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
   2>&1 | tail -1
 
-part "tests (${tests[*]})" 170 run_tests
+part "tests (${tests[*]})" 125 run_tests
 
 part "Netflix-shaped data" 90 "$py" -c "import s1data, sys; u, i, m, e = sys.argv[1:5]
 s1data.ensure(int(u), int(i), float(m), int(e), text=False)" "${big[1]}" "${big[3]}" "${big[5]}" \
   "${big[7]}"
-part "throughput float32" 80 throughput float32 --precision float32 --profile
-part "throughput tf32" 60 throughput tf32 --precision tf32
-part "throughput bfloat16" 60 throughput bfloat16 --precision bfloat16
+part "throughput float32" 75 throughput float32 --precision float32 --profile
+part "throughput tf32" 55 throughput tf32 --precision tf32 --skip-eval
+part "throughput bfloat16" 55 throughput bfloat16 --precision bfloat16 --skip-eval
 
-part "side by side S1, aug_step 1" 120 side_by_side 1
-part "throughput tf32, 32 steps per call" 45 throughput tf32_spc32 --precision tf32 \
-  --aug-steps 1 --steps-per-call 32
+part "side by side S1, aug_step 1" 100 side_by_side 1
+part "throughput tf32, 32 steps per call" 40 throughput tf32_spc32 --precision tf32 \
+  --aug-steps 1 --steps-per-call 32 --skip-eval
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" \
-  part "throughput tf32, command buffers off" 45 throughput tf32_nocmdbuf --precision tf32 \
-  --aug-steps 1
+  part "throughput tf32, command buffers off" 40 throughput tf32_nocmdbuf --precision tf32 \
+  --aug-steps 1 --skip-eval
 part "side by side S1, aug_step 0" 90 side_by_side 0
 echo "gpu_check done in $(($(date +%s) - start)) s; log: $out/gpu_check.log"

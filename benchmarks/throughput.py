@@ -193,6 +193,7 @@ def main(argv=None):
     p.add_argument("--steps-per-call", type=int, default=8)
     p.add_argument("--precision", default="float32", choices=model.PRECISIONS,
                    help="matmul precision (as --matmul_precision)")
+    p.add_argument("--skip-eval", action="store_true", help="time training only")
     p.add_argument("--profile", action="store_true",
                    help="print the compiled call's cost_analysis() and its launching ops")
     p.add_argument("--eval-batch-size", type=int, default=1024)
@@ -246,6 +247,8 @@ def main(argv=None):
         params = model.init(jax.random.PRNGKey(0), cfg.layer_sizes)
     if args.gpu_estimate:
         gpu_estimate.report(args)
+    if args.skip_eval:
+        return
     t0 = time.perf_counter()
     ev = functools.partial(evaluate, precision=args.precision,
                            ops=(kernels.cpu_ops() or XLA) if args.path == "cpu_kernels" else XLA)

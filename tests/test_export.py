@@ -13,6 +13,7 @@ import pytest
 
 from deepae_jax import export
 from deepae_jax.core import model
+from deepae_jax.cli import export as export_cli
 from conftest import TINY_SPEC as SPEC
 
 MISSING_EXTRA = [m for m in ("jax2onnx", "onnx", "onnxruntime")
@@ -58,7 +59,7 @@ STANDALONE = textwrap.dedent("""
 def test_jax_export_artifact_runs_without_the_training_code(trained, tmp_path, capsys):
     root, cfg, x, expected = trained
     out = tmp_path / "exported"
-    assert export.main(["--checkpoint", cfg.logdir, "--out", str(out), "--formats", "jax"]) == 0
+    assert export_cli.main(["--checkpoint", cfg.logdir, "--out", str(out), "--formats", "jax"]) == 0
     assert "model.jax_export" in capsys.readouterr().out
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["files"]["jax"] == "model.jax_export" and manifest["n_items"] == SPEC.n_items
@@ -96,7 +97,7 @@ def test_missing_converter_is_a_clear_error(trained, tmp_path, monkeypatch):
     with pytest.raises(export.ExportError, match=r"deepae_jax\[export\]"):
         export.export_model(cfg.logdir, str(tmp_path / "x"), formats=["onnx"])
     assert not (tmp_path / "x").exists()  # refused before anything is written
-    assert export.main(["--checkpoint", cfg.logdir, "--out", str(tmp_path / "y"),
+    assert export_cli.main(["--checkpoint", cfg.logdir, "--out", str(tmp_path / "y"),
                         "--formats", "onnx"]) == 2
     with pytest.raises(ValueError, match="formats"):
         export.export_model(cfg.logdir, str(tmp_path / "z"), formats=["tflite"])
@@ -135,14 +136,14 @@ def test_re_export_removes_files_it_did_not_write(trained, tmp_path):
     (["--checkpoint=x", "--out=y", "--format=jax"], "Unknown command line flag 'format'"),
 ])
 def test_bad_flags_are_one_error_line_naming_the_flag(argv, needle, capsys):
-    assert export.main(argv) == 2
+    assert export_cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
 
 
 def test_help_lists_the_flags_generated_from_export_config():
     import dataclasses
-    proc = subprocess.run([sys.executable, "-m", "deepae_jax.export", "--help"],
+    proc = subprocess.run([sys.executable, "-m", "deepae_jax", "export", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for f in dataclasses.fields(export.ExportConfig):

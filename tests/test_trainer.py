@@ -43,7 +43,8 @@ def params_of(logdir):
 
 
 def test_train_writes_outputs_and_learns(data_dir, tmp_path):
-    result = trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3))
+    result = trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3,
+                                                 keep_checkpoints=0))
     assert result["epoch"] == 3 and np.isfinite(result["eval_rmse"])
     lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert [l["step"] for l in lines if l["kind"] == "epoch"] == [1, 2, 3]
@@ -165,22 +166,26 @@ def test_a_used_logdir_belongs_to_its_run(data_dir, tmp_path):
         "checkpoint_00001.msgpack"]
     run_id = json.load(open(tmp_path / "config.json"))["run_id"]
     rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-    assert [r["run_id"] for r in rows] == [run_id]
+    assert [r["run_id"] for r in rows if r["kind"] == "epoch"] == [run_id]
+    assert {r["run_id"] for r in rows} == {run_id}  # and the baselines' row
     assert ckpt.read_vocab(str(tmp_path))["run_id"] == run_id
     assert ckpt.restore(str(tmp_path)).run_id == run_id
     assert len([f for f in os.listdir(tmp_path) if f.startswith("events.out")]) == 1
 
 
-def test_eval_set_without_known_rows_writes_null_not_nan(data_dir, tmp_path, capsys):
+def test_eval_set_without_known_rows_writes_null_not_nan(data_dir, tmp_path, caplog):
     unknown = tmp_path / "unknown.tsv"
     unknown.write_text("999999\t1\t4\n999998\t2\t3\n")
     cfg = make_cfg(data_dir, tmp_path / "run", num_epochs=1, path_to_eval_data=str(unknown))
-    trainer.train_and_evaluate(cfg)
-    assert "eval RMSE n/a (no evaluation ratings of known rows)" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="deepae_jax.results"):  # the epoch line: stdout in the CLI
+        trainer.train_and_evaluate(cfg)
+    assert "eval RMSE n/a (no evaluation ratings of known rows)" in caplog.text
     text = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "NaN" not in text and json.loads(text)["eval_rmse"] is None
-    inference.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
-    assert "no evaluation ratings of known rows" in capsys.readouterr().out
+    caplog.clear()
+    with caplog.at_level("INFO", logger="deepae_jax.results"):
+        inference.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
+    assert "evaluation RMSE n/a: no evaluation ratings of known rows" in caplog.text
 
 
 def test_every_train_path_trains_to_the_same_parameters(data_dir, tmp_path, caplog):

@@ -52,7 +52,8 @@ class Config:
         "", "Training ratings: a file, a directory of files, or a .npz cache.")
     path_to_eval_data: str = setting(
         "", "Evaluation ratings (same formats); empty: nothing is evaluated.")
-    logdir: str = setting("logs", "Checkpoints, metrics.jsonl and TensorBoard events of ONE run.")
+    logdir: str = setting("runs/default", "Checkpoints, metrics.jsonl, TensorBoard events, "
+                          "curves.png and report.md of ONE run.")
     hidden_layers: tuple[int, ...] = setting(
         (1024, 512, 512, 128),
         "Encoder hidden sizes, e.g. 512,512,1024 (the decoder mirrors them).")
@@ -70,6 +71,9 @@ class Config:
     summary_frequency: int = setting(100, "Iterations between training-RMSE summaries.")
     save_every: int = setting(
         3, "Checkpoint after 0-based epochs divisible by this, and after the last.")
+    keep_checkpoints: int = setting(
+        2, "Numbered checkpoints kept in --logdir: the newest N (0: all); best.msgpack, the "
+        "best validation epoch, is always kept.")
     seed: int = setting(0, "Seed of initialisation, shuffling and dropout.")
     major: str = setting("users", "Rows are users (U-AutoRec, default) or items (I-AutoRec).",
                          MAJORS)
@@ -213,31 +217,19 @@ class Config:
         bad = functools.partial(bad_setting, self)
         check_choices(self, {"non_linearity_type": "unknown activation; ",
                              "optimizer": "unknown optimizer; "})
-        if not 0.0 <= self.drop_prob < 1.0:
-            bad("drop_prob", "must be in [0, 1)")
-        if not 0.0 <= self.noise_prob < 1.0:
-            bad("noise_prob", "must be in [0, 1)")
+        for flag in ("drop_prob", "noise_prob", "input_drop_prob"):
+            if not 0.0 <= getattr(self, flag) < 1.0:
+                bad(flag, "must be in [0, 1)")
         if not self.lr > 0:
             bad("lr", "must be positive")
-        if self.weight_decay < 0:
-            bad("weight_decay", "must be >= 0")
         for flag in ("batch_size", "num_epochs", "summary_frequency", "save_every",
-                     "eval_batch_size"):
+                     "eval_batch_size", "top_k"):
             if getattr(self, flag) < 1:
                 bad(flag, "must be >= 1")
-        if not -1 <= self.aug_step <= MAX_AUG_STEP:
-            bad("aug_step", f"must be in 0..{MAX_AUG_STEP} (-1, the reference's default, means "
-                "0): each re-feeding step is unrolled into the compiled training step, so its "
-                "compile time grows with it")
-        if not 0 <= self.seed <= MAX_SEED:
-            bad("seed", f"must be an integer in 0..{MAX_SEED} (2**63 - 1)")
-        if self.eval_batch_size > MAX_EVAL_BATCH:
-            bad("eval_batch_size", f"must be <= {MAX_EVAL_BATCH}: a batch holds rows x items "
-                "float32 scores on the device")
-        if self.coordinator_address and not _address_ok(self.coordinator_address):
-            bad("coordinator_address", "expected host:port with a port in 1..65535, e.g. "
-                "node0:1234 or [::1]:1234")
-        self._check_outputs()
+        for flag in ("weight_decay", "l2_weights", "keep_checkpoints"):
+            if getattr(self, flag) < 0:
+                bad(flag, "must be >= 0")
+        self._check_bounds()  # and the outputs
         if not self.hidden_layers or any(s < 1 for s in self.hidden_layers):
             bad("hidden_layers", "expected positive layer sizes")
         if self.num_devices < 0:
@@ -259,10 +251,6 @@ class Config:
         for flag in ("baseline_reg_user", "baseline_reg_item"):
             if getattr(self, flag) < 0 and getattr(self, flag) != -1:
                 bad(flag, "must be >= 0, or -1 to choose it on the evaluation data")
-        if not 0.0 <= self.input_drop_prob < 1.0:
-            bad("input_drop_prob", "must be in [0, 1)")
-        if self.l2_weights < 0:
-            bad("l2_weights", "must be >= 0")
         if self.early_stopping_patience < 0:
             bad("early_stopping_patience", "must be >= 0 (0: off)")
         if (self.path_to_test_data or self.early_stopping_patience) and (
@@ -272,8 +260,6 @@ class Config:
         if self.dtype == "bfloat16" and self.matmul_precision not in ("float32", "bfloat16"):
             bad("dtype", f"--dtype=bfloat16 contradicts --matmul_precision="
                 f"{self.matmul_precision}; give only --matmul_precision")
-        if not 1 <= self.top_k <= MAX_K:
-            bad("top_k", f"must be in 1..{MAX_K}")
         try:
             names = parse_metrics(self.metrics)
         except ValueError as e:
@@ -286,6 +272,26 @@ class Config:
             TableFormat.from_config(self)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def _check_bounds(self) -> None:
+        """The limits past which a setting would hang, overflow or exhaust memory (the
+        MAX_* constants above say why each)."""
+        bad = functools.partial(bad_setting, self)
+        if not -1 <= self.aug_step <= MAX_AUG_STEP:
+            bad("aug_step", f"must be in 0..{MAX_AUG_STEP} (-1, the reference's default, means "
+                "0): each re-feeding step is unrolled into the compiled training step, so its "
+                "compile time grows with it")
+        if not 0 <= self.seed <= MAX_SEED:
+            bad("seed", f"must be an integer in 0..{MAX_SEED} (2**63 - 1)")
+        if self.eval_batch_size > MAX_EVAL_BATCH:
+            bad("eval_batch_size", f"must be <= {MAX_EVAL_BATCH}: a batch holds rows x items "
+                "float32 scores on the device")
+        if self.coordinator_address and not _address_ok(self.coordinator_address):
+            bad("coordinator_address", "expected host:port with a port in 1..65535, e.g. "
+                "node0:1234 or [::1]:1234")
+        if not 1 <= self.top_k <= MAX_K:
+            bad("top_k", f"must be in 1..{MAX_K}")
+        self._check_outputs()
 
     def _check_outputs(self) -> None:
         """An output file (--predictions_path, --recommendations_path, --metrics_path) must not

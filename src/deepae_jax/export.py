@@ -1,7 +1,8 @@
 """Export the inference network of a trained model: ONNX (via jax2onnx) and ``jax.export``.
 
-``python -m deepae_jax.export --checkpoint=LOGDIR --out=DIR`` writes to DIR (absl flags generated
-from :class:`ExportConfig`; ``--help`` lists them):
+``deepae export --checkpoint=LOGDIR --out=DIR`` (also ``python -m deepae_jax.export``) writes to DIR
+(flags generated from :class:`ExportConfig`; ``--help`` lists them; the command is
+:mod:`deepae_jax.cli.export`):
 
 * ``model.onnx``: input ``ratings`` float32[B, n_items] (a user's ratings, 0 = unrated), output
   ``predictions`` float32[B, n_items]; B is a dynamic batch dimension. Needs the ``export``
@@ -23,7 +24,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 from typing import Sequence
 
 import jax
@@ -313,28 +313,6 @@ def remove_stale(out_dir: str, written: dict[str, str]) -> list[str]:
     return stale
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Exports as the flags in ``argv`` (default ``sys.argv[1:]``) say; returns 2 after one
-    ``error:`` line when a flag or the export is wrong."""
-    cfg = settings.tool_config(ExportConfig, argv, __doc__, "deepae_jax.export")
-    if isinstance(cfg, int):
-        return cfg
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        written = export_model(cfg.checkpoint, cfg.out, cfg.save_path, split_list(cfg.formats),
-                               split_list(cfg.platforms), cfg.opset)
-    except (ExportError, ckpt.CheckpointError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for what, path in written.items():
-        print(f"{what}\t{path}\t{os.path.getsize(path)} bytes")
-    return 0
-
-
-def cli() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # the command line lives in deepae_jax.cli (deepae export)
+    from deepae_jax.cli.export import run
+    run()

@@ -9,6 +9,7 @@ The first re-fed y is the output computed BEFORE step 1's update, as in the refe
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import logging
@@ -81,8 +82,9 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
     lowered, the XLA ops (:data:`~deepae_jax.core.ops.XLA`) on other platforms.
 
     The step is written for the whole batch; on several devices it runs under ``jax.jit`` with
-    the batch sharded along its rows and the state replicated (``deepae_jax.training.parallel``), and XLA
-    inserts the sums across devices, so every update is that of the global batch.
+    the batch sharded along its rows and the state replicated
+    (``deepae_jax.training.parallel``), and XLA inserts the sums across devices, so every
+    update is that of the global batch.
 
     ``noise_prob`` drops entries of the re-fed input; the re-feeding target stays the clean
     output (PAPER.md). ``noisy_target=True`` uses the noised input as the target too, as the
@@ -101,66 +103,96 @@ def make_train_step(model_cfg: model.ModelConfig, optimizer: optax.GradientTrans
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     if layers not in LAYERS:
         raise ValueError(f"layers must be one of {LAYERS}, got {layers!r}")
-    dot = model.make_dot(precision)
     kernels_on_cpu = path == "sparse" and not ops.is_xla
     fused = (kernels_on_cpu and ops.sparse_update is not None and precision == "float32"
              and not input_drop_prob and not input_shift)
+    spec = _StepSpec(model_cfg, optimizer, aug_step, noise_prob, path, layers,
+                     model.make_dot(precision), noisy_target, input_drop_prob, input_shift, ops,
+                     kernels_on_cpu, fused)
+    return functools.partial(_train_step, spec)
 
-    def update(params, opt_state, loss_fn, args, kernels):
-        (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *args)
-        if kernels and ops.momentum_update is not None:
-            # the first layer's weight gradient comes last: every weight has been read by then
-            params, opt_state = ops.momentum_update(grads, opt_state, params,
-                                                    (grads["encoder"][0]["w"],))
-        else:
-            params, opt_state = apply_gradients(optimizer, grads, opt_state, params, value=loss)
-        return params, opt_state, loss, outputs
 
-    dense_loss = functools.partial(_dense_loss, model_cfg, dot)
-    sparse_loss = functools.partial(_sparse_loss, model_cfg, dot, aug_step > 0,
-                                    ops if kernels_on_cpu else XLA)
+@dataclasses.dataclass(frozen=True)
+class _StepSpec:
+    """The settings of a training step (:func:`make_train_step`'s arguments, made explicit)."""
 
-    def first_update(params, opt_state, batch, rng, kernels=False, layout="sparse"):
-        """The update on the sparse batch: (params, opt_state, loss, re-feeding input)."""
-        key = jax.random.fold_in(rng, 1)
-        if path == "dense":
-            x = jnp.where(batch != 0, batch + input_shift, 0.0) if input_shift else batch
-            x = model.dropout(x, input_drop_prob, key) if input_drop_prob else x
-            return update(params, opt_state, dense_loss, (x, batch, rng), kernels)
-        slots = sparse.Slots.from_batch(batch)
-        if kernels and fused:
-            return ops.sparse_update(params, opt_state, slots, rng, model_cfg, aug_step > 0,
-                                     dot)
-        in_slots = slots.with_vals(_input_vals(slots, input_shift, input_drop_prob, key))
-        loss = lambda p: sparse_loss(p, slots, in_slots, rng, kernels, layout)  # noqa: E731
-        return update(params, opt_state, loss, (), kernels)
+    model_cfg: model.ModelConfig
+    optimizer: optax.GradientTransformation
+    aug_step: int
+    noise_prob: float
+    path: str
+    layers: str
+    dot: model.Dot
+    noisy_target: bool
+    input_drop_prob: float
+    input_shift: float
+    ops: StepOps
+    kernels_on_cpu: bool  # the sparse layers on ``ops`` in the CPU branch
+    fused: bool  # the update on the sparse batch as ``ops.sparse_update`` (one kernel pass)
 
-    def refeed_update(params, opt_state, y, rng, noise_rng, kernels=False):
-        """One dense re-feeding update on the previous output y."""
-        target = jax.lax.stop_gradient(y)
-        inputs = model.dropout(target, noise_prob, noise_rng) if noise_prob else target
-        return update(params, opt_state, dense_loss,
-                      (inputs, inputs if noisy_target else target, rng), kernels)
 
-    def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
-        keys = jax.random.split(jax.random.fold_in(state.rng, state.step), 1 + 2 * aug_step)
-        on_cpu, elsewhere = _layouts(path, layers, kernels_on_cpu, batch,
-                                     model_cfg.layer_sizes)
-        params, opt_state, loss, y = _on_platform(
-            first_update, {"kernels": kernels_on_cpu, "layout": on_cpu},
-            {"kernels": False, "layout": elsewhere}, state.params, state.opt_state, batch,
-            keys[0])
-        refeed_losses = []
-        for t in range(aug_step):  # the dense re-feeding updates: y <- f(y)
-            params, opt_state, refeed_loss, y = _on_platform(
-                refeed_update, {"kernels": kernels_on_cpu}, {"kernels": False}, params,
-                opt_state, y, keys[1 + 2 * t], keys[2 + 2 * t])
-            refeed_losses.append(refeed_loss)
-        metrics = {"loss": loss, "refeed_loss": jnp.stack(refeed_losses) if refeed_losses
-                   else jnp.zeros((0,))}
-        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+def _train_step(spec: _StepSpec, state: TrainState, batch) -> tuple[TrainState, dict]:
+    """One iteration: the update on the sparse batch, then ``aug_step`` re-feeding updates."""
+    keys = jax.random.split(jax.random.fold_in(state.rng, state.step), 1 + 2 * spec.aug_step)
+    on_cpu, elsewhere = _layouts(spec.path, spec.layers, spec.kernels_on_cpu, batch,
+                                 spec.model_cfg.layer_sizes)
+    first = functools.partial(_first_update, spec)
+    params, opt_state, loss, y = _on_platform(
+        first, {"kernels": spec.kernels_on_cpu, "layout": on_cpu},
+        {"kernels": False, "layout": elsewhere}, state.params, state.opt_state, batch, keys[0])
+    refeed_losses = []
+    for t in range(spec.aug_step):  # the dense re-feeding updates: y <- f(y)
+        params, opt_state, refeed_loss, y = _on_platform(
+            functools.partial(_refeed_update, spec), {"kernels": spec.kernels_on_cpu},
+            {"kernels": False}, params, opt_state, y, keys[1 + 2 * t], keys[2 + 2 * t])
+        refeed_losses.append(refeed_loss)
+    metrics = {"loss": loss, "refeed_loss": jnp.stack(refeed_losses) if refeed_losses
+               else jnp.zeros((0,))}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    return train_step
+
+def _update(spec: _StepSpec, params, opt_state, loss_fn: Callable, args: tuple, kernels: bool):
+    """One optimiser update on ``loss_fn(params, *args) -> (loss, outputs)``:
+    (params, opt_state, loss, outputs)."""
+    (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, *args)
+    if kernels and spec.ops.momentum_update is not None:
+        # the first layer's weight gradient comes last: every weight has been read by then
+        params, opt_state = spec.ops.momentum_update(grads, opt_state, params,
+                                                     (grads["encoder"][0]["w"],))
+    else:
+        params, opt_state = apply_gradients(spec.optimizer, grads, opt_state, params,
+                                            value=loss)
+    return params, opt_state, loss, outputs
+
+
+def _first_update(spec: _StepSpec, params, opt_state, batch, rng: jax.Array,
+                  kernels: bool = False, layout: str = "sparse"):
+    """The update on the sparse batch: (params, opt_state, loss, re-feeding input)."""
+    key = jax.random.fold_in(rng, 1)
+    dense_loss = functools.partial(_dense_loss, spec.model_cfg, spec.dot)
+    if spec.path == "dense":
+        x = jnp.where(batch != 0, batch + spec.input_shift, 0.0) if spec.input_shift else batch
+        x = model.dropout(x, spec.input_drop_prob, key) if spec.input_drop_prob else x
+        return _update(spec, params, opt_state, dense_loss, (x, batch, rng), kernels)
+    slots = sparse.Slots.from_batch(batch)
+    if kernels and spec.fused:
+        return spec.ops.sparse_update(params, opt_state, slots, rng, spec.model_cfg,
+                                      spec.aug_step > 0, spec.dot)
+    in_slots = slots.with_vals(_input_vals(slots, spec.input_shift, spec.input_drop_prob, key))
+    sparse_loss = functools.partial(_sparse_loss, spec.model_cfg, spec.dot, spec.aug_step > 0,
+                                    spec.ops if spec.kernels_on_cpu else XLA)
+    loss = lambda p: sparse_loss(p, slots, in_slots, rng, kernels, layout)  # noqa: E731
+    return _update(spec, params, opt_state, loss, (), kernels)
+
+
+def _refeed_update(spec: _StepSpec, params, opt_state, y: jax.Array, rng: jax.Array,
+                   noise_rng: jax.Array, kernels: bool = False):
+    """One dense re-feeding update on the previous output y (PAPER.md)."""
+    target = jax.lax.stop_gradient(y)
+    inputs = model.dropout(target, spec.noise_prob, noise_rng) if spec.noise_prob else target
+    dense_loss = functools.partial(_dense_loss, spec.model_cfg, spec.dot)
+    return _update(spec, params, opt_state, dense_loss,
+                   (inputs, inputs if spec.noisy_target else target, rng), kernels)
 
 
 def _layouts(path: str, layers: str, kernels_on_cpu: bool, batch, layer_sizes
@@ -173,7 +205,7 @@ def _layouts(path: str, layers: str, kernels_on_cpu: bool, batch, layer_sizes
         return ("sparse" if kernels_on_cpu else layers), layers
     slots = sparse.Slots.from_batch(batch)
     picked = sparse.n_wide_layers(slots.n_rows, slots.cols.size, *layer_sizes[:2])
-    log.info("n-wide layers (layers=auto): sparse on the CPU platform, %s elsewhere, for "
+    log.debug("n-wide layers (layers=auto): sparse on the CPU platform, %s elsewhere, for "
              "batches of %d rows in %d slots", picked, slots.n_rows, slots.cols.size)
     return "sparse", picked
 
@@ -243,7 +275,8 @@ class TrainingDivergedError(RuntimeError):
 
 def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batches: int,
                 epoch: int, summary_frequency: int = 100, on_summary: Callable | None = None,
-                progress: bool = False, desc: str = "") -> tuple[TrainState, np.ndarray]:
+                progress: bool = False, desc: str = "", n_iterations: int = 0
+                ) -> tuple[TrainState, np.ndarray]:
     """Runs ``step_fn`` over ``n_batches`` batches of one epoch; returns (state, losses).
 
     ``losses[i]`` is the MMSE of iteration i's update on the sparse batch. A call of ``step_fn``
@@ -252,7 +285,8 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
     when given. Every ``summary_frequency`` iterations the recent losses
     are fetched (so the device runs ahead of the host in between; the copies to the host start
     as soon as each call is dispatched), checked for NaN/inf and passed to
-    ``on_summary(iteration, rmse)``.
+    ``on_summary(iteration, rmse)``. The progress bar counts iterations (batches) when
+    ``n_iterations`` (their number) is given, else calls.
     """
     pending, fetched = [], []
     done = 0  # iterations dispatched
@@ -271,7 +305,7 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
                 f"training loss is {values[bad[0]]} at epoch {epoch + 1}, step {step}")
         return values
 
-    bar = tqdm.tqdm(total=n_batches, desc=desc, unit="batch", leave=False,
+    bar = tqdm.tqdm(total=n_iterations or n_batches, desc=desc, unit="batch", leave=False,
                     disable=not progress, dynamic_ncols=True)
     try:
         for batch in itertools.islice(batches, n_batches):
@@ -291,7 +325,7 @@ def train_epoch(state: TrainState, step_fn: Callable, batches: Iterable, n_batch
                     if on_summary is not None:
                         on_summary(next_summary, rmse)
                     next_summary += summary_frequency
-            bar.update(1)
+            bar.update(n if n_iterations else 1)
         check()
     finally:
         bar.close()

@@ -39,8 +39,7 @@ class CheckpointError(ValueError):
 
 
 class DamagedCheckpointError(CheckpointError):
-    """A checkpoint file whose bytes do not decode (or fail the checksum): the only kind that
-    is called damaged (and renamed ``*.corrupt`` by a resume)."""
+    """A file whose bytes do not decode (or fail the checksum): the only kind called damaged."""
 
 
 def checkpoint_path(directory: str, epoch: int) -> str:
@@ -54,6 +53,17 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
     found = [(int(m.group(1)), os.path.join(directory, f))
              for f in os.listdir(directory) if (m := files.CHECKPOINT_NAME.match(f))]
     return sorted(found)
+
+
+def keep_latest(directory: str, keep: int) -> list[str]:
+    """Removes all but the ``keep`` newest numbered checkpoints (0: keeps every one); call it
+    after a save, which is complete (renamed) by then. ``best.msgpack`` is not a numbered
+    checkpoint: the best epoch is always kept. Returns the removed paths."""
+    found = list_checkpoints(directory)
+    removed = [path for _, path in found[:-keep]] if keep > 0 else []
+    for path in removed:
+        os.unlink(path)
+    return removed
 
 
 def latest_checkpoint(directory: str) -> str | None:
@@ -135,8 +145,7 @@ def latest_valid_checkpoint(directory: str, damaged: list[str] | None = None
 
 def name_epoch(path: str) -> int | None:
     """The epoch a checkpoint's file name states (None for other names)."""
-    m = files.CHECKPOINT_NAME.match(os.path.basename(path))
-    return int(m.group(1)) if m else None
+    return int(m.group(1)) if (m := files.CHECKPOINT_NAME.match(os.path.basename(path))) else None
 
 
 # ---- what the parameters compute ------------------------------------------------------------

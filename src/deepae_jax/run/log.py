@@ -14,6 +14,10 @@ from deepae_jax.run import files
 from deepae_jax.run.files import OutputError, atomic_write_text
 
 log = logging.getLogger("deepae_jax")
+RESULTS_LOGGER = "deepae_jax.results"
+results = logging.getLogger(RESULTS_LOGGER)
+"""The lines that are a run's output (epoch lines, scores, files written): the command line
+shows them on standard output, the other log lines on standard error."""
 
 
 
