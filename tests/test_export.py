@@ -158,7 +158,7 @@ def test_an_opset_the_converter_cannot_honour_writes_nothing(trained, tmp_path, 
     """Issue 23, class 8: such a model was written (exit 0) and onnxruntime then refused it."""
     root, cfg, _, _ = trained
     out = tmp_path / "o"
-    assert export.main(["--checkpoint", cfg.logdir, "--out", str(out), "--formats", "onnx",
+    assert export_cli.main(["--checkpoint", cfg.logdir, "--out", str(out), "--formats", "onnx",
                         f"--opset={opset}"]) == 2
     err = capsys.readouterr().err
     assert f"error: --opset={opset}: " in err and "try another --opset" in err
