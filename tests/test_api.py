@@ -98,3 +98,71 @@ def test_bad_data_is_named():
         api.as_path(pd.DataFrame({"a": [1]}), "/tmp", "train")
     with pytest.raises(TypeError, match="train: expected a path"):
         api.as_path(42, "/tmp", "train")
+
+
+def test_fit_refused_on_another_run_writes_nothing(fitted, tmp_path):
+    """Class 1: the ownership check comes before the DataFrames are written into LOGDIR/data."""
+    import hashlib
+    import os
+    model, train, valid, _ = fitted
+    data = os.path.join(model.logdir, "data")
+    digest = {f: hashlib.sha256(open(os.path.join(data, f), "rb").read()).hexdigest()
+              for f in os.listdir(data)}
+    before = model.predict(train.userId.to_numpy()[:5], train.movieId.to_numpy()[:5])
+    from deepae_jax.run.logdir import LogdirError
+    with pytest.raises(LogdirError, match="holds the files of another run"):
+        api.fit(train.iloc[:50], valid.iloc[:10], logdir=model.logdir, hidden_layers=(4,),
+                num_epochs=1, progress=False)
+    assert {f: hashlib.sha256(open(os.path.join(data, f), "rb").read()).hexdigest()
+            for f in os.listdir(data)} == digest
+    after = api.load(model.logdir).predict(train.userId.to_numpy()[:5],
+                                           train.movieId.to_numpy()[:5])
+    np.testing.assert_array_equal(after, before)
+    fresh = tmp_path / "bad"
+    with pytest.raises(ConfigError, match="lr"):  # a bad setting: nothing written either
+        api.fit(train, logdir=str(fresh), lr=-1.0)
+    assert not fresh.exists()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"num_epoch": 1}, "num_epoch=1: unknown setting; did you mean 'num_epochs'"),
+    ({"hidden_layers": 32}, "hidden_layers=32: expected a sequence of positive integers"),
+    ({"lr": "0.001"}, "lr='0.001': expected a number"),
+    ({"num_epochs": 1.5}, "num_epochs=1.5: expected an integer"),
+    ({"clip_predictions": "no"}, "clip_predictions='no': expected true or false"),
+    ({"progress": 1}, "progress=1: expected true or false"),
+])
+def test_fit_checks_keywords_and_types(kwargs, match, tmp_path):
+    """Class 5: the API refuses what the command line would, naming argument and value."""
+    train, _, _ = frames()
+    with pytest.raises(ConfigError, match=match.replace("(", r"\(")):
+        api.fit(train, logdir=str(tmp_path / "run"), **kwargs)
+    assert not (tmp_path / "run").exists()
+
+
+def test_predict_and_recommend_check_their_arguments(fitted):
+    model, train, _, _ = fitted
+    item = int(train.movieId.iloc[0])
+    for users in ([1.0], [float("nan")], [True], [None]):
+        with pytest.raises(ConfigError, match="users: ids must be integers or strings"):
+            model.predict(users, [item])
+    with pytest.raises(ConfigError, match="items: ids must be"):
+        model.predict([train.userId.iloc[0]], [float(item)])
+    for k in (2.5, 0, True, "3"):
+        with pytest.raises(ConfigError, match="k=.*expected a positive integer"):
+            model.recommend([train.userId.iloc[0]], k=k)
+    one = model.recommend(train.userId.iloc[0], k=2).to_frame()  # one id: a list of one
+    assert len(one) == 2
+
+
+def test_resume_with_other_dataframes_is_refused_before_writing(fitted):
+    """Class 1: resume=True must not replace the run's data/train.npz with other ratings."""
+    import hashlib
+    import os
+    model, train, valid, _ = fitted
+    path = os.path.join(model.logdir, "data", "train.npz")
+    digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    with pytest.raises(ConfigError, match="train: other ratings than the run's"):
+        api.fit(train.iloc[:60], valid, logdir=model.logdir, resume=True, num_epochs=4,
+                progress=False)
+    assert hashlib.sha256(open(path, "rb").read()).hexdigest() == digest

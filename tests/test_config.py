@@ -83,6 +83,60 @@ def test_non_finite_and_out_of_range_numbers_are_refused(argv, needle):
         settings.config_from_flags(Config, fv)
 
 
+@pytest.mark.parametrize("flag, value, match", [
+    ("aug_step", 100000, "--aug_step=100000: must be in 0..32"),
+    ("seed", 2 ** 64, "--seed=18446744073709551616: must be an integer in 0"),
+    ("seed", -1, "--seed=-1: must be an integer in 0"),
+    ("eval_batch_size", 10 ** 9, "--eval_batch_size=1000000000: must be <= 65536"),
+    ("metrics", "ndcg@99999999999", "--metrics='ndcg@99999999999': K of NAME@K"),
+    ("top_k", 10 ** 9, "--top_k=1000000000: must be in 1.."),
+    ("coordinator_address", "node0", "--coordinator_address='node0': expected host:port"),
+    ("coordinator_address", "node0:99999", "expected host:port"),
+    ("coordinator_address", "a b:12", "expected host:port"),
+])
+def test_settings_out_of_range_are_refused_before_any_data(flag, value, match):
+    """Classes 6 and 7: every setting is checked when the Config is made (before data is read
+    or a step compiled), naming the flag and the value."""
+    with pytest.raises(ConfigError, match=match.replace("(", r"\(")):
+        Config(path_to_train_data="x", **{flag: value})
+
+
+def test_good_coordinator_addresses_pass():
+    for address in ("node0:1234", "10.0.0.1:1", "[::1]:65535"):
+        Config(path_to_train_data="x", coordinator_address=address)
+
+
+def test_output_paths_never_overwrite_an_input(tmp_path):
+    """Class 2: --predictions_path (and the other outputs) equal to an input is refused."""
+    data = tmp_path / "eval.tsv"
+    data.write_text("1\t2\t3\n")
+    with pytest.raises(ConfigError, match="--predictions_path=.*is the input "
+                       "--path_to_eval_data"):
+        Config(mode="infer", path_to_train_data="t", path_to_eval_data=str(data),
+               predictions_path=str(tmp_path / "." / "eval.tsv"))
+    with pytest.raises(ConfigError, match="--metrics_path=.*path_to_train_data"):
+        Config(path_to_train_data=str(data), metrics_path=str(data))
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("clip_predictions", "yes", "clip_predictions='yes': expected true or false"),
+    ("clip_predictions", "no", "clip_predictions='no': expected true or false"),
+    ("hidden_layers", 32, "hidden_layers=32: expected a sequence"),
+    ("hidden_layers", [8, "4"], "hidden_layers=\\[8, '4'\\]"),
+    ("num_epochs", "3", "num_epochs='3': expected an integer"),
+    ("lr", None, "lr=None: expected a number"),
+    ("major", 1, "major=1: expected a string"),
+])
+def test_config_json_values_are_type_checked(key, value, match):
+    """Class 3: a hand-edited config.json ("clip_predictions": "yes") is refused, not read as
+    true; JSON lists still become tuples and ints floats."""
+    good = Config(path_to_train_data="x", lr=0.5).to_dict()
+    assert Config.from_dict(good) == Config(path_to_train_data="x", lr=0.5)
+    assert Config.from_dict({**good, "lr": 1}).lr == 1.0
+    with pytest.raises(ConfigError, match=match):
+        Config.from_dict({**good, key: value})
+
+
 def test_matmul_precision_setting():
     """--matmul_precision (default strict float32); --dtype=bfloat16, its older name, means
     bfloat16 and contradicts any other precision given with it."""

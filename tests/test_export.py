@@ -149,3 +149,36 @@ def test_help_lists_the_flags_generated_from_export_config():
     for f in dataclasses.fields(export.ExportConfig):
         assert f"--{f.name}: " in proc.stdout, f.name
     assert "--mode" not in proc.stdout  # the trainer's flags are not the exporter's
+
+
+@pytest.mark.skipif(bool(MISSING_EXTRA), reason=f"the export extra is not installed (missing "
+                    f"{', '.join(MISSING_EXTRA)}): pip install 'deepae_jax[export]'")
+@pytest.mark.parametrize("opset", [7, 29])  # invalid to onnx's checker / refused by onnxruntime
+def test_an_opset_the_converter_cannot_honour_writes_nothing(trained, tmp_path, opset, capsys):
+    """Issue 23, class 8: such a model was written (exit 0) and onnxruntime then refused it."""
+    root, cfg, _, _ = trained
+    out = tmp_path / "o"
+    assert export_cli.main(["--checkpoint", cfg.logdir, "--out", str(out), "--formats", "onnx",
+                        f"--opset={opset}"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --opset={opset}: " in err and "try another --opset" in err
+    assert not out.exists()
+
+
+def test_item_based_manifest_describes_an_item_based_model(tmp_path):
+    from deepae_jax.config import Config
+    from deepae_jax.data.datasets import synthetic
+    from deepae_jax.training import trainer
+    cfg = Config(path_to_train_data=str(tmp_path / "train"), logdir=str(tmp_path / "run"),
+                 hidden_layers=(5,), major="items", batch_size=8, num_epochs=1, progress=False)
+    synthetic.ensure_dataset(cfg.path_to_train_data, "", SPEC)
+    trainer.train_and_evaluate(cfg)
+    export.export_model(cfg.logdir, str(tmp_path / "out"), formats=["jax"])
+    manifest = json.loads((tmp_path / "out" / "export.json").read_text())
+    with np.load(tmp_path / "out" / "vocab.npz") as z:
+        n_items, n_users = len(z["row_ids"]), len(z["col_ids"])  # rows are items
+    assert manifest["major"] == "items"
+    assert (manifest["n_items"], manifest["n_users"]) == (n_items, n_users) != (n_users, n_items)
+    assert manifest["input"]["shape"] == ["B", n_users]
+    assert manifest["input"]["is"] == "one item's ratings of every user (0 = unrated)"
+    assert "ORIGINAL user id of column j" in manifest["columns"]

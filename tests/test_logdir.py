@@ -103,3 +103,43 @@ def test_resume_with_no_loadable_checkpoint_is_refused_unless_overwrite(tmp_path
     run = logdir_lib.open_run(str(tmp_path), resume=True, overwrite=True)
     run.release()
     assert run.resume_from is None and logdir_lib.run_artefacts(str(tmp_path)) == []
+
+
+# ---- issue 23, class 4: a checkpoint belongs to its run and its epoch ---------------------
+def test_resume_refuses_another_runs_checkpoint_copied_in(tmp_path):
+    import shutil
+    write_run(tmp_path / "mine", epochs=(1, 2), run_id="run-a")
+    _, theirs = write_run(tmp_path / "theirs", epochs=(5,), run_id="run-b")
+    shutil.copy(theirs[0], tmp_path / "mine")
+    with pytest.raises(logdir_lib.LogdirError, match=r"checkpoint_00005.msgpack belongs to run "
+                       r"run-b, but --logdir=.* holds run run-a"):
+        logdir_lib.open_run(str(tmp_path / "mine"), resume=True, overwrite=False)
+    assert (tmp_path / "mine" / "checkpoint_00005.msgpack").exists()  # nothing renamed
+
+
+def test_resume_trusts_the_payload_not_the_file_name(tmp_path):
+    _, paths = write_run(tmp_path, epochs=(1, 2), run_id="run-a")
+    os.replace(paths[0], tmp_path / "checkpoint_00007.msgpack")  # epoch 1 named as epoch 7
+    with pytest.raises(logdir_lib.LogdirError, match=r"checkpoint_00007.msgpack: the file name "
+                       r"says epoch 7 but the checkpoint holds epoch 1"):
+        logdir_lib.open_run(str(tmp_path), resume=True, overwrite=False)
+
+
+def test_only_checkpoints_that_fail_to_load_are_renamed_corrupt(tmp_path, monkeypatch):
+    """A newer checkpoint that cannot be read right now (e.g. permissions) is skipped but not
+    called damaged; a damaged one is."""
+    from deepae_jax.run import checkpoint as ckpt
+    _, paths = write_run(tmp_path, epochs=(1, 2, 3), run_id="run-a")
+    damage(paths[2])
+    real = ckpt.read_checkpoint
+
+    def unreadable(path):
+        if path == paths[1]:
+            raise ckpt.CheckpointError(f"{path}: cannot read the checkpoint (Permission denied)")
+        return real(path)
+    monkeypatch.setattr(ckpt, "read_checkpoint", unreadable)
+    run = logdir_lib.open_run(str(tmp_path), resume=True, overwrite=False)
+    run.release()
+    assert run.resume_from[0] == paths[0]
+    assert os.path.exists(paths[1]) and not os.path.exists(paths[1] + ".corrupt")
+    assert os.path.exists(paths[2] + ".corrupt") and not os.path.exists(paths[2])

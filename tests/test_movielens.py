@@ -226,3 +226,15 @@ def test_convert_table_errors_name_the_line(tmp_path, capsys):
     args = [str(src), str(tmp_path / "out"), "--split", "random90", "--header", "true"]
     assert convert_main(args) == 1
     assert f"{src}:3: user 1 rated item 2 again (first at line 2)" in capsys.readouterr().err
+
+
+def test_cr_only_line_ends_are_line_ends(tmp_path):
+    """Issue 23, class 2: u.data with CR-only line ends is three ratings, not one."""
+    path = tmp_path / "u.data"
+    path.write_bytes(b"1\t2\t5\t881250949\r1\t3\t4\t881250950\r2\t3\t1\t881250951\r")
+    data = movielens.read_movielens(str(path))
+    assert data.triples.users.tolist() == [1, 1, 2] and data.triples.ratings.tolist() == [5, 4, 1]
+    assert data.timestamps.tolist() == [881250949, 881250950, 881250951]
+    path.write_bytes(b"1\t2\t5\t881250949\r1\t3\t9\t881250950\r")
+    with pytest.raises(RatingsFormatError, match=r"u.data:2: rating 9 is off"):
+        movielens.read_movielens(str(path))

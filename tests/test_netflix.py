@@ -250,3 +250,12 @@ def test_real_netflix_samples_both_column_orders(shared_data):
         assert (len(t), np.unique(t.users).size, np.unique(t.items).size) == (n, users, items)
         assert 1 <= t.items.min() and t.items.max() <= 17770  # Netflix movie ids
         assert t.users.max() <= 2649429 and set(np.unique(t.ratings)) <= {1, 2, 3, 4, 5}
+
+
+def test_cr_only_line_ends_are_line_ends(tmp_path):
+    """Issue 23, class 2: deleting CRs once glued a CR-only file's lines together."""
+    folder = bad_case(tmp_path, b"9:\r7,2,2005-01-01\r8,3,2005-01-02\r")
+    data = netflix.read_netflix(folder)
+    assert len(data) == len(RAW) + 2
+    with pytest.raises(RatingsFormatError, match=r"mv_0000009.txt:3: "):
+        netflix.read_netflix(bad_case(tmp_path / "b", b"9:\r7,2,2005-01-01\r8,x,2005-01-02\r"))

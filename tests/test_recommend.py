@@ -280,3 +280,29 @@ def test_recommend_clips_like_predict_when_the_run_clipped(rec):
     users = rec.user_ids[:3]
     np.testing.assert_allclose(clipped.user_scores(users),
                                np.clip(rec.user_scores(users), 2.0, 3.0))
+
+
+def test_recommend_reads_the_training_data_as_the_run_did(tmp_path):
+    """Issue 23, class 3: a run trained on item,user,rating files recommends for its users with
+    the flags left at their defaults (config.json's reading settings, not the flag defaults)."""
+    from deepae_jax.data.datasets import synthetic
+    from deepae_jax.training import trainer
+    train, _ = synthetic.generate(SPEC)
+    path = tmp_path / "train.csv"
+    ratings.write_ratings_text(str(path), ratings.Triples(train.items, train.users,
+                                                          train.ratings), delimiter=",")
+    cfg = Config(path_to_train_data=str(path), logdir=str(tmp_path / "run"), hidden_layers=(6,),
+                 column_order="item,user,rating", delimiter=",", batch_size=16, num_epochs=1,
+                 progress=False)
+    trainer.train_and_evaluate(cfg)
+    out = tmp_path / "rec.tsv"
+    run_recommend(Config(mode="recommend", logdir=cfg.logdir, top_k=3,
+                         recommendations_path=str(out)))
+    rows = read_tsv(out)
+    assert {int(r[0]) for r in rows} == set(train.users.tolist())
+    expected = Recommender.from_logdir(cfg.logdir, delimiter=",",
+                                       column_order="item,user,rating").recommend_users(None, 3)
+    assert [(int(r[0]), int(r[1])) for r in rows] == list(zip(
+        np.repeat(expected.users, 3).tolist(), expected.items.ravel().tolist()))
+    with pytest.raises(ckpt.CheckpointError, match="not the training ratings"):
+        Recommender.from_logdir(cfg.logdir, column_order="user,item,rating")

@@ -367,3 +367,106 @@ def test_flags_from_a_flagfile(tmp_path, capsys):
     assert serve_cli.main([f"--flagfile={path}"]) == 2  # parsed, validated, then the run is missing
     err = capsys.readouterr().err
     assert err.startswith("error: no checkpoint in") and "no_run" in err and err.count("\n") == 1
+
+
+def test_nul_surrogate_and_empty_ratings_are_refused_by_name():
+    """Class 8: "u_1\\u0000" is not "u_1"; a lone surrogate is a 422, not a 500; an empty
+    ratings list says so."""
+    from deepae_jax.data.ratings import Triples
+    t = Triples(np.array(["u_1", "u_1", "u_2"]), np.array(["a", "b", "c"]),
+                np.array([4, 2, 5], np.float32))
+    with app_server(small_recommender(t)) as port:
+        for raw, needle in [
+                (b'{"user": "u_1\\u0000", "k": 2}', "user: id \"u_1\\u0000\" holds a NUL"),
+                (b'{"user": "\\ud800", "k": 2}', "not valid Unicode"),
+                (b'{"ratings": [{"item": "a\\u0000", "rating": 4}]}', "holds a NUL"),
+                (b'{"ratings": [{"item": "\\udfff", "rating": 4}]}', "not valid Unicode"),
+                (b'{"ratings": [], "k": 2}', "ratings: the list is empty")]:
+            got, answer = request(port, "POST", "/recommend", raw)
+            assert got == 422 and needle in answer["error"], (raw, answer)
+        got, answer = request(port, "POST", "/predict", b'{"ratings": [], "items": ["a"]}')
+        assert got == 422 and "the list is empty" in answer["error"]
+        assert request(port, "GET", "/healthz")[0] == 200
+
+
+@contextlib.contextmanager
+def guarded_server(header_timeout=0.5, max_connections=1000, body_timeout=30.0):
+    """A trivial app behind the service's uvicorn settings (serve.guard), on 127.0.0.1."""
+    import uvicorn
+    from fastapi import FastAPI
+    from starlette.responses import PlainTextResponse
+    from deepae_jax.serve import guard
+    from deepae_jax.serve.app import _BodyLimit
+    app = FastAPI()
+    app.add_middleware(_BodyLimit, max_bytes=1 << 20, timeout=body_timeout)  # as create_app
+
+    @app.get("/")
+    def hello():
+        return "ok"
+
+    async def echo(request):  # a Starlette route: the request object, no annotations needed
+        return PlainTextResponse(str(len(await request.body())))
+    app.router.add_route("/", echo, methods=["POST"])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    server = uvicorn.Server(guard.uvicorn_config(app, "critical", header_timeout,
+                                                 max_connections, 16 * 1024))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and thread.is_alive() and time.time() < deadline:
+        time.sleep(0.02)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+def closed_within(conn: socket.socket, seconds: float) -> bytes | None:
+    """What the server sent before closing ``conn`` within ``seconds``; None if still open."""
+    conn.settimeout(seconds)
+    data = b""
+    try:
+        while True:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return data
+            data += chunk
+    except socket.timeout:
+        return None
+
+
+def test_slow_headers_are_cut_off_and_good_clients_still_served():
+    """Class 8: a client that never finishes its headers (or sends none) loses its connection
+    after --header_timeout; a complete request is answered."""
+    with guarded_server(header_timeout=0.5) as port:
+        silent = socket.create_connection(("127.0.0.1", port), timeout=5)
+        slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+        started = time.time()
+        assert closed_within(silent, 5) == b"" and closed_within(slow, 5) == b""
+        assert time.time() - started < 4
+        good = socket.create_connection(("127.0.0.1", port), timeout=5)
+        good.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert good.recv(4096).startswith(b"HTTP/1.1 200")
+        for s in (silent, slow, good):
+            s.close()
+
+
+def test_slow_body_gets_408_and_connections_are_capped():
+    with guarded_server(body_timeout=0.5, max_connections=2) as port:
+        conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+        conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12")
+        answer = closed_within(conn, 5) or b""
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        conn.close()
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
+        extra.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert extra.recv(4096).startswith(b"HTTP/1.1 503")
+        for s in held + [extra]:
+            s.close()

@@ -164,7 +164,8 @@ def test_cli_errors(tmp_path, capsys):
     assert split_main([str(tmp_path / "bad.tsv"), str(tmp_path / "o")]) == 1
     assert "bad.tsv:2" in capsys.readouterr().err
     (tmp_path / "badts.tsv").write_text("1\t2\t4\t100\n1\t3\t5\tlater\n")
-    assert split_main([str(tmp_path / "badts.tsv"), str(tmp_path / "o")]) == 1
+    assert split_main([str(tmp_path / "badts.tsv"), str(tmp_path / "o"),
+                       "--method=temporal"]) == 1
     assert "timestamp" in capsys.readouterr().err
     assert split_main([str(tmp_path / "three.tsv"), str(tmp_path / "o"),
                        "--method=bogus"]) == 2
@@ -211,3 +212,62 @@ def test_timestamp_column_found_by_its_header_name(tmp_path):
     test = read_ratings_text(str(out / "TEST"))
     assert len(test) == 20
     assert set(test.items.tolist()) == {0, 1}  # the latest ratings: those of the first lines
+
+
+# ---- issue 23: splits never silently wrong, errors name the folder given ------------------
+def test_random_methods_ignore_a_4th_column_and_none_says_no_timestamps(tmp_path, capsys):
+    """A headerless 4th column is a timestamp only for the methods that order by time, and
+    --timestamp_column=none says there is none."""
+    users, ts = fake()
+    n = write_tsv(tmp_path / "r.tsv", users, ts)
+    text = (tmp_path / "r.tsv").read_text().splitlines()
+    (tmp_path / "r.tsv").write_text("".join(ln.rsplit("\t", 1)[0] + "\tnot-a-time\n"
+                                            for ln in text))
+    out = tmp_path / "out"
+    assert split_main([str(tmp_path / "r.tsv"), str(out), "--method=random"]) == 0
+    assert sum(len(read_ratings_text(str(out / p))) for p in ("TRAIN", "VALID", "TEST")) == n
+    assert "no timestamps" in (out / "stats.md").read_text()
+    write_tsv(tmp_path / "t.tsv", users, ts)
+    assert split_main([str(tmp_path / "t.tsv"), str(tmp_path / "o2"),
+                       "--method=temporal", "--timestamp_column=none"]) == 1
+    assert "needs timestamps" in capsys.readouterr().err
+
+
+def test_an_empty_part_is_refused(tmp_path, capsys):
+    (tmp_path / "few.tsv").write_text("1\t1\t5\n1\t2\t4\n2\t1\t3\n")
+    for extra, part in ((["--test_share=0.01", "--valid_share=0"], "TEST"),
+                        (["--test_share=0.5", "--valid_share=0.01"], "VALID")):
+        assert split_main([str(tmp_path / "few.tsv"), str(tmp_path / "o"),
+                           "--method=random", *extra]) == 1
+        err = capsys.readouterr().err
+        assert f"{part} would be empty" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_output_and_input_errors_name_the_folder_given(tmp_path, capsys, monkeypatch):
+    import errno
+    import tempfile
+    from deepae_jax.data import split_io
+    write_tsv(tmp_path / "r.tsv", *fake())
+    out = str(tmp_path / "out")
+
+    def disk_full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(split_io, "write_ratings_text", disk_full)
+    assert split_main([str(tmp_path / "r.tsv"), out]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {out}: writing the split failed (No space left on device)" in err
+    assert ".tmp-" not in err and not os.path.exists(out)
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".")] == []
+    monkeypatch.undo()
+
+    def read_only(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", a[0] if a else "")
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    assert split_main([str(tmp_path / "r.tsv"), out]) == 1
+    assert f"error: {out}: cannot write the output folder (Permission denied)" in \
+        capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.setattr(split, "read_table", lambda path, fmt: read_only(path))
+    assert split_main([str(tmp_path / "r.tsv"), out, "--method=random"]) == 1
+    assert "Permission denied" in capsys.readouterr().err

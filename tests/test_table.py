@@ -3,6 +3,7 @@ delimiters, columns by name or position, quotes, timestamps, DataFrames; errors 
 from __future__ import annotations
 
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -213,3 +214,133 @@ def test_column_position_beyond_the_fields_names_the_line(tmp_path):
     p = write(tmp_path / "r.tsv", "1\t2\t3\n4\t5\t6\n")
     with pytest.raises(R.RatingsFormatError, match=r"r.tsv:1: expected 6 fields"):
         read_table(p, TableFormat(columns="0,1,5"))
+
+
+# ---- issue 23, class 2: input never read as something else --------------------------------
+@pytest.mark.parametrize("text", [
+    "1\t2\t5\r1\t3\t4\r2\t3\t1\r",  # the fast parser's input: once deleted CRs made "51"
+    "1\t2\t5\r1\t3\t4\r2\t3\t1",
+    "user,item,rating\r1,2,5\r1,3,4\r2,3,1\r",  # the general reader
+    "1,2,5\r\n1,3,4\r2,3,1\n",  # mixed line ends
+])
+def test_cr_only_line_ends_are_line_ends(tmp_path, text):
+    t = read_table(write(tmp_path / "r.txt", text, "w"))
+    assert t.users.tolist() == [1, 1, 2] and t.items.tolist() == [2, 3, 3]
+    assert t.ratings.tolist() == [5, 4, 1]
+
+
+def test_cr_only_errors_name_the_line(tmp_path):
+    with pytest.raises(R.RatingsFormatError, match=r"r.txt:3: rating 'x' is not a number"):
+        read_table(write(tmp_path / "r.txt", "1\t2\t5\r1\t3\t4\r2\t3\tx\r"))
+    with pytest.raises(R.RatingsFormatError, match=r"r.txt:4: rating 0"):
+        read_table(write(tmp_path / "r.txt", "1\t2\t5\r\r1\t3\t4\r2\t3\t0\r"))
+
+
+@pytest.mark.parametrize("value, became", [("1e39", "inf"), ("-3.5e38", "-inf"),
+                                           ("1e-50", "0.0"), ("-1e-46", "-0.0")])
+def test_ratings_beyond_float32_are_refused(tmp_path, value, became):
+    """1e39 became inf (RMSE inf) and 1e-50 became 0 (= unrated, dropped) without a word."""
+    for text in (f"1\t2\t5\n1\t3\t{value}\n", f"u,i,r\n1,2,5\n1,3,{value}\n"):
+        with pytest.raises(R.RatingsFormatError, match=rf"r.txt:\d: rating .* outside "
+                           rf"float32's range .*become {re.escape(became)}"):
+            read_table(write(tmp_path / "r.txt", text))
+    import pandas as pd
+    from deepae_jax.data.readers.arrow import triples_from_dataframe
+    df = pd.DataFrame({"u": [1, 2], "i": [1, 1], "r": [4.0, float(value)]})
+    with pytest.raises(R.RatingsFormatError, match="DataFrame row 1: .*float32"):
+        triples_from_dataframe(df, "u", "i", "r")
+
+
+def test_a_data_folder_with_a_sub_folder_is_refused(tmp_path):
+    write(tmp_path / "a.txt", "1\t2\t5\n")
+    (tmp_path / "more").mkdir()
+    write(tmp_path / "more" / "b.txt", "1\t3\t4\n")
+    with pytest.raises(R.RatingsFormatError, match="holds 'more', not a file"):
+        read_table(str(tmp_path))
+    (tmp_path / "more").rename(tmp_path / ".hidden")  # hidden entries stay skipped
+    assert len(read_table(str(tmp_path))) == 1
+
+
+def test_a_pipe_is_refused_by_name(tmp_path):
+    import os
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(R.RatingsFormatError, match="pipe: not a regular file"):
+        read_table(str(fifo))
+
+
+# ---- property: what is written reads back exactly, or fails naming the file and line -----
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+import re  # noqa: E402
+
+_ID = st.one_of(st.integers(0, 10 ** 12).map(str),
+                st.text(st.sampled_from("abcXYZ_-.é0123"), min_size=1, max_size=6))
+_RATING = st.one_of(st.integers(-5, 9).filter(bool).map(float),
+                    st.sampled_from([0.5, 1.25, 3.75, 4.5, -2.5, 1e-3, 123456.0]))
+
+
+def _number(value: float, style: int) -> str:
+    return [f"{value:g}", repr(value), f"{value:.3e}", f"{value:.6f}"][style]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(_ID, _ID, _RATING), min_size=1, max_size=12),
+       delimiter=st.sampled_from(["\t", ",", ";", "|", "::", " "]),
+       line_end=st.sampled_from(["\n", "\r\n", "\r"]), header=st.booleans(),
+       quote=st.booleans(), style=st.integers(0, 3), bom=st.booleans(),
+       corrupt=st.sampled_from([None, "rating", "field", "bytes"]), where=st.integers(0, 11))
+def test_property_round_trip_or_named_error(tmp_path_factory, rows, delimiter, line_end, header,
+                                            quote, style, bom, corrupt, where):
+    """Random tables (ids, delimiters, line ends, quotes, BOM, number formats), read with the
+    layout given explicitly: exactly the values written, or a RatingsFormatError that names
+    the file and the line of the corruption."""
+    if quote and len(delimiter) > 1 or quote and delimiter == " ":
+        quote = False  # quotes are honoured for one-character delimiters
+    q = (lambda s: f'"{s}"') if quote else (lambda s: s)  # noqa: E731
+    lines = [delimiter.join(["user", "item", "rating"])] if header else []
+    lines += [delimiter.join([q(u), q(i), _number(r, style)]) for u, i, r in rows]
+    bad_line = None
+    if corrupt:
+        k = where % len(rows)
+        bad_line = k + 1 + header
+        fields = lines[bad_line - 1].split(delimiter)
+        if corrupt == "rating":
+            fields[2] = "4x"
+        elif corrupt == "field":
+            fields = fields[:2]
+        lines[bad_line - 1] = delimiter.join(fields)
+    encoded = [ln.encode("utf-8") for ln in lines]
+    if corrupt == "bytes":
+        encoded[bad_line - 1] += b"\xff"  # not UTF-8
+    raw = (b"\xef\xbb\xbf" if bom and header else b"") + b"".join(
+        ln + line_end.encode() for ln in encoded)
+    path = str(tmp_path_factory.mktemp("prop") / "t.txt")
+    with open(path, "wb") as fh:
+        fh.write(raw)
+    fmt = TableFormat(delimiter=delimiter, header="true" if header else "false")
+    if corrupt:
+        with pytest.raises(R.RatingsFormatError) as err:
+            read_table(path, fmt)
+        assert re.search(rf"t\.txt:{bad_line}\b", str(err.value)), (str(err.value), bad_line)
+        return
+    t = read_table(path, fmt)
+    as_str = lambda ids: [str(x) for x in ids.tolist()]  # noqa: E731
+    ints = lambda col: all(re.fullmatch(r"[0-9]{1,18}", v) for v in col)  # noqa: E731
+    for got, want in ((t.users, [u for u, _, _ in rows]), (t.items, [i for _, i, _ in rows])):
+        if ints(want):
+            assert got.dtype == np.int64 and got.tolist() == [int(v) for v in want]
+        else:
+            assert as_str(got) == [v.strip() for v in want]
+    np.testing.assert_array_equal(
+        t.ratings, np.array([float(_number(r, style)) for _, _, r in rows], np.float32))
+
+
+def test_a_field_over_csvs_limit_is_named(tmp_path):
+    """Issue 23, class 6: csv's field size limit ended in a traceback (_csv.Error)."""
+    text = '1,2,5\n1,"' + "x" * 200_000 + '",x\n'
+    with pytest.raises(R.RatingsFormatError, match=r"r.txt:2: field larger than field limit"):
+        read_table(write(tmp_path / "r.txt", text))
+    t = read_table(write(tmp_path / "r.txt", '1,"' + "x" * 140_000 + '",4\n'),
+                   TableFormat(delimiter=","))  # a long id that is quoted right reads back
+    assert t.items.tolist() == ["x" * 140_000]

@@ -231,3 +231,55 @@ def test_a_run_compiles_each_step_once(data_dir, tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(lines) == 4 and "compiled" in lines[0], lines
     assert not any("compiled" in l for l in lines[1:]), lines
+
+
+def test_resume_past_the_last_epoch_says_so(tiny_model, tmp_path, caplog):
+    """Issue 23, class 3: a resume with nothing left to train warns instead of saying nothing."""
+    import logging
+    import shutil
+    _, cfg = tiny_model
+    logdir = tmp_path / "run"
+    shutil.copytree(cfg.logdir, logdir)
+    before = params_of(logdir)
+    with caplog.at_level(logging.WARNING, logger="deepae_jax"):
+        trainer.train_and_evaluate(dataclasses.replace(cfg, logdir=str(logdir), resume=True))
+    assert "has already trained 1 epochs (--num_epochs=1): nothing to train" in caplog.text
+    after = params_of(logdir)
+    assert after[0] == before[0] == 1
+    for a, b in zip(after[1], before[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_evaluate_refuses_other_training_data_or_a_hand_edited_config(tiny_model, tmp_path):
+    """Issue 23, class 3: the model's input vectors are its training ratings; evaluate/infer
+    on other training ratings gave another RMSE without a word."""
+    import shutil
+    from deepae_jax.data import ratings
+    _, cfg = tiny_model
+    logdir = tmp_path / "run"
+    shutil.copytree(cfg.logdir, logdir)
+    t = ratings.read_table(cfg.path_to_train_data)
+    changed = ratings.Triples(t.users, t.items, np.where(np.arange(len(t)) == 0,
+                                                         6 - t.ratings, t.ratings))
+    other = tmp_path / "other.tsv"
+    ratings.write_ratings_text(str(other), changed)
+    ev = dataclasses.replace(cfg, mode="evaluate", logdir=str(logdir),
+                             path_to_eval_data=cfg.path_to_train_data)
+    assert inference.run_evaluate(ev).count > 0  # the run's own data: fine
+    with pytest.raises(ckpt.CheckpointError, match="other.tsv: not the training ratings"):
+        inference.run_evaluate(dataclasses.replace(ev, path_to_train_data=str(other)))
+    recorded = json.load(open(logdir / "config.json"))
+    recorded["path_to_train_data"] = str(other)
+    (logdir / "config.json").write_text(json.dumps(recorded))
+    with pytest.raises(ckpt.CheckpointError, match="not the training ratings"):
+        inference.run_evaluate(dataclasses.replace(ev, path_to_train_data=""))
+
+
+def test_empty_evaluation_data_is_named_as_empty(data_dir, tmp_path):
+    """Issue 23, class 6: an empty file was called "every rating's user or item is unknown"."""
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("")
+    cfg = make_cfg(data_dir, tmp_path / "run", num_epochs=1, path_to_eval_data=str(empty))
+    with pytest.raises(ValueError, match="empty.tsv: holds no ratings"):
+        trainer.train_and_evaluate(cfg)
+    assert not (tmp_path / "run").exists() or not os.listdir(tmp_path / "run")

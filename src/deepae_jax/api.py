@@ -18,6 +18,7 @@ are written as ``.npz`` under ``LOGDIR/data/`` so that the run stays usable by e
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from deepae_jax.run import files
 from deepae_jax import config as config_lib
 from deepae_jax import recipes, settings
 from deepae_jax.extras import require
+from deepae_jax import settings as settings_lib  # ``settings`` is also fit's keyword dict
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
 
@@ -43,6 +45,39 @@ def settings_of_flagfile(path: str) -> dict[str, Any]:
     return settings.read_flagfile(Config, path)
 
 
+def check_keywords(given: dict[str, Any], allowed: Sequence[str], what: str) -> None:
+    """Refuses a keyword that is not a setting, naming it and its closest setting (the command
+    line refuses an unknown flag alike)."""
+    for name in given:
+        if name not in allowed:
+            close = difflib.get_close_matches(name, list(allowed), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; see {what}"
+            raise settings.ConfigError(f"{name}={given[name]!r}: unknown setting{hint}")
+
+
+def check_ids(ids, name: str) -> np.ndarray:
+    """``ids`` as a 1-D array of integer or string ids; ConfigError naming ``name`` for floats
+    (NaN included), booleans or anything else, which would silently match no id."""
+    arr = np.asarray(ids)
+    if arr.dtype.kind == "O" and all(isinstance(v, (str, int, np.integer))
+                                     and not isinstance(v, bool) for v in arr.ravel()):
+        arr = arr.astype(str)
+    if arr.dtype.kind not in "iuU":
+        bad = next((v for v in arr.ravel() if not isinstance(v, (str, int, np.integer))
+                    or isinstance(v, (bool, np.bool_))), arr.ravel()[0] if arr.size else None)
+        raise settings.ConfigError(f"{name}: ids must be integers or strings, got {bad!r} "
+                                   f"({arr.dtype})")
+    return arr
+
+
+def check_count(value, name: str) -> int:
+    """A positive integer (not a bool or a float such as 2.5); ConfigError naming ``name``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        raise settings.ConfigError(f"{name}={value!r}: expected a positive integer")
+    return int(value)
+
+
 def _columns(df, columns: Sequence[str] | None) -> tuple[str, str, str]:
     if columns is not None:
         return tuple(columns)  # type: ignore[return-value]
@@ -55,9 +90,20 @@ def _columns(df, columns: Sequence[str] | None) -> tuple[str, str, str]:
     return tuple(df.columns[:3])  # type: ignore[return-value]
 
 
-def as_path(data, folder: str, name: str, columns: Sequence[str] | None = None) -> str:
+def _planned_path(data, folder: str, name: str) -> str:
+    """The path :func:`as_path` will give ``data``, without writing anything."""
+    if data is None:
+        return ""
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    return os.path.join(folder, f"{name}.npz")
+
+
+def as_path(data, folder: str, name: str, columns: Sequence[str] | None = None,
+            keep_existing: bool = False) -> str:
     """A path the trainer reads for ``data``: a path is returned as it is; a DataFrame or
-    Triples is written to ``folder/name.npz`` (atomically) first."""
+    Triples is written to ``folder/name.npz`` (atomically) first. ``keep_existing`` (a
+    resume): an existing file is kept, and other ratings than it holds are refused."""
     if data is None:
         return ""
     if isinstance(data, (str, os.PathLike)):
@@ -72,7 +118,13 @@ def as_path(data, folder: str, name: str, columns: Sequence[str] | None = None) 
         raise TypeError(f"{name}: expected a path, a pandas DataFrame or Triples, got "
                         f"{type(data).__name__}")
     path = os.path.join(folder, f"{name}.npz")
-    ratings.build_matrix(triples, source=name).save(path)
+    matrix = ratings.build_matrix(triples, source=name)
+    if keep_existing and os.path.isfile(path):  # a resumed run's data: never replaced
+        if ratings.RatingMatrix.load(path).fingerprint() != matrix.fingerprint():
+            raise settings.ConfigError(f"{name}: other ratings than the run's {path}; resume "
+                                       "with the run's data, or train into another logdir")
+        return path
+    matrix.save(path)
     return path
 
 
@@ -86,6 +138,9 @@ def fit(train, valid=None, test=None, *, config: Config | None = None, flagfile:
     ``flagfile``, then ``settings`` (Config field names, e.g. ``hidden_layers=(500,)``,
     ``logdir="runs/x"``, ``overwrite=True``), each overriding the one before.
     """
+    check_keywords(settings, [f.name for f in dataclasses.fields(Config)], "deepae_jax.config")
+    if config is not None and not isinstance(config, Config):
+        raise settings_lib.ConfigError(f"config={config!r}: expected a deepae_jax.config.Config")
     values = config.to_dict() if config is not None else vars(config_lib.defaults()).copy()
     if recipe:
         values.update(settings_of_flagfile(recipes.path(recipe)))
@@ -94,9 +149,15 @@ def fit(train, valid=None, test=None, *, config: Config | None = None, flagfile:
     values.update(settings)
     logdir = values.get("logdir") or config_lib.defaults().logdir
     folder = os.path.join(logdir, DATA_FOLDER)
-    values.update(mode="train", path_to_train_data=as_path(train, folder, "train", columns),
-                  path_to_eval_data=as_path(valid, folder, "valid", columns),
-                  path_to_test_data=as_path(test, folder, "test", columns))
+    data = {"path_to_train_data": ("train", train), "path_to_eval_data": ("valid", valid),
+            "path_to_test_data": ("test", test)}
+    planned = {flag: _planned_path(d, folder, name) for flag, (name, d) in data.items()}
+    Config.from_dict(values, mode="train", **planned)  # every setting checked before any write
+    from deepae_jax.run.logdir import check_logdir
+    check_logdir(logdir, bool(values.get("resume")), bool(values.get("overwrite")))
+    values.update(mode="train", **{flag: as_path(d, folder, name, columns,
+                                                 keep_existing=bool(values.get("resume")))
+                                   for flag, (name, d) in data.items()})
     cfg = Config.from_dict(values)
     from deepae_jax.training import trainer
     trainer.train_and_evaluate(cfg)
@@ -152,7 +213,7 @@ class Model:
         training get the baseline's prediction (the training mean without a baseline), and
         predictions are clipped to the training range when the run was (--clip_predictions)."""
         from deepae_jax.evaluation import predictions
-        users, items = np.asarray(users), np.asarray(items)
+        users, items = check_ids(users, "users"), check_ids(items, "items")
         if users.shape != items.shape or users.ndim != 1:
             raise ValueError(f"users and items must be two 1-D sequences of one length, got "
                              f"shapes {users.shape} and {items.shape}")
@@ -178,7 +239,11 @@ class Model:
 
     def recommend(self, users: Sequence | None = None, k: int = 10):
         """The k best unrated items of training users (all of them by default), original ids:
-        a :class:`~deepae_jax.recommend.TopK` (``.for_user(j)``, ``.to_frame()``)."""
+        a :class:`~deepae_jax.recommend.TopK` (``.for_user(j)``, ``.to_frame()``); one id
+        stands for a list of one."""
+        k = check_count(k, "k")
+        if users is not None:
+            users = check_ids([users] if np.ndim(users) == 0 else users, "users")
         return self.recommender().recommend_users(users, k)
 
     def save(self, path: str) -> "Model":

@@ -12,15 +12,28 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
+import re
 import types
 
 from deepae_jax.data.ratings import COLUMN_ORDERS, MAJORS, TableFormat
 from deepae_jax.core.model import ACTIVATIONS, PRECISIONS, ModelConfig
 from deepae_jax.core.optim import OPTIMIZERS
 from deepae_jax.evaluation.ranking import parse_metrics
-from deepae_jax.settings import ConfigError, bad_setting, check_choices, parse_int_list, setting
+from deepae_jax.settings import (ConfigError, bad_setting, check_choices, check_types,
+                                 parse_int_list, setting)
 
 MODES = ("train", "evaluate", "infer", "recommend")
+MAX_SEED = 2 ** 63 - 1  # jax.random.PRNGKey and numpy's generators take int64 seeds
+# --aug_step unrolls its re-feeding loop into the compiled step (core/step.py): compile time
+# grows linearly (aug_step 200 took 38 s to compile on the 2-core VM, 100000 never finished).
+# The paper's runs use 1; 32 compiles in seconds and is far past any reported use.
+MAX_AUG_STEP = 32
+# Rows of one evaluation/scoring batch: a batch holds (rows x items) float32 scores on the
+# device; 65536 rows of Netflix's 17,770 items are already 4.7 GB.
+MAX_EVAL_BATCH = 65536
+MAX_K = 100_000  # NAME@K and --top_k: a (users x K) ranking per batch; K past the items is moot
+_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
 
 
 def parse_hidden_layers(text: str) -> tuple[int, ...]:
@@ -200,6 +213,7 @@ class Config:
         "logged). The CPU kernels always compute the sparse one.", ("auto", "sparse", "dense"))
 
     def __post_init__(self):
+        check_types(self)
         bad = functools.partial(bad_setting, self)
         check_choices(self, {"non_linearity_type": "unknown activation; ",
                              "optimizer": "unknown optimizer; "})
@@ -215,8 +229,7 @@ class Config:
         for flag in ("weight_decay", "l2_weights", "keep_checkpoints"):
             if getattr(self, flag) < 0:
                 bad(flag, "must be >= 0")
-        if self.aug_step < -1:
-            bad("aug_step", "must be >= 0 (-1, the reference's default, means 0)")
+        self._check_bounds()  # and the outputs
         if not self.hidden_layers or any(s < 1 for s in self.hidden_layers):
             bad("hidden_layers", "expected positive layer sizes")
         if self.num_devices < 0:
@@ -248,15 +261,51 @@ class Config:
             bad("dtype", f"--dtype=bfloat16 contradicts --matmul_precision="
                 f"{self.matmul_precision}; give only --matmul_precision")
         try:
-            parse_metrics(self.metrics)
+            names = parse_metrics(self.metrics)
         except ValueError as e:
             bad("metrics", str(e))
+        if any(int(n.split("@")[1]) > MAX_K for n in names if "@" in n):
+            bad("metrics", f"K of NAME@K must be in 1..{MAX_K}")
         if self.users.strip() and not all(t.strip() for t in self.users.split(",")):
             bad("users", "expected comma-separated user ids, e.g. 17,42 or u_17,u_42")
         try:
             TableFormat.from_config(self)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def _check_bounds(self) -> None:
+        """The limits past which a setting would hang, overflow or exhaust memory (the
+        MAX_* constants above say why each)."""
+        bad = functools.partial(bad_setting, self)
+        if not -1 <= self.aug_step <= MAX_AUG_STEP:
+            bad("aug_step", f"must be in 0..{MAX_AUG_STEP} (-1, the reference's default, means "
+                "0): each re-feeding step is unrolled into the compiled training step, so its "
+                "compile time grows with it")
+        if not 0 <= self.seed <= MAX_SEED:
+            bad("seed", f"must be an integer in 0..{MAX_SEED} (2**63 - 1)")
+        if self.eval_batch_size > MAX_EVAL_BATCH:
+            bad("eval_batch_size", f"must be <= {MAX_EVAL_BATCH}: a batch holds rows x items "
+                "float32 scores on the device")
+        if self.coordinator_address and not _address_ok(self.coordinator_address):
+            bad("coordinator_address", "expected host:port with a port in 1..65535, e.g. "
+                "node0:1234 or [::1]:1234")
+        if not 1 <= self.top_k <= MAX_K:
+            bad("top_k", f"must be in 1..{MAX_K}")
+        self._check_outputs()
+
+    def _check_outputs(self) -> None:
+        """An output file (--predictions_path, --recommendations_path, --metrics_path) must not
+        be one of the inputs it would overwrite."""
+        inputs = {os.path.realpath(p): flag for flag, p in (
+            ("path_to_train_data", self.path_to_train_data),
+            ("path_to_eval_data", self.path_to_eval_data),
+            ("path_to_test_data", self.path_to_test_data),
+            ("ratings_file", self.ratings_file)) if p}
+        for flag in ("predictions_path", "recommendations_path", "metrics_path"):
+            path = getattr(self, flag)
+            if path and os.path.realpath(path) in inputs:
+                bad_setting(self, flag, f"is the input --{inputs[os.path.realpath(path)]}; "
+                            "writing there would overwrite it: choose another file")
 
     @property
     def precision(self) -> str:
@@ -284,10 +333,12 @@ class Config:
         may have written them); ``overrides`` replace stored values."""
         names = {f.name for f in dataclasses.fields(cls)}
         kept = {k: v for k, v in {**values, **overrides}.items() if k in names}
-        for f in dataclasses.fields(cls):
-            if f.name in kept and isinstance(f.default, tuple):
-                kept[f.name] = tuple(kept[f.name])
-        return cls(**kept)
+        return cls(**kept)  # lists become tuples, and every value is type-checked, there
+
+
+def _address_ok(text: str) -> bool:
+    match = _ADDRESS.match(text)
+    return bool(match) and 1 <= int(match.group(2)) <= 65535
 
 
 def defaults() -> types.SimpleNamespace:

@@ -215,12 +215,12 @@ def export_model(logdir: str, out_dir: str, save_path: str = "",
                           "such models is not supported yet: use the JSON service, "
                           "python -m deepae_jax.serve)")
     row_ids, col_ids, major = restored.row_ids, restored.col_ids, restored.major
-    if "onnx" in formats:
-        _import_jax2onnx()  # its errors before anything is written
-    os.makedirs(out_dir, exist_ok=True)
     written = {}
     if "onnx" in formats:
         proto = to_onnx_model(params, model_cfg, opset)
+        check_onnx_model(proto, params, model_cfg, opset)  # before anything is written
+    os.makedirs(out_dir, exist_ok=True)
+    if "onnx" in formats:
         for key, value in (("deepae.layer_sizes", json.dumps(list(model_cfg.layer_sizes))),
                            ("deepae.activation", model_cfg.activation),
                            ("deepae.major", major), ("deepae.checkpoint", os.path.basename(path))):
@@ -238,21 +238,66 @@ def export_model(logdir: str, out_dir: str, save_path: str = "",
         with open(os.path.join(folder, files.VOCAB_FILE), "rb") as fh:
             vocab_bytes = fh.read()
         atomic_write(written["vocab"], lambda fh: fh.write(vocab_bytes))
-    manifest = {"checkpoint": os.path.abspath(path), "major": major,
+    manifest = {"checkpoint": os.path.abspath(path),
                 "layer_sizes": list(model_cfg.layer_sizes), "activation": model_cfg.activation,
                 "constrained": model_cfg.constrained,
                 "last_layer_linear": model_cfg.last_layer_linear,
                 "run_id": restored.run_id, "rating_range": restored.meta.get("rating_range"),
-                "n_items": int(len(col_ids)), "n_users": int(len(row_ids)),
-                "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["B", len(col_ids)]},
-                "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["B", len(col_ids)]},
+                **layout_manifest(major, len(row_ids), len(col_ids)),
                 "files": {k: os.path.basename(v) for k, v in written.items()},
-                "jax_platforms": list(platforms) if "jax" in formats else [],
-                "columns": "vocab.npz col_ids[j] is the ORIGINAL item id of column j"}
+                "jax_platforms": list(platforms) if "jax" in formats else []}
     written["manifest"] = os.path.join(out_dir, MANIFEST_FILE)
     atomic_write_text(written["manifest"], json.dumps(manifest, indent=2) + "\n")
     remove_stale(out_dir, written)
     return written
+
+
+def layout_manifest(major: str, n_rows: int, n_cols: int) -> dict:
+    """What the network's input and output vectors are: a user's ratings of every item
+    (user-based, U-AutoRec) or an item's ratings by every user (item-based, I-AutoRec)."""
+    row, col = ("user", "item") if major == "users" else ("item", "user")
+    counts = {f"n_{row}s": int(n_rows), f"n_{col}s": int(n_cols)}
+    return {"major": major, "n_users": counts["n_users"], "n_items": counts["n_items"],
+            "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["B", int(n_cols)],
+                      "is": f"one {row}'s ratings of every {col} (0 = unrated)"},
+            "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["B", int(n_cols)],
+                       "is": f"the predicted ratings of every {col} by/of that {row}"},
+            "rows": f"vocab.npz row_ids: the ORIGINAL {row} ids (the training {row}s)",
+            "columns": f"vocab.npz col_ids[j] is the ORIGINAL {col} id of column j"}
+
+
+def check_onnx_model(proto, params: model.Params, model_cfg: model.ModelConfig,
+                     opset: int) -> None:
+    """ExportError unless the converted model passes onnx's checker and, where onnxruntime is
+    installed, loads there and computes what the JAX network does (a converter can write a
+    model for an --opset it does not honour, which a runtime then refuses)."""
+    import numpy as np
+    import onnx
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:  # the checker raises several types
+        raise ExportError(f"--opset={opset}: the converted ONNX model is invalid ({e}); try "
+                          "another --opset (the default is 21)") from None
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        log.warning("onnxruntime is not installed: the ONNX model was checked but not run")
+        return
+    rng = np.random.default_rng(0)
+    n = model_cfg.layer_sizes[0]
+    x = ((rng.random((2, n)) < 0.3) * rng.integers(1, 6, (2, n))).astype(np.float32)
+    try:
+        session = ort.InferenceSession(proto.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
+    except Exception as e:  # onnxruntime raises its own types
+        raise ExportError(f"--opset={opset}: onnxruntime cannot run the converted model "
+                          f"({' '.join(str(e).split())[:300]}); try another --opset (the "
+                          "default is 21)") from None
+    want = np.asarray(inference_fn(params, model_cfg)(x))
+    if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
+        raise ExportError(f"--opset={opset}: the converted model computes other values than "
+                          f"the network (max difference {np.abs(got - want).max():.3g})")
 
 
 def remove_stale(out_dir: str, written: dict[str, str]) -> list[str]:

@@ -69,6 +69,8 @@ def restore_for_inference(cfg: Config):
         raise ValueError(f"--path_to_train_data: needed (the model's input vectors are the "
                          f"training ratings) and not recorded in {cfg.logdir}/config.json")
     data = load_data(inference_cfg, vocab=(restored.row_ids, restored.col_ids))
+    ckpt.check_training_data(os.path.dirname(os.path.abspath(restored.path)), data.train,
+                             inference_cfg.path_to_train_data)
     base = baseline_lib.load(os.path.dirname(os.path.abspath(restored.path)))
     if restored.spec.extras.get("baseline", "none") != "none" and base is None:
         raise ckpt.CheckpointError(f"{restored.path}: the model learned residuals of a "

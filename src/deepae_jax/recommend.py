@@ -168,6 +168,7 @@ class Recommender:
             read_as_trained = {k: saved[k] for k in ("header", "columns") if k in saved}
             train = load_training_matrix(data_path, row_ids, col_ids, delimiter, column_order,
                                          major, **read_as_trained)
+            ckpt.check_training_data(os.path.dirname(os.path.abspath(path)), train, data_path)
         elif load_train:
             log.warning("%s: no training data given (--path_to_train_data) nor recorded in "
                         "config.json: only new users (given ratings) can be scored", logdir)

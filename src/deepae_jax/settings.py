@@ -40,6 +40,35 @@ def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
     return sizes
 
 
+def _typed(name: str, value: Any, default: Any) -> Any:
+    """``value`` in the type of the field's ``default`` (an int is a float, a list of ints is a
+    tuple, a numpy scalar is its Python number); ConfigError naming the field for anything
+    else (``"yes"`` for a boolean, ``32`` for a tuple of sizes, ``1.5`` for an integer)."""
+    kinds = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             tuple: "a sequence of positive integers, e.g. (512, 512, 1024)"}
+    kind = next(k for k in kinds if isinstance(default, k))
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():  # numpy scalar
+        value = value.item()
+    ok = (type(value) is bool if kind is bool else
+          type(value) is int if kind is int else
+          type(value) in (int, float) if kind is float else
+          isinstance(value, str) if kind is str else
+          isinstance(value, (tuple, list)) and all(type(v) is int for v in value))
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: expected {kinds[kind]}, got "
+                          f"{type(value).__name__}")
+    return float(value) if kind is float else tuple(value) if kind is tuple else value
+
+
+def check_types(cfg) -> None:
+    """Makes every field of the frozen dataclass ``cfg`` the type of its default (see
+    :func:`_typed`): the Python API and a hand-edited config.json get the command line's types,
+    checked before any value is compared or used."""
+    for f in dataclasses.fields(cfg):
+        value = _typed(f.name, getattr(cfg, f.name), f.default)
+        object.__setattr__(cfg, f.name, value)  # frozen: normalised once, at construction
+
+
 def _flag_value(f: dataclasses.Field, text: str | None, where: str) -> Any:
     """The value of a flagfile line ``--name[=text]`` for the field ``f``."""
     name, default = f.name, f.default

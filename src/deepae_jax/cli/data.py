@@ -119,7 +119,7 @@ def run_converter(convert_call: Callable[[], str]) -> int:
     from deepae_jax.data.ratings import RatingsFormatError
     try:
         table = convert_call()
-    except (RatingsFormatError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (RatingsFormatError, ValueError, OSError) as e:  # OSError: unreadable, disk full
         error(e)
         return 1
     print(table)
@@ -129,6 +129,9 @@ def run_converter(convert_call: Callable[[], str]) -> int:
 def run_split(cfg: SplitSettings, args: Sequence[str]) -> int:
     """``deepae split INPUT OUT_DIR``."""
     from deepae_jax.data.readers.table import TableFormat
+    guess = cfg.timestamp_column.strip().lower() != split.NO_TIMESTAMP
+    if not guess:  # --timestamp_column=none: no timestamp column
+        cfg = dataclasses.replace(cfg, timestamp_column="")
     try:
         fmt = TableFormat.from_config(cfg)
         fmt.specs()
@@ -137,7 +140,7 @@ def run_split(cfg: SplitSettings, args: Sequence[str]) -> int:
         return 2
     return run_converter(lambda: split.convert(
         args[0], args[1], cfg.method, cfg.seed, cfg.test_share, cfg.valid_share, cfg.folds,
-        fmt, cfg.name, cfg.duplicates, cfg.overwrite))
+        fmt, cfg.name, cfg.duplicates, cfg.overwrite, guess))
 
 
 def run_movielens(cfg: MovieLensSettings, args: Sequence[str]) -> int:

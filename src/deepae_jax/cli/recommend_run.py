@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 
+from deepae_jax.config import defaults
 from deepae_jax.data import ratings
 from deepae_jax.run.files import atomic_write
 from deepae_jax.recommend import Recommender, RecommendError
@@ -50,9 +51,12 @@ def run_recommend(cfg) -> int:
     alone), written as ``user<TAB>item<TAB>prediction<TAB>rank`` to ``--recommendations_path``
     (default: standard output). Returns the number of lines."""
     users = parse_ids(cfg.users)
-    rec = Recommender.from_logdir(cfg.logdir, cfg.path_to_train_data or None, cfg.save_path,
-                                  cfg.delimiter, cfg.column_order, cfg.eval_batch_size,
-                                  load_train=not cfg.ratings_file)
+    default = defaults()  # flags left at their defaults: read as the run was (config.json)
+    rec = Recommender.from_logdir(
+        cfg.logdir, cfg.path_to_train_data or None, cfg.save_path,
+        None if cfg.delimiter == default.delimiter else cfg.delimiter,
+        None if cfg.column_order == default.column_order else cfg.column_order,
+        cfg.eval_batch_size, load_train=not cfg.ratings_file)
     if cfg.ratings_file:
         triples = ratings.read_table(cfg.ratings_file, ratings.TableFormat.from_config(cfg))
         check_rating_range(triples, rec.rating_range, cfg.ratings_file)

@@ -26,7 +26,7 @@ def run_serve(cfg, args: Sequence[str] = ()) -> int:
     except (ValueError, OSError) as e:
         error(e)
         return 2
-    app = create_app(rec, cfg.max_body_bytes, cfg.max_k)
+    app = create_app(rec, cfg.max_body_bytes, cfg.max_k, body_timeout=cfg.body_timeout)
     family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -39,8 +39,10 @@ def run_serve(cfg, args: Sequence[str] = ()) -> int:
     port = sock.getsockname()[1]
     print(f"serving {rec.checkpoint} ({len(rec.user_ids)} users, {rec.n_items} items, "
           f"{rec.major[:-1]}-based) on http://{cfg.host}:{port}", flush=True)
-    config = uvicorn.Config(app, log_level=cfg.log_level, access_log=False,
-                            timeout_graceful_shutdown=5)
+    from deepae_jax.serve.app import MAX_HEADER_BYTES
+    from deepae_jax.serve.guard import uvicorn_config  # read timeouts, connection cap
+    config = uvicorn_config(app, cfg.log_level, cfg.header_timeout, cfg.max_connections,
+                            MAX_HEADER_BYTES)
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

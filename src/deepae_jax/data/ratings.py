@@ -10,6 +10,7 @@ ORIGINAL ids by the sorted arrays ``row_ids``/``col_ids`` (int64, or strings: a 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import zipfile
 
@@ -58,6 +59,21 @@ class RatingMatrix:
         rows, cols = self.row_ids[coo.row], self.col_ids[coo.col]
         users, items = (rows, cols) if self.major == "users" else (cols, rows)
         return Triples(users, items, coo.data.astype(np.float32))
+
+    def fingerprint(self) -> str:
+        """sha256 of the ids and the ratings (canonical CSR): which training matrix a model's
+        input vectors came from, recorded in vocab.npz and checked by inference."""
+        csr = self.csr.tocsr(copy=True)
+        csr.sum_duplicates()
+        csr.sort_indices()
+        h = hashlib.sha256(f"{self.major}{csr.shape}".encode())
+        for ids in (self.row_ids, self.col_ids):
+            h.update(ids.astype(np.int64).tobytes() if ids.dtype.kind in "iu"
+                     else "\x00".join(map(str, ids.tolist())).encode("utf-8", "surrogatepass"))
+        for part, dtype in ((csr.indptr, np.int64), (csr.indices, np.int64),
+                            (csr.data, np.float32)):
+            h.update(np.ascontiguousarray(part, dtype).tobytes())
+        return h.hexdigest()
 
     def save(self, path: str) -> None:
         """Writes the matrix as an uncompressed ``.npz`` (atomically: temp file, then rename)."""

@@ -11,7 +11,8 @@ M is one of random, user_random, temporal, user_temporal, leave_one_out, kfold (
 :mod:`deepae_jax.data.split_methods`). INPUT is a MovieLens ratings file or folder (``u.data``,
 ``ratings.dat``, ``ratings.csv``), a ``.npz`` rating matrix, or any ratings table read with the
 trainer's reading flags (:mod:`deepae_jax.data.readers.table`: header, delimiter, columns by name or
-position, string ids); unless ``--timestamp_column`` names it, the timestamp is a header column
+position, string ids); unless ``--timestamp_column`` names it (or is ``none``), the methods that
+order by time (temporal, user_temporal, leave_one_out) take the timestamp from a header column
 named ``timestamp``, ``time`` or ``ts``, or a headerless table's 4th column. Writes
 ``OUT_DIR/TRAIN/train.txt`` (+ ``VALID``, ``TEST``) in the reference's text format,
 ``OUT_DIR/TRAIN.npz`` ..., and ``OUT_DIR/stats.md``; ``kfold`` writes the same into
@@ -22,6 +23,7 @@ them at evaluation); stats.md counts them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
 
@@ -33,6 +35,8 @@ from deepae_jax.data.ratings import RatingMatrix, Triples, build_matrix
 from deepae_jax.data.split_methods import split_indices
 from deepae_jax.data.readers.table import TableFormat, read_table
 from deepae_jax.data.readers.table import layout as table_layout
+
+log = logging.getLogger("deepae_jax")
 
 HEADER = ("part", "users", "ratings", "items", "min rating", "max rating", "share",
           "held-out of users/items not in TRAIN")
@@ -48,16 +52,21 @@ class SplitInput:
 
 
 TIMESTAMP_NAMES = ("timestamp", "time", "ts", "unix_time")
+NO_TIMESTAMP = "none"  # --timestamp_column=none: the data has no timestamp column
+TIME_ORDERED = ("temporal", "user_temporal", "leave_one_out")  # the methods that use time
 
 
-def _read_table(path: str, fmt: TableFormat) -> SplitInput:
-    """Any ratings table (:mod:`deepae_jax.data.readers.table`). Without ``--timestamp_column``, the
-    timestamp is a header column named like one (``timestamp``, ``time``, ``ts``), or the 4th
-    column of a headerless file, as in MovieLens's ``u.data``."""
-    if not fmt.timestamp_column and os.path.isfile(path):
-        guess = _timestamp_guess(path, fmt)
-        if guess:
-            fmt = dataclasses.replace(fmt, timestamp_column=guess)
+def _read_table(path: str, fmt: TableFormat, guess: bool = True) -> SplitInput:
+    """Any ratings table (:mod:`deepae_jax.data.readers.table`). Without ``--timestamp_column``
+    and when ``guess`` (a method that orders by time), the timestamp is a header column named
+    like one (``timestamp``, ``time``, ``ts``), or the 4th column of a headerless file, as in
+    MovieLens's ``u.data``."""
+    if guess and not fmt.timestamp_column and os.path.isfile(path):
+        column = _timestamp_guess(path, fmt)
+        if column:
+            log.info("%s: timestamps from column %s (--timestamp_column=none: no timestamps)",
+                     path, column)
+            fmt = dataclasses.replace(fmt, timestamp_column=column)
     triples = read_table(path, fmt)
     return SplitInput(Triples(triples.users, triples.items, triples.ratings),
                       triples.timestamps, path)
@@ -82,8 +91,9 @@ def _timestamp_guess(path: str, fmt: TableFormat) -> str:
 
 
 def _read_input(path: str, fmt: TableFormat = TableFormat(),
-                duplicates: str = "error") -> SplitInput:
-    """The ratings of INPUT (see the module docstring), with the duplicate policy applied."""
+                duplicates: str = "error", guess: bool = True) -> SplitInput:
+    """The ratings of INPUT (see the module docstring), with the duplicate policy applied;
+    ``guess``: look for a timestamp column that ``--timestamp_column`` does not name."""
     if (os.path.isdir(path) and any(f in movielens.RATING_FILES for f in os.listdir(path))
             or path.endswith((".base", ".test"))):
         data = movielens.check_duplicates(movielens.read_movielens(path), duplicates)
@@ -92,7 +102,7 @@ def _read_input(path: str, fmt: TableFormat = TableFormat(),
         return _dedup(SplitInput(RatingMatrix.load(path).to_triples(), None, path), duplicates)
     if not os.path.exists(path):
         raise FileNotFoundError(f"rating data not found: {path!r}")
-    return _dedup(_read_table(path, fmt), duplicates)
+    return _dedup(_read_table(path, fmt, guess), duplicates)
 
 
 def _dedup(data: SplitInput, duplicates: str) -> SplitInput:
@@ -115,13 +125,22 @@ def _row(part: str, t: Triples, n_all: int, train: Triples | None) -> list:
 
 def convert(input_path: str, out_dir: str, method: str, seed: int = 0, test_share: float = 0.1,
             valid_share: float = 0.1, folds: int = 5, fmt: TableFormat = TableFormat(),
-            name: str = "", duplicates: str = "error", overwrite: bool = False) -> str:
+            name: str = "", duplicates: str = "error", overwrite: bool = False,
+            guess_timestamps: bool = True) -> str:
     """Writes one split of INPUT (read as ``fmt`` says) into ``out_dir``; returns the stats
-    table."""
+    table. ``guess_timestamps=False`` (``--timestamp_column=none``): no timestamp column unless
+    ``fmt`` names one; the random methods never look for one."""
     split_io.check_out_dir(out_dir, overwrite)
-    data = _read_input(input_path, fmt, duplicates)
+    data = _read_input(input_path, fmt, duplicates,
+                       guess=guess_timestamps and method in TIME_ORDERED)
     t = data.triples
     parts = split_indices(t.users, method, data.timestamps, test_share, valid_share, seed, folds)
+    empty = [key for key, idx in parts.items() if len(idx) == 0]
+    if empty:
+        raise ValueError(f"{input_path}: {empty[0]} would be empty ({len(t):,} ratings, "
+                         f"--method={method}, --test_share={test_share}, --valid_share="
+                         f"{valid_share}): give more ratings or larger shares (--valid_share=0: "
+                         "no VALID)")
     rows = []
     with split_io.staged_dir(out_dir, overwrite) as stage:
         for key, idx in parts.items():

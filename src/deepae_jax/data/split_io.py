@@ -14,6 +14,7 @@ temporary folder is removed, so ``OUT_DIR`` never holds a half-written conversio
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -21,6 +22,10 @@ from typing import Iterator, Sequence
 
 from deepae_jax.data.ratings import RatingMatrix, Triples, write_ratings_text
 from deepae_jax.run.files import atomic_write_text
+
+
+class OutputError(OSError):
+    """The output folder cannot be written; the message names it (never a temporary folder)."""
 
 
 def check_out_dir(out_dir: str, overwrite: bool) -> None:
@@ -37,16 +42,26 @@ def staged_dir(out_dir: str, overwrite: bool = False) -> Iterator[str]:
     The temporary folder lies in ``out_dir``'s parent (``.NAME.tmp-*``). On an exception it is
     deleted and ``out_dir`` is left as it was.
     """
-    out_dir = os.path.abspath(out_dir)
+    given, out_dir = out_dir, os.path.abspath(out_dir)
     check_out_dir(out_dir, overwrite)
     parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out_dir)}.tmp-")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(out_dir)}.tmp-")
+    except OSError as e:
+        raise OutputError(f"{given}: cannot write the output folder ({e.strerror})") from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would otherwise stick to OUT_DIR
     try:
         yield tmp
+    except OSError as e:  # disk full, permissions: named by the folder the user gave
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) and not str(
+                getattr(e, "filename", "") or "").startswith(tmp):
+            raise  # not the output's: e.g. an unreadable input, named by its own path
+        raise OutputError(f"{given}: writing the split failed ({e.strerror or e}); nothing "
+                          "was written") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -38,6 +38,10 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not fit the model."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A file whose bytes do not decode (or fail the checksum): the only kind called damaged."""
+
+
 def checkpoint_path(directory: str, epoch: int) -> str:
     return os.path.join(directory, f"checkpoint_{epoch:05d}.msgpack")
 
@@ -97,16 +101,18 @@ def decode_checkpoint(path: str, raw: bytes) -> dict:
         if isinstance(outer, dict) and "sha256" in outer:
             body = outer["body"]
             if hashlib.sha256(body).hexdigest() != outer["sha256"]:
-                raise CheckpointError(f"{path}: checksum mismatch (the file is damaged)")
+                raise DamagedCheckpointError(f"{path}: checksum mismatch (the file is damaged)")
             outer = flax.serialization.msgpack_restore(body)
         payload = {"state": outer["state"], "epoch": int(outer["epoch"]),
                    "meta": json.loads(outer["meta"])}
     except CheckpointError:
         raise
     except Exception as e:  # msgpack raises several unrelated types on damaged files
-        raise CheckpointError(f"{path}: not a readable deepae_jax checkpoint ({e})") from None
+        raise DamagedCheckpointError(f"{path}: not a readable deepae_jax checkpoint ({e})"
+                                     ) from None
     if not isinstance(payload["meta"], dict) or "params" not in payload["state"]:
-        raise CheckpointError(f"{path}: not a deepae_jax checkpoint (no parameters or metadata)")
+        raise DamagedCheckpointError(f"{path}: not a deepae_jax checkpoint (no parameters or "
+                                     "metadata)")
     return payload
 
 
@@ -122,15 +128,24 @@ def read_checkpoint(path: str) -> dict:
     return decode_checkpoint(path, raw)
 
 
-def latest_valid_checkpoint(directory: str) -> tuple[str, dict] | None:
+def latest_valid_checkpoint(directory: str, damaged: list[str] | None = None
+                            ) -> tuple[str, dict] | None:
     """(path, payload) of the newest checkpoint in ``directory`` that loads, or None; every
-    newer one that does not load is named in a warning (and skipped)."""
+    newer one that does not load is named in a warning (and skipped); the paths of those whose
+    bytes are damaged (not merely unreadable now, e.g. permissions) are added to ``damaged``."""
     for _, path in reversed(list_checkpoints(directory)):
         try:
             return path, read_checkpoint(path)
         except CheckpointError as e:
-            log.warning("warning: skipping a damaged checkpoint: %s", e)
+            log.warning("warning: skipping a checkpoint that does not load: %s", e)
+            if isinstance(e, DamagedCheckpointError) and damaged is not None:
+                damaged.append(path)
     return None
+
+
+def name_epoch(path: str) -> int | None:
+    """The epoch a checkpoint's file name states (None for other names)."""
+    return int(m.group(1)) if (m := files.CHECKPOINT_NAME.match(os.path.basename(path))) else None
 
 
 # ---- what the parameters compute ------------------------------------------------------------
@@ -250,25 +265,40 @@ def params_target(model_cfg: model.ModelConfig) -> Any:
 
 
 def save_vocab(directory: str, row_ids: np.ndarray, col_ids: np.ndarray, major: str,
-               run_id: str = "") -> None:
+               run_id: str = "", train_sha256: str = "") -> None:
     """The ORIGINAL ids of the rows and columns, needed to write predictions and recommendations,
-    and the id of the run that wrote them."""
+    the id of the run that wrote them and the fingerprint of its training matrix
+    (``RatingMatrix.fingerprint``)."""
     def write(fh):
         np.savez(fh, row_ids=row_ids, col_ids=col_ids, major=np.asarray(major),
-                 run_id=np.asarray(run_id))
+                 run_id=np.asarray(run_id), train_sha256=np.asarray(train_sha256))
     try:
         atomic_write(os.path.join(directory, files.VOCAB_FILE), write)
     except OutputError as e:
         raise CheckpointError(str(e)) from None
 
 
+def check_training_data(directory: str, matrix, source: str) -> None:
+    """CheckpointError unless ``matrix`` (the training ratings laid out on the model's ids) is
+    the one the model in ``directory`` was trained on, by vocab.npz's fingerprint (old runs
+    record none: not checked). The model's input vectors are its training ratings: other
+    ratings give other predictions, silently."""
+    stored = read_vocab(directory)["train_sha256"]
+    if stored and matrix.fingerprint() != stored:
+        raise CheckpointError(f"{source}: not the training ratings the model in {directory} "
+                              "was trained on (their fingerprint differs from vocab.npz's): "
+                              "give the run's training data, as read then (config.json "
+                              "records its path and reading settings)")
+
+
 def read_vocab(directory: str) -> dict:
-    """{"row_ids", "col_ids", "major", "run_id" ("" in old files)} of ``directory/vocab.npz``."""
+    """{"row_ids", "col_ids", "major", "run_id", "train_sha256" ("" in old files)} of
+    ``directory/vocab.npz``."""
     path = os.path.join(directory, files.VOCAB_FILE)
     try:
         with np.load(path, allow_pickle=False) as z:
             return {"row_ids": z["row_ids"], "col_ids": z["col_ids"], "major": str(z["major"]),
-                    "run_id": str(z["run_id"]) if "run_id" in z.files else ""}
+                    **{k: str(z[k]) if k in z.files else "" for k in ("run_id", "train_sha256")}}
     except FileNotFoundError:
         raise CheckpointError(f"no id maps ({path}) beside the checkpoints") from None
     except Exception as e:  # a damaged zip raises several types

@@ -105,15 +105,53 @@ def _refuse_or_clear(logdir: str, overwrite: bool) -> None:
     log.warning("--overwrite: removed %d files of the previous run in %s", len(found), logdir)
 
 
+def check_logdir(logdir: str, resume: bool, overwrite: bool) -> None:
+    """The checks :func:`open_run` applies before it changes anything (the lock is free; without
+    --resume or --overwrite, no other run's files), for callers that must write into ``logdir``
+    first (the Python API's DataFrames): LogdirError, and nothing written, when one fails."""
+    if not os.path.isdir(logdir):
+        return
+    LogdirLock(logdir).release()
+    if not resume and not overwrite:
+        _refuse_or_clear(logdir, overwrite=False)
+
+
 def _resume_point(logdir: str) -> tuple[str, dict] | None:
-    """The newest checkpoint that loads; newer damaged ones are renamed ``*.corrupt``."""
-    found = ckpt.latest_valid_checkpoint(logdir)
-    good_epoch = int(found[1]["epoch"]) if found else -1
-    for epoch, path in ckpt.list_checkpoints(logdir):
-        if found and path != found[0] and epoch > good_epoch:
-            os.replace(path, path + ".corrupt")
-            log.warning("warning: renamed the damaged %s to %s.corrupt", path, path)
+    """The newest checkpoint that loads, checked to be this run's (its run id and epoch); newer
+    checkpoints whose bytes are damaged are renamed ``*.corrupt`` (and only those, and only
+    when one loads)."""
+    damaged: list[str] = []
+    found = ckpt.latest_valid_checkpoint(logdir, damaged)
+    if not found:  # nothing loads: left as it is for open_run to refuse (or --overwrite)
+        return None
+    _check_identity(logdir, *found)
+    for path in damaged:
+        os.replace(path, path + ".corrupt")
+        log.warning("warning: renamed the damaged %s to %s.corrupt", path, path)
     return found
+
+
+def _check_identity(logdir: str, path: str, payload: dict) -> None:
+    """LogdirError when the checkpoint to resume from is not this run's: another run's id
+    (e.g. copied in from another --logdir) or an epoch in its name that its payload denies."""
+    named, epoch = ckpt.name_epoch(path), int(payload["epoch"])
+    if named is not None and named != epoch:
+        raise LogdirError(f"{path}: the file name says epoch {named} but the checkpoint holds "
+                          f"epoch {epoch} (renamed or copied?): rename it "
+                          f"{os.path.basename(ckpt.checkpoint_path('', epoch))} or remove it")
+    recorded = (load_run_config(logdir) or {}).get("run_id") or _vocab_run_id(logdir)
+    own = payload["meta"].get("run_id")
+    if recorded and own and str(own) != str(recorded):
+        raise LogdirError(f"{path} belongs to run {own}, but --logdir={logdir!r} holds run "
+                          f"{recorded}: a run resumes only from its own checkpoints; remove "
+                          "that file, or train into another --logdir")
+
+
+def _vocab_run_id(logdir: str) -> str:
+    try:
+        return ckpt.read_vocab(logdir)["run_id"]
+    except ckpt.CheckpointError:
+        return ""
 
 
 def open_run(logdir: str, resume: bool, overwrite: bool, writer: bool = True) -> Run:

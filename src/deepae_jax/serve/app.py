@@ -34,6 +34,7 @@ stops the service.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -52,6 +53,7 @@ except ImportError as e:  # pragma: no cover (the serve extra is optional)
 
 from deepae_jax import settings
 from deepae_jax.settings import setting
+from deepae_jax.config import MAX_EVAL_BATCH
 from deepae_jax.data.ratings import COLUMN_ORDERS
 from deepae_jax.recommend import Recommender, RecommendError, UnknownIdError
 
@@ -60,6 +62,7 @@ log = logging.getLogger("deepae_jax.serve")
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_K = 1000
 DEFAULT_MAX_ITEMS = 10_000
+MAX_HEADER_BYTES = 16 * 1024  # an unfinished header block past this is a 400
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -84,6 +87,12 @@ class ServeConfig:
     max_body_bytes: int = setting(DEFAULT_MAX_BODY_BYTES, "Largest request body (bytes); "
                                   "larger ones get a 413.")
     max_k: int = setting(DEFAULT_MAX_K, "Largest k of /recommend.")
+    header_timeout: float = setting(10.0, "Seconds a client may take to send a request's "
+                                    "headers; then the connection is closed.")
+    body_timeout: float = setting(30.0, "Seconds the service waits for each part of a "
+                                  "request body; then a 408.")
+    max_connections: int = setting(1000, "Open connections at most; requests past them get a "
+                                   "503.")
     log_level: str = setting("warning", "Log level of the service and uvicorn.", LOG_LEVELS)
 
     def __post_init__(self):
@@ -95,16 +104,23 @@ class ServeConfig:
             bad("port", "must be in 0..65535 (0: any free port)")
         if self.column_order and self.column_order not in COLUMN_ORDERS:
             bad("column_order", f"choose one of {list(COLUMN_ORDERS)} (or leave it empty)")
-        for flag in ("batch_size", "max_body_bytes", "max_k"):
+        for flag in ("batch_size", "max_body_bytes", "max_k", "max_connections"):
             if getattr(self, flag) < 1:
                 bad(flag, "must be >= 1")
+        if self.batch_size > MAX_EVAL_BATCH:
+            bad("batch_size", f"must be <= {MAX_EVAL_BATCH}: a batch holds rows x items "
+                "float32 scores")
+        for flag in ("header_timeout", "body_timeout"):
+            if not 0 < getattr(self, flag) <= 3600:
+                bad(flag, "must be in (0, 3600] seconds")
 
 
 class _BodyLimit:
-    """ASGI middleware: 413 for request bodies over ``max_bytes`` (declared or streamed)."""
+    """ASGI middleware: 413 for request bodies over ``max_bytes`` (declared or streamed), 408
+    when a part of the body takes over ``timeout`` seconds to arrive."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout: float = 30.0):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -123,7 +139,11 @@ class _BodyLimit:
 
         async def limited_receive():
             nonlocal seen
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"request body not received within {self.timeout:g} "
+                                    "s") from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
@@ -132,11 +152,11 @@ class _BodyLimit:
         return await self.app(scope, limited_receive, send)
 
 
-def create_app(rec: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               max_k: int = DEFAULT_MAX_K, max_items: int = DEFAULT_MAX_ITEMS) -> FastAPI:
+def create_app(rec: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_k: int =
+               DEFAULT_MAX_K, max_items: int = DEFAULT_MAX_ITEMS, body_timeout: float = 30.0):
     """The FastAPI application serving ``rec`` (see the module docstring)."""
     app = FastAPI(title="deepae_jax", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(_BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(_BodyLimit, max_bytes=max_body_bytes, timeout=body_timeout)
     k_max = min(max_k, rec.n_items)
 
     @app.exception_handler(RequestValidationError)

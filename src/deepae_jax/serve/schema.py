@@ -54,6 +54,13 @@ def check_raw_id(value: object) -> RawId:
     if type(value) is str:
         if not value:
             raise _invalid("an id must not be empty")
+        if "\x00" in value:  # numpy's string arrays drop trailing NULs: "17\0" would be "17"
+            raise _invalid(f"id {shown(value)} holds a NUL character, which no id may hold")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _invalid(f"id {shown(value)} is not valid Unicode (a lone surrogate "
+                           "escape)") from None
         return value
     raise _invalid(f"an id must be a JSON integer or string, got {json_type(value)}")
 
@@ -124,6 +131,9 @@ class UserOrRatings(_Strict):
     def checked_ratings(self, n_items: int) -> tuple[list[RawId], list[float]]:
         """(items, ratings) of a new user's ratings; RecommendError for too many ratings or a
         rating that is not finite and non-zero."""
+        if not self.ratings:
+            raise RecommendError('ratings: the list is empty; give at least one rating '
+                                 '[{"item": ID, "rating": R}] (or a known "user")')
         if len(self.ratings) > n_items:
             raise RecommendError(f"ratings: {len(self.ratings)} ratings, more than the "
                                  f"{n_items} items")

@@ -66,6 +66,8 @@ def load_data(cfg: Config, vocab: tuple[np.ndarray, np.ndarray] | None = None) -
 def load_targets(cfg: Config, train: ratings.RatingMatrix, path: str) -> predictions.EvalTargets:
     """The ratings of ``path`` aligned to the training matrix (known or not)."""
     triples = ratings.load_triples(path, **table_options(cfg))
+    if len(triples) == 0:  # not "every rating is unknown": there is none
+        raise ratings.RatingsFormatError(f"{path}: holds no ratings (empty evaluation data)")
     return predictions.align_targets(train, triples, source=path)
 
 

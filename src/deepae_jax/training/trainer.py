@@ -49,11 +49,16 @@ def _begin_run(cfg: Config, data: Data, state, meta: dict, main: bool):
                     and np.array_equal(vocab["col_ids"], data.train.col_ids)):
                 raise ckpt.CheckpointError(f"{cfg.logdir}: the checkpoints were trained on "
                                            "other data (row or column ids differ)")
+            ckpt.check_training_data(cfg.logdir, data.train, cfg.path_to_train_data)
             state, start_epoch, _ = ckpt.restore_checkpoint(path, state, meta, payload)
             log.info("resumed from %s after %d epochs (run %s)", path, start_epoch, run.run_id)
+            if start_epoch >= cfg.num_epochs:
+                log.warning("warning: %s: the run has already trained %d epochs (--num_epochs="
+                            "%d): nothing to train; raise --num_epochs to continue it",
+                            cfg.logdir, start_epoch, cfg.num_epochs)
         if main:
             ckpt.save_vocab(cfg.logdir, data.train.row_ids, data.train.col_ids, cfg.major,
-                            run.run_id)
+                            run.run_id, data.train.fingerprint())
             save_run_config(cfg.logdir, cfg, run.run_id)
         return run, state, start_epoch, meta
     except BaseException:

@@ -24,6 +24,7 @@ import warnings
 import numpy as np
 
 from deepae_jax.data.readers import diagnostics, table
+from deepae_jax.data.readers.text_format import lf_line_ends
 from deepae_jax.data.ratings import RatingsFormatError, TableFormat, Triples, read_table
 
 PREDEFINED = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
@@ -141,7 +142,7 @@ def read_movielens(path: str) -> MovieLensRatings:
     path = find_ratings_file(path)
     delimiter, header = file_format(path)
     with open(path, "rb") as fh:
-        raw = fh.read()
+        raw = lf_line_ends(fh.read())
     fast = _parse_fast(raw, delimiter, header)
     if fast is None:
         values = _parse_slow(path, raw, delimiter, header)

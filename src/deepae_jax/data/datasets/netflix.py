@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from deepae_jax.data.ratings import RatingMatrix, RatingsFormatError, Triples
+from deepae_jax.data.readers.text_format import lf_line_ends
 
 #: name -> (train first day, train last day, test first day, test last day), all inclusive.
 SPLITS: dict[str, tuple[str, str, str, str]] = {
@@ -117,6 +118,7 @@ def _explain(path: str, lineno: int, raw_line: bytes) -> str:
 
 def _read_header(path: str, raw: bytes) -> tuple[int, bytes]:
     """Splits a movie file into its MovieID and the rating lines (bytes, LF-terminated)."""
+    raw = lf_line_ends(raw)
     nl = raw.find(b"\n")
     head = raw if nl < 0 else raw[:nl]
     m = _HEADER.match(head)
@@ -124,8 +126,6 @@ def _read_header(path: str, raw: bytes) -> tuple[int, bytes]:
         what = "empty file" if not raw.strip() else f"first line is {head[:60]!r}"
         raise RatingsFormatError(f"{path}:1: missing 'MovieID:' line ({what})")
     body = b"" if nl < 0 else raw[nl + 1:]
-    if b"\r" in body:
-        body = body.replace(b"\r", b"")
     if body and not body.endswith(b"\n"):
         body += b"\n"
     movie = int(m.group(1))

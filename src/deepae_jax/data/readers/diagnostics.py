@@ -42,6 +42,15 @@ def check_ratings(path: str, ratings: np.ndarray, line_of, unit: str = ":") -> N
                 else repr(float(ratings[i])))
         raise RatingsFormatError(f"{path}{unit}{int(line_of(np.array([i]))[0])}: rating {what} "
                                  "is not allowed")
+    with np.errstate(over="ignore", under="ignore"):
+        stored = np.asarray(ratings).astype(np.float32)  # what the model sees
+    lost = ~np.isfinite(stored) | (stored == 0)
+    if lost.any():
+        i = int(np.flatnonzero(lost)[0])
+        raise RatingsFormatError(
+            f"{path}{unit}{int(line_of(np.array([i]))[0])}: rating {float(ratings[i])!r} is "
+            f"outside float32's range (ratings are float32: it would become "
+            f"{float(stored[i])!r}); rescale the ratings")
     if ratings.size and ratings.min() < 0:
         i = int(np.flatnonzero(ratings < 0)[0])
         log.warning("%s%s%d: negative rating %g: %d negative ratings read as they are (0 means "
@@ -57,7 +66,7 @@ def read_utf8(path: str, hint: str = "") -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
+        line = len(re.findall(rb"\r\n|\r|\n", raw[:e.start])) + 1  # LF, CRLF or a lone CR
         raise RatingsFormatError(f"{path}:{line}: not valid UTF-8 text ({e.reason}){hint}"
                                  ) from None
 
@@ -72,14 +81,16 @@ def explain(path: str, delimiter: str, header: bool, cols: dict[str, int],
     except RatingsFormatError as e:
         return e
     expected, seen_header = None, not header
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
+    for lineno, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
         if not seen_header:
             seen_header = True
             continue
         if not line:
             continue
-        fields = split_fields(line, delimiter)
+        try:
+            fields = split_fields(line, delimiter)
+        except csv.Error as e:  # e.g. a quoted field over csv's field size limit
+            return RatingsFormatError(f"{path}:{lineno}: {e} (a stray quote?)")
         expected = expected or max(len(fields), 1 + max(cols.values()))
         if len(fields) != expected:
             return RatingsFormatError(
@@ -103,11 +114,13 @@ def data_line_numbers(path: str, header: bool) -> np.ndarray:
     messages (vectorised: line ends, then non-empty lines)."""
     with open(path, "rb") as fh:
         buf = np.frombuffer(fh.read(), np.uint8)
-    ends = np.flatnonzero(buf == 10)
-    if buf.size and buf[-1] != 10:
+    is_lf = buf == 10
+    crlf_cr = (buf == 13) & np.append(is_lf[1:], False)
+    ends = np.flatnonzero(is_lf | ((buf == 13) & ~crlf_cr))  # LF, CRLF or a lone CR (old Mac)
+    if buf.size and not (ends.size and ends[-1] == buf.size - 1):
         ends = np.append(ends, buf.size)
     starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
     length = ends - starts
-    length -= (length > 0) & (buf[np.maximum(ends - 1, 0)] == 13)  # CRLF
+    length -= (length > 0) & crlf_cr[np.maximum(ends - 1, 0)]  # CRLF: the CR ends no line
     keep = np.flatnonzero(length > 0) + 1
     return keep[1:] if header else keep

@@ -26,6 +26,7 @@ is a :class:`RatingsFormatError` naming the file and line (found on the failure 
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 
 import numpy as np
@@ -181,11 +182,16 @@ def layout(path: str, fmt: TableFormat) -> Layout | None:
     lines = _head_lines(path)
     if not lines:
         return None
-    d = normalize_delimiter(fmt.delimiter)
-    d = detect_delimiter(path, lines) if d == "auto" else d
-    specs = fmt.specs()
-    header = detect_header(lines, d, specs) if fmt.header == "auto" else fmt.header == "true"
-    return Layout(d, header, _positions(path, specs, split_fields(lines[0], d) if header else None))
+    try:
+        d = normalize_delimiter(fmt.delimiter)
+        d = detect_delimiter(path, lines) if d == "auto" else d
+        specs = fmt.specs()
+        header = detect_header(lines, d, specs) if fmt.header == "auto" else fmt.header == "true"
+        first = split_fields(lines[0], d) if header else None
+    except csv.Error as e:  # e.g. a quoted field over csv's field size limit
+        raise RatingsFormatError(f"{path}: its first lines are not a ratings table ({e})"
+                                 ) from None
+    return Layout(d, header, _positions(path, specs, first))
 
 
 def _read_file(path: str, fmt: TableFormat) -> Triples:

@@ -62,15 +62,28 @@ def concat_triples(parts: Sequence[Triples]) -> Triples:
 def list_rating_files(path: str) -> list[str]:
     """The files of a data set: ``path`` itself, or the visible files of directory ``path``."""
     if os.path.isdir(path):
-        files = sorted(
-            os.path.join(path, f) for f in os.listdir(path)
-            if not f.startswith((".", "_")) and os.path.isfile(os.path.join(path, f)))
+        visible = sorted(f for f in os.listdir(path) if not f.startswith((".", "_")))
+        files = [os.path.join(path, f) for f in visible if os.path.isfile(os.path.join(path, f))]
+        others = [f for f in visible if not os.path.isfile(os.path.join(path, f))]
+        if others:  # a sub-folder's ratings would otherwise be left out without a word
+            raise RatingsFormatError(f"{path}: holds {others[0]!r}, not a file: a data folder "
+                                     "holds rating files only (the folders of a split are read "
+                                     "one at a time); move it or name its files' folder")
         if not files:
             raise RatingsFormatError(f"{path}: directory holds no rating files")
         return files
     if not os.path.exists(path):
         raise FileNotFoundError(f"rating data not found: {path!r}")
+    if not os.path.isfile(path):  # a pipe or device: read twice (sniffing, then parsing)
+        raise RatingsFormatError(f"{path}: not a regular file (a pipe or a device); the "
+                                 "readers need a file they can read twice: write it out first")
     return [path]
+
+
+def lf_line_ends(raw: bytes) -> bytes:
+    """``raw`` with CRLF and lone CR (old Mac) line ends made LF: ``5\r1`` is two lines, never
+    the number 51."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n") if b"\r" in raw else raw
 
 
 _POW10 = 10 ** np.arange(16, dtype=np.int64)
@@ -158,7 +171,9 @@ def _parse_fast(raw: bytes, delimiter: str) -> np.ndarray | None:
     for everything else and names the line of any error)."""
     if not raw or raw.isspace():
         return np.zeros((0, 3))
-    data = raw.replace(b"\r", b"") if b"\r" in raw else raw
+    # CRLF ends become LF; a lone CR (an old Mac line end) is left in place: no digit, so the
+    # general reader, which takes CR as a line end, reads the file
+    data = raw.replace(b"\r\n", b"\n") if b"\r" in raw else raw
     if not data.endswith(b"\n"):
         data += b"\n"
     delim = delimiter.encode()
