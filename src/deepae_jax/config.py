@@ -175,6 +175,14 @@ class Config:
         "cosine (to 0 over --num_epochs), exponential (x0.95 per epoch), plateau (halved after "
         "3 epochs without a lower training loss).",
         ("reference", "multistep", "constant", "cosine", "exponential", "plateau"))
+    final_predictor: str = setting(
+        "model", "After training, the predictor kept (beyond the paper; needs --baseline=bias "
+        "and --path_to_eval_data): model (the autoencoder, as the paper), baseline (the bias "
+        "baseline alone), blend (baseline + shrink x (autoencoder - baseline), the shrinkage by "
+        "the user's and item's rating counts fitted on validation) or auto (the one of the three "
+        "with the lowest validation RMSE: never worse there than the baseline). Saved with the "
+        "run (baseline.npz, summary.json): evaluate, infer, recommend, serve and the API use it.",
+        ("model", "auto", "blend", "baseline"))
     # training step
     train_path: str = setting(
         "auto", "The training step's variant, fixed once per run and logged: dense (the dense "
@@ -239,6 +247,10 @@ class Config:
                 self.mode == "train" and not self.path_to_eval_data):
             bad("path_to_eval_data", "model selection (--path_to_test_data, "
                 "--early_stopping_patience) needs validation data")
+        if self.final_predictor != "model" and self.mode == "train" and (
+                self.baseline != "bias" or not self.path_to_eval_data):
+            bad("final_predictor", "needs --baseline=bias and --path_to_eval_data (the "
+                "predictor is chosen against the bias baseline on validation data)")
         if self.top_k < 1:
             bad("top_k", "must be >= 1")
         try:

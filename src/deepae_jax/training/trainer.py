@@ -16,9 +16,8 @@ from deepae_jax.evaluation import metrics as metrics_lib
 from deepae_jax.run import logdir as logdir_lib
 from deepae_jax import devices, kernels
 from deepae_jax.core import memory
-from deepae_jax.training import parallel
-from deepae_jax.evaluation import predictions
-from deepae_jax.training import selection
+from deepae_jax.training import parallel, selection
+from deepae_jax.evaluation import blend, predictions
 from deepae_jax.config import Config, defaults
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import dense_batches, num_batches
@@ -32,7 +31,6 @@ from deepae_jax.core.step import (TrainingDivergedError, create_train_state, jit
 
 log = logging.getLogger("deepae_jax")
 DEFAULTS = defaults()
-AUTO_LOG_MAX_RATINGS = 5_000_000  # larger: the logged bias baseline uses fixed lambdas
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,21 +90,6 @@ def centre(cfg: Config, data: Data, fitted: baseline_lib.Baseline | None = None
     train = dataclasses.replace(data.train, csr=baseline_lib.residual_csr(base, data.train.csr))
     return dataclasses.replace(data, train=train,
                                inputs=baseline_lib.input_csr(base, train.csr)), base
-
-
-def log_baselines(cfg: Config, data: Data) -> None:
-    """Logs the eval RMSE of the global mean and of the bias baseline (lambdas chosen on the
-    evaluation data up to AUTO_LOG_MAX_RATINGS training ratings, else baseline.DEFAULT_REG)."""
-    if data.targets is None:
-        return
-    regs = ((-1.0, -1.0) if data.train.nnz <= AUTO_LOG_MAX_RATINGS else
-            baseline_lib.row_col_regs(cfg.major, *baseline_lib.DEFAULT_REG))
-    for kind in ("global", "bias"):
-        base = baseline_lib.fit(data.train.csr, kind, *regs, eval_csr=data.eval.csr)
-        s = predictions.baseline_scores(base, data.targets, cfg.clip_predictions, cfg.unknown)
-        log.info("baseline: %s gives eval %s (unknown rows/columns: mean + known bias)",
-                 "the global mean %.4f" % base.mean if kind == "global"
-                 else "user + item biases", s.describe())
 
 
 def table_options(cfg: Config) -> dict:
@@ -249,7 +232,8 @@ def _centre_for_run(cfg: Config, data: Data, main: bool):
     residuals of --baseline (fitted now, or the resumed run's), saved as baseline.npz."""
     if not uses_predictions(cfg):
         return data, None
-    data, base = centre(cfg, data, baseline_lib.load(cfg.logdir) if cfg.resume else None)
+    resumed = baseline_lib.load(cfg.logdir) if cfg.resume else None
+    data, base = centre(cfg, data, resumed.unblended() if resumed else None)
     if main:
         baseline_lib.save(cfg.logdir, base)
     return data, base
@@ -271,7 +255,8 @@ def _epoch_result(cfg: Config, epoch: int, losses, evaluation, extra: dict,
 def _selector(cfg: Config, data: Data) -> selection.Selector | None:
     """Model selection (the best epoch on the evaluation data, selection.py) when the run asks
     for it (--path_to_test_data or --early_stopping_patience); a resumed run's knows its best."""
-    if data.eval is None or not (cfg.path_to_test_data or cfg.early_stopping_patience):
+    if data.eval is None or not (cfg.path_to_test_data or cfg.early_stopping_patience
+                                 or cfg.final_predictor != "model"):
         return None
     if cfg.resume:
         return selection.resumed_selector(cfg.logdir, cfg.early_stopping_patience,
@@ -303,7 +288,9 @@ def train_and_evaluate(cfg: Config) -> dict:
         if data.eval is None:
             log.info("no --path_to_eval_data: nothing will be evaluated (no eval RMSE, no model "
                      "selection)")
-        log_baselines(cfg, data)
+        if data.targets is not None:  # the floor of --final_predictor (evaluation/blend.py)
+            blend.log_baselines(data.train.csr, data.targets, cfg.major, cfg.clip_predictions,
+                                cfg.unknown)
     model_cfg = cfg.model_config(data.train.shape[1])
     steps_per_epoch, optimizer = _optimizer(cfg, data.train.shape[0])
     memory.check_fits(model_cfg, optimizer, cfg.optimizer)
@@ -382,8 +369,15 @@ def _finish_selection(cfg: Config, data: Data, model_cfg, base, selector: select
     summary = {"best_epoch": selector.best_epoch, "selection_metric": metric,
                f"valid_{metric}": selector.best_value, "stopped_early": selector.should_stop,
                "best_checkpoint": selection.best_checkpoint(cfg.logdir)}
-    if cfg.path_to_test_data and summary["best_checkpoint"]:
-        params = ckpt.restore(cfg.logdir, summary["best_checkpoint"]).params
+    params = (ckpt.restore(cfg.logdir, summary["best_checkpoint"]).params
+              if summary["best_checkpoint"] else None)
+    if params is not None and base is not None and cfg.final_predictor != "model":
+        base, record = blend.choose_final(params, model_cfg, data.inputs, base, data.targets,
+                                          data.train.csr, cfg.final_predictor,
+                                          cfg.clip_predictions, cfg.eval_batch_size)
+        baseline_lib.save(cfg.logdir, base)  # evaluate/infer/recommend/serve use the choice
+        summary.update(record)
+    if cfg.path_to_test_data and params is not None:
         targets = load_targets(cfg, data.train, cfg.path_to_test_data)
         test = Data(data.train, targets.split, targets, data.inputs)
         scores = evaluate_split(params, model_cfg, cfg, test, None, base)
