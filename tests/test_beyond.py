@@ -16,7 +16,9 @@ def test_beyond_smoke(shared_data, tmp_path):
                                          "ensemble_refit"]
     n_test = rows[0]["test_count"]
     assert all(r["test_count"] == n_test for r in rows)  # every rating, every method
-    assert 0 <= rows[4]["users_weight"] <= 0.5 and rows[5]["test_rmse"] > 0
+    assert set(rows[4]["weights"]) == {"items", "users"} and rows[5]["test_rmse"] > 0
+    bias = rows[1] if rows[1]["name"] == "bias" else rows[0]
+    assert rows[4]["valid_rmse"] <= bias["valid_rmse"] + 1e-9  # stacked with the baseline
     assert rows[3]["epochs"] == rows[2]["best_epoch"]
     table = (out / "u1" / "table.md").read_text()
     assert "recipe (rating_prediction.flags)" in table and "GLocal-K (published)" in table

@@ -141,3 +141,15 @@ def test_a_bad_autoencoder_ends_no_worse_than_the_baseline_everywhere(tmp_path):
     ev = Config(mode="evaluate", path_to_eval_data=str(root / "valid"), logdir=cfg.logdir,
                 progress=False)
     assert inference.run_evaluate(ev).rmse == pytest.approx(summary["test_rmse"])
+
+
+def test_auto_keeps_the_baseline_when_the_gain_on_valid_is_within_noise():
+    r = residuals(n=60, noise=30.0, signal=0.0, seed=3)  # an autoencoder of pure noise
+    chosen, scored = blend.choose(r, np.full(30, 5), np.full(20, 7), "auto")
+    by_name = {c.name: c for c in scored}
+    assert by_name["blend"].valid_rmse <= by_name["baseline"].valid_rmse  # fits some noise
+    assert chosen.name == "baseline"
+    strong = residuals(n=2000, noise=0.2, signal=1.0, seed=3)
+    assert blend.choose(strong, np.full(30, 5), np.full(20, 7), "auto")[0].name != "baseline"
+    d = (strong.actual - strong.base) ** 2 - (strong.actual - strong.base - strong.z) ** 2
+    assert blend.gain_z(strong, 1.0) == pytest.approx(d.mean() / (d.std(ddof=1) / np.sqrt(2000)))

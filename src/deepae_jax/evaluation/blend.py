@@ -10,8 +10,11 @@ After training (the best epoch kept), ``--final_predictor`` picks among
   is the least-squares fit on VALID; the pair with the lowest VALID RMSE is kept.
 
 ``auto`` takes the one of the three with the lowest VALID RMSE (clipping and unknown ratings as
-the run predicts them). ``baseline`` is among the candidates and ``model`` too, so the chosen
-predictor's VALID RMSE is at most either's, by construction. The choice is folded into the run's
+the run predicts them), unless its gain over the baseline is within noise: the mean per-rating
+drop of the squared error below MIN_Z standard errors of it (small VALID sets: a few hundred
+ratings choose a blend that TEST does not confirm), when the baseline is kept. ``baseline`` is
+among the candidates, so the chosen predictor's VALID RMSE is at most the baseline's, by
+construction. The choice is folded into the run's
 :class:`~deepae_jax.baseline.Baseline` (its gains) and saved in ``baseline.npz``, so every later
 use of the run predicts with it.
 """
@@ -31,6 +34,7 @@ log = logging.getLogger("deepae_jax.evaluation.blend")
 CHOICES = ("model", "auto", "blend", "baseline")
 AUTO_LOG_MAX_RATINGS = 5_000_000  # larger: the logged bias baseline uses fixed lambdas
 K_GRID = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0)  # the k of the gains n / (n + k) tried on VALID
+MIN_Z = 1.0  # auto: a candidate replaces the baseline only when its VALID gain is this many SEs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +86,26 @@ def _lookup(gains: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.where(index >= 0, gains[np.maximum(index, 0)], 1.0)
 
 
-def rmse_of(r: Residuals, factor: np.ndarray | float) -> float:
-    """VALID RMSE of ``base + factor * z`` (clipped like the run's predictions)."""
+def squared_errors(r: Residuals, factor: np.ndarray | float) -> np.ndarray:
+    """Per-rating squared VALID errors of ``base + factor * z`` (clipped like the run's)."""
     pred = r.base + factor * r.z
     if r.clip is not None:
         pred = np.clip(pred, *r.clip)
-    return float(np.sqrt(np.mean((pred - r.actual) ** 2)))
+    return (pred - r.actual) ** 2
+
+
+def rmse_of(r: Residuals, factor: np.ndarray | float) -> float:
+    """VALID RMSE of ``base + factor * z``."""
+    return float(np.sqrt(np.mean(squared_errors(r, factor))))
+
+
+def gain_z(r: Residuals, factor: np.ndarray | float) -> float:
+    """The mean drop of the squared error from the baseline to ``base + factor * z``, in
+    standard errors of that mean (paired over the VALID ratings; +inf for an exact gain)."""
+    d = squared_errors(r, 0.0) - squared_errors(r, factor)
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    mean = float(np.mean(d)) if len(d) else 0.0
+    return mean / se if se > 0 else (np.inf if mean > 0 else 0.0)
 
 
 def best_blend(r: Residuals, row_counts: np.ndarray, col_counts: np.ndarray,
@@ -113,7 +131,18 @@ def choose(r: Residuals, row_counts: np.ndarray, col_counts: np.ndarray, mode: s
               Candidate("baseline", 0.0, 0.0, 0.0, rmse_of(r, 0.0)),
               best_blend(r, row_counts, col_counts)]
     allowed = [c for c in scored if mode == "auto" or c.name == mode]
-    return min(allowed, key=lambda c: c.valid_rmse), scored
+    best = min(allowed, key=lambda c: c.valid_rmse)
+    if mode == "auto" and best.name != "baseline" and gain_z(r, factor_of(
+            best, r, row_counts, col_counts)) < MIN_Z:
+        return scored[1], scored
+    return best, scored
+
+
+def factor_of(c: Candidate, r: Residuals, row_counts: np.ndarray, col_counts: np.ndarray
+              ) -> np.ndarray:
+    """The factor s(r, c) of candidate ``c`` at each VALID rating."""
+    return (c.shrink * _lookup(count_gains(row_counts, c.k_row), r.rows)
+            * _lookup(count_gains(col_counts, c.k_col), r.cols))
 
 
 def apply(base: baseline_lib.Baseline, chosen: Candidate, row_counts: np.ndarray,
