@@ -188,11 +188,13 @@ def choose_final(params, model_cfg, inputs: sp.csr_matrix, base: baseline_lib.Ba
     return apply(base, chosen, *counts), record
 
 
-def log_baselines(train_csr: sp.csr_matrix, targets: predictions.EvalTargets, major: str,
-                  clip: bool, unknown: str) -> None:
+def log_baselines(train_csr: sp.csr_matrix, targets: predictions.EvalTargets | None,
+                  major: str, clip: bool, unknown: str) -> None:
     """Logs the eval RMSE of the global mean and of the bias baseline (lambdas chosen on the
     evaluation data up to AUTO_LOG_MAX_RATINGS training ratings, else baseline.DEFAULT_REG):
-    the floor that ``--final_predictor=auto`` keeps."""
+    the floor that ``--final_predictor=auto`` keeps. Nothing without evaluation data."""
+    if targets is None:
+        return
     regs = ((-1.0, -1.0) if train_csr.nnz <= AUTO_LOG_MAX_RATINGS else
             baseline_lib.row_col_regs(major, *baseline_lib.DEFAULT_REG))
     for kind in ("global", "bias"):

@@ -288,9 +288,8 @@ def train_and_evaluate(cfg: Config) -> dict:
         if data.eval is None:
             log.info("no --path_to_eval_data: nothing will be evaluated (no eval RMSE, no model "
                      "selection)")
-        if data.targets is not None:  # the floor of --final_predictor (evaluation/blend.py)
-            blend.log_baselines(data.train.csr, data.targets, cfg.major, cfg.clip_predictions,
-                                cfg.unknown)
+        blend.log_baselines(data.train.csr, data.targets, cfg.major, cfg.clip_predictions,
+                            cfg.unknown)  # the floor of --final_predictor
     model_cfg = cfg.model_config(data.train.shape[1])
     steps_per_epoch, optimizer = _optimizer(cfg, data.train.shape[0])
     memory.check_fits(model_cfg, optimizer, cfg.optimizer)
