@@ -15,16 +15,17 @@ from typing import Iterator
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "deepae_jax"
 
-# Lower layers first; a module may import its own layer or lower ones. Top-level modules not
-# listed sit in the layer of their name's first part.
+# Lower layers first; a module may import its own layer or lower ones. A module's layer is that
+# of the longest entry its dotted name (after the package's) starts with.
 LAYERS = (
-    ("settings",),
+    ("settings", "run.files"),  # the flag machinery; atomic writes and file names
     ("core",),
     ("kernels",),
     ("data",),
+    ("devices",),
+    ("baseline", "evaluation"),
     ("config",),
-    ("run", "devices"),
-    ("evaluation", "baseline"),
+    ("run",),
     ("training",),
     ("inference", "recommend", "export"),
     ("api", "serve"),
@@ -79,11 +80,13 @@ def graph(known: dict[str, pathlib.Path]) -> dict[str, dict[str, tuple[int, bool
 
 
 def layer(module: str) -> int:
-    parts = module.split(".")[1:] or ["__init__"]
-    for i, names in enumerate(LAYERS):
-        if parts[0] in names:
-            return i
-    return len(LAYERS)
+    name = module[len(PACKAGE) + 1:] or "__init__"
+    best, found = -1, len(LAYERS)
+    for i, entries in enumerate(LAYERS):
+        for entry in entries:
+            if (name == entry or name.startswith(entry + ".")) and len(entry) > best:
+                best, found = len(entry), i
+    return found
 
 
 def cycles(g: dict[str, dict]) -> list[list[str]]:

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from deepae_jax.run import checkpoint as ckpt  # noqa: E402
 from deepae_jax import inference  # noqa: E402
 from deepae_jax.core import model  # noqa: E402
-from deepae_jax.training import parallel, trainer  # noqa: E402
+from deepae_jax.training import parallel, run_data, trainer  # noqa: E402
 from deepae_jax.config import Config  # noqa: E402
 from deepae_jax.data.datasets import synthetic  # noqa: E402
 from deepae_jax.core.optim import make_optimizer  # noqa: E402
@@ -104,7 +104,7 @@ def main(workdir: str) -> dict:
     # 4. The sparse XLA path with the ratings resident on the 4 devices (grouped packed
     #    batches gathered on each device) gives the updates of the dense single-device step;
     #    its packed width follows the groups' real ratings; XLA inserted the collectives.
-    data = trainer.load_data(Config(**base))
+    data = run_data.load_data(Config(**base))
     model_cfg = Config(**base).model_config(data.train.shape[1])
     optimizer = make_optimizer("momentum", 0.02, 0.0, 10)
     init = create_train_state(jax.random.PRNGKey(5), model_cfg, optimizer)

@@ -16,7 +16,8 @@ from deepae_jax.data.datasets import synthetic
 from deepae_jax.evaluation import blend, scoring
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.settings import ConfigError
-from deepae_jax.training import selection, trainer
+from deepae_jax.run import files
+from deepae_jax.training import trainer
 
 
 def residuals(n=400, noise=1.0, signal=0.5, seed=0, n_rows=30, n_cols=20):
@@ -130,7 +131,7 @@ def test_a_bad_autoencoder_ends_no_worse_than_the_baseline_everywhere(tmp_path):
                  seed=1, progress=False, baseline="bias", unknown="baseline",
                  clip_predictions=True, final_predictor="auto", save_every=100)
     trainer.train_and_evaluate(cfg)  # lr 0.3: an autoencoder far worse than the biases
-    summary = json.load(open(tmp_path / "run" / selection.SUMMARY))
+    summary = json.load(open(tmp_path / "run" / files.SUMMARY_FILE))
     cands = {c["name"]: c["valid_rmse"] for c in summary["final_predictor_candidates"]}
     assert cands["model"] > cands["baseline"]  # the autoencoder is bad indeed
     assert summary["final_predictor"] != "model"

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from deepae_jax.run import files
 from deepae_jax import baseline as baseline_lib
 from deepae_jax import devices
 from deepae_jax.run import checkpoint as ckpt
@@ -19,7 +20,7 @@ from deepae_jax.config import Config
 from deepae_jax.evaluation.protocol import predict_eval_ratings
 from deepae_jax.run.files import atomic_write
 from deepae_jax.run.run_config import ignored_flags
-from deepae_jax.training.trainer import (DEFAULTS, centre, evaluate_split, load_data,
+from deepae_jax.training.run_data import (DEFAULTS, centre, evaluate_split, load_data,
     uses_predictions)
 
 log = logging.getLogger("deepae_jax")
@@ -72,7 +73,7 @@ def restore_for_inference(cfg: Config):
     if restored.spec.extras.get("baseline", "none") != "none" and base is None:
         raise ckpt.CheckpointError(f"{restored.path}: the model learned residuals of a "
                                    f"--baseline={restored.spec.extras['baseline']} but "
-                                   f"{baseline_lib.FILENAME} is missing beside it")
+                                   f"{files.BASELINE_FILE} is missing beside it")
     if base is not None or uses_predictions(cfg):
         data, base = centre(cfg, data, base)
     return data, restored.model_cfg, restored.params, base

@@ -32,7 +32,6 @@ from deepae_jax.evaluation import predictions
 log = logging.getLogger("deepae_jax.evaluation.blend")
 
 CHOICES = ("model", "auto", "blend", "baseline")
-AUTO_LOG_MAX_RATINGS = 5_000_000  # larger: the logged bias baseline uses fixed lambdas
 K_GRID = (0.0, 1.0, 3.0, 10.0, 30.0, 100.0)  # the k of the gains n / (n + k) tried on VALID
 MIN_Z = 1.0  # auto: a candidate replaces the baseline only when its VALID gain is this many SEs
 
@@ -187,19 +186,3 @@ def choose_final(params, model_cfg, inputs: sp.csr_matrix, base: baseline_lib.Ba
               "final_predictor_candidates": [c.to_dict() for c in scored]}
     return apply(base, chosen, *counts), record
 
-
-def log_baselines(train_csr: sp.csr_matrix, targets: predictions.EvalTargets | None,
-                  major: str, clip: bool, unknown: str) -> None:
-    """Logs the eval RMSE of the global mean and of the bias baseline (lambdas chosen on the
-    evaluation data up to AUTO_LOG_MAX_RATINGS training ratings, else baseline.DEFAULT_REG):
-    the floor that ``--final_predictor=auto`` keeps. Nothing without evaluation data."""
-    if targets is None:
-        return
-    regs = ((-1.0, -1.0) if train_csr.nnz <= AUTO_LOG_MAX_RATINGS else
-            baseline_lib.row_col_regs(major, *baseline_lib.DEFAULT_REG))
-    for kind in ("global", "bias"):
-        base = baseline_lib.fit(train_csr, kind, *regs, eval_csr=targets.split.csr)
-        s = predictions.baseline_scores(base, targets, clip, unknown)
-        log.info("baseline: %s gives eval %s (unknown rows/columns: mean + known bias)",
-                 "the global mean %.4f" % base.mean if kind == "global"
-                 else "user + item biases", s.describe())
