@@ -328,6 +328,7 @@ def main(argv=None) -> int:
             rows.append({"kind": "recipe", "name": f"recipe ({os.path.basename(args.recipe)})",
                          "seed": seed, "valid_rmse": s["valid_rmse"], "test_rmse": s["test_rmse"],
                          "test_count": s["test_count"], "best_epoch": s["best_epoch"],
+                         "final_predictor": s.get("final_predictor", "model"),
                          "wall_s": s.get("wall_s")})
             print(json.dumps(rows[-1]), flush=True)
             if args.refit:
