@@ -1,6 +1,8 @@
 """experiments/small_bench.py: the small-data sets (sizes, rating scales, disjoint parts)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -29,3 +31,19 @@ def test_the_same_draw_on_every_scale(shared_data, tmp_path):
         "s5k_100", str(shared_data / "movielens-100k"), str(tmp_path)).train)
     np.testing.assert_array_equal(a.users, b.users)
     np.testing.assert_allclose(1 + (a.ratings - 1) * 99 / 4, b.ratings, rtol=1e-6)
+
+
+def test_bench_smoke_scores_the_chosen_predictor_everywhere(shared_data, tmp_path):
+    from experiments import beyond
+    recipe = tmp_path / "short.flags"  # the recipe, 3 epochs
+    recipe.write_text(open(beyond.RECIPE).read() + "--num_epochs=3\n")
+    out = tmp_path / "out"
+    assert small_bench.main(["--data_dir", str(shared_data / "movielens-100k"), "--sets", "s5k",
+                             "--seeds", "1", "--recipe", str(recipe), "--out", str(out),
+                             "--work_dir", str(tmp_path / "work")]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    run = next(r for r in rows if r["kind"] == "recipe")
+    # the trainer's TEST score and inference's re-scoring of the chosen candidate agree
+    assert run["candidates_test_rmse"][run["final_predictor"]] == pytest.approx(run["test_rmse"])
+    assert set(run["candidates_test_rmse"]) == {"model", "baseline", "blend"}
+    assert "| s5k | 4000 |" in (out / "table.md").read_text()
