@@ -252,10 +252,7 @@ class Config:
                 self.mode == "train" and not self.path_to_eval_data):
             bad("path_to_eval_data", "model selection (--path_to_test_data, "
                 "--early_stopping_patience) needs validation data")
-        if self.final_predictor != "model" and self.mode == "train" and (
-                self.baseline != "bias" or not self.path_to_eval_data):
-            bad("final_predictor", "needs --baseline=bias and --path_to_eval_data (the "
-                "predictor is chosen against the bias baseline on validation data)")
+        self._check_final_predictor()
         if self.dtype == "bfloat16" and self.matmul_precision not in ("float32", "bfloat16"):
             bad("dtype", f"--dtype=bfloat16 contradicts --matmul_precision="
                 f"{self.matmul_precision}; give only --matmul_precision")
@@ -274,6 +271,13 @@ class Config:
     def precision(self) -> str:
         """The matmul precision (``--matmul_precision``, or ``--dtype=bfloat16``)."""
         return "bfloat16" if self.dtype == "bfloat16" else self.matmul_precision
+
+    def _check_final_predictor(self) -> None:
+        """--final_predictor other than model is chosen on validation against the bias baseline."""
+        if self.final_predictor != "model" and self.mode == "train" and (
+                self.baseline != "bias" or not self.path_to_eval_data):
+            bad_setting(self, "final_predictor", "needs --baseline=bias and --path_to_eval_data "
+                        "(the predictor is chosen against the bias baseline on validation data)")
 
     @property
     def refeed_steps(self) -> int:
