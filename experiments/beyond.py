@@ -10,12 +10,17 @@ TEST scored once, over ALL its ratings: unknown users/items get the baseline's p
 * the recipe ``experiments/recipes/rating_prediction.flags`` unchanged, once per seed (the
   trainer itself picks the best epoch on VALID, stops early and scores TEST: ``summary.json``);
 * an ensemble per seed s: ``--ensemble_items`` item-based recipe runs and ``--ensemble_users``
-  user-based ones (``--major=users``), each with its own training seed; the prediction is
-  (1 - w) * mean(item-based) + w * mean(user-based), w in 0, 0.05, ..., 0.5 chosen on VALID
+  user-based ones (``--major=users``), each with its own training seed, stacked on VALID with
+  the bias baseline b: prediction = b + w_i * (mean(item-based) - b) + w_u * (mean(user-based)
+  - b), (w_i, w_u) the least-squares fit on VALID (:func:`stack_weights`), so that the
+  ensemble's VALID error is at most the baseline's and each group's (before clipping)
   (``inference.predict_ratings`` gives every member's prediction of every rating).
 * with ``--refit``: each recipe run and each ensemble member again, trained on TRAIN + VALID
-  for its best epoch count with the bias lambdas it chose on VALID (no choice made on the
-  larger set), scored once on TEST; refit ensembles keep the weight w chosen on VALID.
+  for its best epoch count with the bias lambdas and the final predictor (shrinkage) it chose
+  on VALID (no choice made on the larger set), scored once on TEST; refit ensembles keep the
+  weights chosen on VALID, with the baseline refit on TRAIN + VALID (same lambdas).
+* ``--best``: the best recipe in one command: ``--refit`` with the ensembles (5 item- and 2
+  user-based members per seed unless told otherwise).
 
 Writes ``results.jsonl`` (one row per run and per ensemble), ``table.md`` and ``meta.json`` to
 ``--out``; runs go to ``--work_dir`` (reused when their ``summary.json`` exists).
@@ -35,7 +40,7 @@ import numpy as np
 
 from deepae_jax import baseline as baseline_lib
 from deepae_jax import inference
-from deepae_jax.evaluation import predictions
+from deepae_jax.evaluation import blend, predictions
 from deepae_jax.training import trainer
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
@@ -45,7 +50,6 @@ from experiments.run import commit, machine
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes",
                       "rating_prediction.flags")
-USER_WEIGHTS = [i / 20 for i in range(11)]  # weight of the user-based group, chosen on VALID
 PUBLISHED = {"GC-MC": 0.910, "IGMC": 0.905, "Sparse FC": 0.895, "GLocal-K": 0.889}
 
 
@@ -130,7 +134,7 @@ def refit(split: data_lib.Split, first: Config, summary: dict, logdir: str, both
     cfg = dataclasses.replace(first, path_to_train_data=both, path_to_eval_data="",
                               path_to_test_data="", early_stopping_patience=0,
                               num_epochs=int(summary["best_epoch"]), baseline_reg_user=user,
-                              baseline_reg_item=item,
+                              baseline_reg_item=item, final_predictor="model",
                               logdir=logdir)
     done = os.path.join(cfg.logdir, "test.json")
     if not os.path.isfile(done):
@@ -139,6 +143,7 @@ def refit(split: data_lib.Split, first: Config, summary: dict, logdir: str, both
         with open(os.path.join(cfg.logdir, "train.log"), "w", encoding="utf-8") as log, \
                 contextlib.redirect_stdout(log):
             trainer.train_and_evaluate(cfg)
+        keep_final_predictor(cfg.logdir, summary)
         pred, actual = member_predictions(cfg, split.test)
         s = predictions.score(pred, actual)
         with open(done, "w", encoding="utf-8") as fh:
@@ -149,6 +154,47 @@ def refit(split: data_lib.Split, first: Config, summary: dict, logdir: str, both
     return {"kind": "refit", "name": "recipe, refit on TRAIN+VALID for its best epoch count",
             "seed": first.seed, "valid_rmse": float("nan"), "epochs": cfg.num_epochs,
             **result}, cfg
+
+
+def keep_final_predictor(logdir: str, summary: dict) -> None:
+    """The final predictor chosen on VALID (its shrinkage a and k's, summary.json) applied to
+    a refit run's baseline, the gains from the refit's own training counts."""
+    chosen = [c for c in summary.get("final_predictor_candidates", [])
+              if c["name"] == summary.get("final_predictor")]
+    if not chosen:
+        return
+    from deepae_jax.run import checkpoint as ckpt
+    restored = ckpt.restore(logdir)
+    base = baseline_lib.load(logdir)
+    with open(os.path.join(logdir, "config.json"), encoding="utf-8") as fh:
+        recorded = json.load(fh)
+    train = trainer.load_data(Config.from_dict(recorded, mode="train"),
+                              vocab=(restored.row_ids, restored.col_ids)).train
+    counts = blend.training_counts(train.csr)
+    baseline_lib.save(logdir, blend.apply(base, blend.Candidate(**chosen[0]), *counts))
+
+
+def stack_weights(y: np.ndarray, base: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Least-squares weights w of ``y - base ~ sum_g w_g (groups[g] - base)`` (the stacking
+    step; w = 0 is the baseline, so VALID is never worse than the baseline before clipping)."""
+    x = np.stack([g - base for g in groups], axis=1)
+    return np.linalg.lstsq(x, y - base, rcond=None)[0]
+
+
+def baseline_predictions(split: data_lib.Split, paths: dict, train_path: str = "",
+                         regs: tuple[float, float] | None = None) -> tuple[dict, tuple, tuple]:
+    """({part: bias-baseline prediction of every rating of paths[part]}, (reg_user, reg_item),
+    the training range): lambdas chosen on VALID unless ``regs``; trained on ``train_path``
+    (default TRAIN)."""
+    train = ratings.load_matrix(train_path or split.train)
+    valid = predictions.align_targets(train, ratings.load_triples(split.valid))
+    base = baseline_lib.fit(train.csr, "bias", *(regs or (-1.0, -1.0)),
+                            eval_csr=valid.split.csr)
+    out = {}
+    for part, path in paths.items():
+        t = predictions.align_targets(train, ratings.load_triples(path))
+        out[part] = np.clip(base.fallback(t.rows, t.cols), base.rating_min, base.rating_max)
+    return out, (base.reg_row, base.reg_col), (base.rating_min, base.rating_max)
 
 
 def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users: int,
@@ -171,21 +217,29 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
                              os.path.join(work, f"{major}_seed{s}_refit"), refit_both)
             preds["refit", major].append(member_predictions(again, split.test)[0])
 
-    def blend(part, w):  # (1 - w) * mean of the item-based + w * mean of the user-based
-        groups = [(1 - w, preds[part, "items"]), (w, preds[part, "users"])]
-        return sum(g * np.mean(p, axis=0) for g, p in groups if p and g > 0)
-    grid = USER_WEIGHTS if n_items and n_users else [float(n_users > 0)]
-    w = min(grid, key=lambda g: predictions.score(blend("valid", g), actual["valid"]).rmse)
-    scores = {part: predictions.score(blend(part, w), actual[part]) for part in ("valid", "test")}
-    name = f"ensemble {n_items} items + {n_users} users"
+    base, regs, bounds = baseline_predictions(split, {"valid": split.valid, "test": split.test})
+    if refit_both:
+        base["refit"] = baseline_predictions(split, {"refit": split.test}, refit_both,
+                                             regs)[0]["refit"]
+    groups = [major for major in ("items", "users") if preds["valid", major]]
+
+    def stacked(part, w):  # b + sum_g w_g (mean of group g - b), clipped to the rating range
+        pred = base[part] + sum(wg * (np.mean(preds[part, g], axis=0) - base[part])
+                                for wg, g in zip(w, groups))
+        return np.clip(pred, *bounds)
+    w = stack_weights(actual["valid"], base["valid"],
+                      [np.mean(preds["valid", g], axis=0) for g in groups])
+    scores = {part: predictions.score(stacked(part, w), actual[part]) for part in ("valid", "test")}
+    name = f"ensemble {n_items} items + {n_users} users, stacked with the baseline"
+    weights = dict(zip(groups, (float(x) for x in w)))
     rows = [{"kind": "ensemble", "name": name,
-             "seed": seed, "members": [f"{m}:{s}" for m, s in members], "users_weight": w,
+             "seed": seed, "members": [f"{m}:{s}" for m, s in members], "weights": weights,
              "valid_rmse": scores["valid"].rmse, "test_rmse": scores["test"].rmse,
              "test_count": scores["test"].count, "wall_s": wall}]
     if refit_both:
-        s = predictions.score(blend("refit", w), actual["test"])
+        s = predictions.score(stacked("refit", w), actual["test"])
         rows.append({**rows[0], "kind": "ensemble_refit", "valid_rmse": float("nan"),
-                     "name": name + ", each refit on TRAIN+VALID (weight from VALID)",
+                     "name": name + ", each refit on TRAIN+VALID (weights from VALID)",
                      "test_rmse": s.rmse, "test_count": s.count, "wall_s": None})
     return rows
 
@@ -239,6 +293,8 @@ def main(argv=None) -> int:
     ap.add_argument("--refit", action="store_true",
                     help="also retrain each recipe run on TRAIN+VALID for its best epoch count")
     ap.add_argument("--recipe", default=RECIPE, help="the flagfile of every run")
+    ap.add_argument("--best", action="store_true",
+                    help="the best recipe: ensembles stacked on VALID, every run refit")
     ap.add_argument("--smoke", action="store_true",
                     help="CI: a corner of MovieLens-100K and 2 epochs per run")
     ap.add_argument("--rating_factor", type=float, default=1.0,
@@ -247,6 +303,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work_dir", default="runs/beyond")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.best:
+        args.refit, args.no_ensemble = True, False
     SMOKE.clear()
     SMOKE.update({"num_epochs": 2} if args.smoke else {})
     started = commit()  # the code that runs (HEAD may move while the runs go)
@@ -270,6 +328,7 @@ def main(argv=None) -> int:
             rows.append({"kind": "recipe", "name": f"recipe ({os.path.basename(args.recipe)})",
                          "seed": seed, "valid_rmse": s["valid_rmse"], "test_rmse": s["test_rmse"],
                          "test_count": s["test_count"], "best_epoch": s["best_epoch"],
+                         "final_predictor": s.get("final_predictor", "model"),
                          "wall_s": s.get("wall_s")})
             print(json.dumps(rows[-1]), flush=True)
             if args.refit:

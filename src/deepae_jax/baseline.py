@@ -14,6 +14,12 @@ the autoencoder see unit-sized numbers whatever the rating scale (0.5..5, 1..5, 
 prediction is ``b(r, c) + scale * f(x)[c]`` (:func:`add_back`). Rows or columns unknown to
 training have zero bias (their prediction is mu plus the known side's bias; with ``none``, the
 training mean). The fitted values are saved beside the checkpoints in ``baseline.npz``.
+
+A final predictor chosen on VALID (``--final_predictor``, :mod:`deepae_jax.evaluation.blend`)
+shrinks the autoencoder's part: ``b(r, c) + shrink * row_gain[r] * col_gain[c] * scale * f(x)[c]``
+(shrink 0: the baseline alone; no gains: the autoencoder as trained). The gains are saved in
+``baseline.npz`` too, so every use of a run (evaluate, infer, recommend, serve, api) predicts
+with the chosen predictor.
 """
 from __future__ import annotations
 
@@ -60,6 +66,25 @@ class Baseline:
     input_shift: float = 0.0
     reg_row: float = -1.0
     reg_col: float = -1.0
+    shrink: float = 1.0
+    row_gain: np.ndarray | None = None
+    col_gain: np.ndarray | None = None
+    blend_k: tuple[float, float] = (0.0, 0.0)  # (row, column) k of the gains n / (n + k)
+
+    def gain(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray | float:
+        """The factor of the autoencoder's part at (r, c) (1: as trained); an index of -1 has
+        a count gain of 1."""
+        if self.row_gain is None:
+            return self.shrink
+        rows, cols = np.asarray(rows), np.asarray(cols)
+        rg = np.where(rows >= 0, self.row_gain[np.maximum(rows, 0)], 1.0)
+        cg = np.where(cols >= 0, self.col_gain[np.maximum(cols, 0)], 1.0)
+        return self.shrink * rg * cg
+
+    def unblended(self) -> "Baseline":
+        """The baseline as the autoencoder was trained with (no final-predictor gains)."""
+        return dataclasses.replace(self, shrink=1.0, row_gain=None, col_gain=None,
+                                   blend_k=(0.0, 0.0))
 
     def offset(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """b(r, c) for dense indices; an index of -1 (unknown to training) has zero bias."""
@@ -198,12 +223,25 @@ def output_offsets(b: Baseline | None, row_index: np.ndarray
     return float(b.scale), row.astype(np.float32), np.asarray(b.col_bias, np.float32)
 
 
+def output_gains(b: Baseline | None, row_index: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(per-row factor (len(row_index),), per-column factor (n_cols,)) of the model's output
+    under a chosen final predictor (shrink included in the rows'); None: as trained."""
+    if b is None or (b.row_gain is None and b.shrink == 1.0):
+        return None
+    index = np.asarray(row_index)
+    row = np.asarray(b.gain(index, np.full(len(index), -1)), np.float64) * np.ones(len(index))
+    col = (np.ones(len(b.col_bias)) if b.col_gain is None else b.col_gain)
+    return row.astype(np.float32), np.asarray(col, np.float32)
+
+
 def add_back(b: Baseline, rows: np.ndarray, cols: np.ndarray, outputs: np.ndarray,
              clip: bool = False) -> np.ndarray:
-    """Predicted ratings b(r, c) + scale * f(x)[c], clipped to the training range if ``clip``."""
+    """Predicted ratings b(r, c) + gain(r, c) * scale * f(x)[c] (gain 1 unless a final
+    predictor was chosen), clipped to the training range if ``clip``."""
     pred = np.asarray(outputs, np.float64)
     if b.kind != "none":
-        pred = b.offset(rows, cols) + b.scale * pred
+        pred = b.offset(rows, cols) + b.gain(rows, cols) * b.scale * pred
     return np.clip(pred, b.rating_min, b.rating_max) if clip else pred
 
 
@@ -214,7 +252,10 @@ def save(directory: str, b: Baseline) -> str:
     def write(fh):
         np.savez(fh, kind=np.asarray(b.kind), row_bias=b.row_bias, col_bias=b.col_bias,
                  scalars=np.asarray([b.mu, b.scale, b.mean, b.rating_min, b.rating_max,
-                                     b.input_shift, b.reg_row, b.reg_col]))
+                                     b.input_shift, b.reg_row, b.reg_col]),
+                 blend=np.asarray([b.shrink, *b.blend_k]),
+                 **({} if b.row_gain is None else {"row_gain": b.row_gain,
+                                                    "col_gain": b.col_gain}))
     atomic_write(path, write)
     return path
 
@@ -227,5 +268,7 @@ def load(directory: str) -> Baseline | None:
     with np.load(path, allow_pickle=False) as z:
         scalars = [float(x) for x in z["scalars"]] + [0.0, -1.0, -1.0][len(z["scalars"]) - 5:]
         mu, scale, mean, lo, hi, shift, reg_row, reg_col = scalars
+        shrink, k_row, k_col = (float(x) for x in z["blend"]) if "blend" in z else (1, 0, 0)
+        gains = ((z["row_gain"], z["col_gain"]) if "row_gain" in z else (None, None))
         return Baseline(str(z["kind"]), mu, z["row_bias"], z["col_bias"], scale, mean, lo, hi,
-                        shift, reg_row, reg_col)
+                        shift, reg_row, reg_col, shrink, *gains, (k_row, k_col))

@@ -197,6 +197,14 @@ class Config:
         "cosine (to 0 over --num_epochs), exponential (x0.95 per epoch), plateau (halved after "
         "3 epochs without a lower training loss).",
         ("reference", "multistep", "constant", "cosine", "exponential", "plateau"))
+    final_predictor: str = setting(
+        "model", "After training, the predictor kept (beyond the paper; needs --baseline=bias "
+        "and --path_to_eval_data): model (the autoencoder, as the paper), baseline (the bias "
+        "baseline alone), blend (baseline + shrink x (autoencoder - baseline), the shrinkage by "
+        "the user's and item's rating counts fitted on validation) or auto (the one of the three "
+        "with the lowest validation RMSE: never worse there than the baseline). Saved with the "
+        "run (baseline.npz, summary.json): evaluate, infer, recommend, serve and the API use it.",
+        ("model", "auto", "blend", "baseline"))
     # training step
     train_path: str = setting(
         "auto", "The training step's variant, fixed once per run and logged: dense (the dense "
@@ -257,6 +265,7 @@ class Config:
                 self.mode == "train" and not self.path_to_eval_data):
             bad("path_to_eval_data", "model selection (--path_to_test_data, "
                 "--early_stopping_patience) needs validation data")
+        self._check_final_predictor()
         if self.dtype == "bfloat16" and self.matmul_precision not in ("float32", "bfloat16"):
             bad("dtype", f"--dtype=bfloat16 contradicts --matmul_precision="
                 f"{self.matmul_precision}; give only --matmul_precision")
@@ -311,6 +320,13 @@ class Config:
     def precision(self) -> str:
         """The matmul precision (``--matmul_precision``, or ``--dtype=bfloat16``)."""
         return "bfloat16" if self.dtype == "bfloat16" else self.matmul_precision
+
+    def _check_final_predictor(self) -> None:
+        """--final_predictor other than model is chosen on validation against the bias baseline."""
+        if self.final_predictor != "model" and self.mode == "train" and (
+                self.baseline != "bias" or not self.path_to_eval_data):
+            bad_setting(self, "final_predictor", "needs --baseline=bias and --path_to_eval_data "
+                        "(the predictor is chosen against the bias baseline on validation data)")
 
     @property
     def refeed_steps(self) -> int:

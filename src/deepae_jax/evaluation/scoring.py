@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from deepae_jax.core import model
-from deepae_jax.baseline import Baseline, output_offsets
+from deepae_jax.baseline import Baseline, output_gains, output_offsets
 from deepae_jax.data.batching import bucket_length, dense_rows
 from deepae_jax.evaluation.ranking import top_k_masked
 
@@ -49,8 +49,10 @@ def rating_scores(params: model.Params, x: np.ndarray, model_cfg: model.ModelCon
     baseline (:mod:`deepae_jax.baseline`) when the model learned residuals; ``row_index``: the
     training row of each row of x (-1: unknown to training), for the row biases."""
     out = reconstruct(params, x, model_cfg)
-    offsets = output_offsets(base, row_index if row_index is not None
-                             else np.full(x.shape[0], -1))
+    index = row_index if row_index is not None else np.full(x.shape[0], -1)
+    offsets, gains = output_offsets(base, index), output_gains(base, index)
+    if gains is not None:  # the final predictor chosen on VALID (evaluation/blend.py)
+        out = out * jnp.asarray(gains[0])[:, None] * jnp.asarray(gains[1])[None, :]
     if offsets is None:
         return out
     scale, row, col = offsets

@@ -16,7 +16,7 @@ from deepae_jax.run import logdir as logdir_lib
 from deepae_jax import devices
 from deepae_jax.core import memory
 from deepae_jax.training import backend, parallel
-from deepae_jax.evaluation import predictions
+from deepae_jax.evaluation import blend, predictions
 from deepae_jax.training import report, selection
 from deepae_jax.training.run_data import (Data, centre, evaluate_split, load_data, load_targets,
                                           run_meta, uses_predictions)
@@ -125,7 +125,8 @@ def _centre_for_run(cfg: Config, data: Data, main: bool):
     residuals of --baseline (fitted now, or the resumed run's), saved as baseline.npz."""
     if not uses_predictions(cfg):
         return data, None
-    data, base = centre(cfg, data, baseline_lib.load(cfg.logdir) if cfg.resume else None)
+    resumed = baseline_lib.load(cfg.logdir) if cfg.resume else None
+    data, base = centre(cfg, data, resumed.unblended() if resumed else None)
     if main:
         baseline_lib.save(cfg.logdir, base)
     return data, base
@@ -151,7 +152,8 @@ def _epoch_result(cfg: Config, epoch: int, losses, evaluation, extra: dict,
 def _selector(cfg: Config, data: Data) -> selection.Selector | None:
     """Model selection (the best epoch on the evaluation data, selection.py) when the run asks
     for it (--path_to_test_data or --early_stopping_patience); a resumed run's knows its best."""
-    if data.eval is None or not (cfg.path_to_test_data or cfg.early_stopping_patience):
+    if data.eval is None or not (cfg.path_to_test_data or cfg.early_stopping_patience
+                                 or cfg.final_predictor != "model"):
         return None
     if cfg.resume:
         return selection.resumed_selector(cfg.logdir, cfg.early_stopping_patience,
@@ -295,8 +297,15 @@ def _finish_selection(cfg: Config, data: Data, model_cfg, base, selector: select
     summary = {"best_epoch": selector.best_epoch, "selection_metric": metric,
                f"valid_{metric}": selector.best_value, "stopped_early": selector.should_stop,
                "best_checkpoint": selection.best_checkpoint(cfg.logdir)}
-    if cfg.path_to_test_data and summary["best_checkpoint"]:
-        params = ckpt.restore(cfg.logdir, summary["best_checkpoint"]).params
+    params = (ckpt.restore(cfg.logdir, summary["best_checkpoint"]).params
+              if summary["best_checkpoint"] else None)
+    if params is not None and base is not None and cfg.final_predictor != "model":
+        base, choice = blend.choose_final(params, model_cfg, data.inputs, base, data.targets,
+                                          data.train.csr, cfg.final_predictor,
+                                          cfg.clip_predictions, cfg.eval_batch_size)
+        baseline_lib.save(cfg.logdir, base)  # evaluate/infer/recommend/serve use the choice
+        summary.update(choice)
+    if cfg.path_to_test_data and params is not None:
         targets = load_targets(cfg, data.train, cfg.path_to_test_data)
         test = Data(data.train, targets.split, targets, data.inputs)
         scores = evaluate_split(params, model_cfg, cfg, test, None, base)
