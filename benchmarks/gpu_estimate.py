@@ -18,7 +18,8 @@ import itertools
 import jax
 import numpy as np
 
-from deepae_jax.core import model, sparse, step
+from deepae_jax.core import model, sparse
+from deepae_jax.core import step as core_step
 from deepae_jax.data.batching import bucket_fine
 from deepae_jax.core.optim import make_optimizer
 
@@ -47,8 +48,8 @@ def layer_cost(items: int, hidden, batch_size: int, width: int, layers: str, aug
     """cost_analysis() of one compiled XLA-path step for a (1, batch, width) packed batch."""
     cfg = model.ModelConfig((items, *hidden), "selu", 0.8)
     opt = make_optimizer("momentum", 0.001, 0.0, 1000)
-    step = step.make_train_step(cfg, opt, aug_step, path="sparse", dtype=dtype, layers=layers)
-    state = jax.eval_shape(lambda: step.create_train_state(jax.random.PRNGKey(0), cfg, opt))
+    step = core_step.make_train_step(cfg, opt, aug_step, path="sparse", dtype=dtype, layers=layers)
+    state = jax.eval_shape(lambda: core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt))
     shape = (1, batch_size, width)
     batch = {"cols": jax.ShapeDtypeStruct(shape, np.int32),
              "vals": jax.ShapeDtypeStruct(shape, np.float32),

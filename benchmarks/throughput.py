@@ -46,7 +46,8 @@ import numpy as np  # noqa: E402
 
 import gpu_estimate  # noqa: E402
 import s1data  # noqa: E402
-from deepae_jax.core import model, sparse, step
+from deepae_jax.core import model, sparse
+from deepae_jax.core import step as core_step
 from deepae_jax.training import resident  # noqa: E402
 from deepae_jax.devices import make_mesh  # noqa: E402
 from deepae_jax.training.trainer import resolve_train_path  # noqa: E402
@@ -73,8 +74,8 @@ def bench_training(csr, args, aug_step):
     cfg = model.ModelConfig((csr.shape[1], *args.hidden), "selu", args.drop_prob)
     n_batches = csr.shape[0] // args.batch_size
     opt = make_optimizer("momentum", args.lr, 0.0, n_batches * (1 + aug_step))
-    state = step.create_train_state(jax.random.PRNGKey(0), cfg, opt)
-    step = step.make_train_step(cfg, opt, aug_step, path=args.path, dtype=args.dtype,
+    state = core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt)
+    step = core_step.make_train_step(cfg, opt, aug_step, path=args.path, dtype=args.dtype,
                                  layers=args.layers)
     runner = resident.ResidentEpochs(step, csr, args.batch_size, seed=0,
                                   steps_per_call=args.steps_per_call,
@@ -135,7 +136,7 @@ def main(argv=None):
     p.add_argument("--data-dir", default=None, help="cache folder for the generated data")
     p.add_argument("--skip-text", action="store_true",
                    help="no text file: skip writing step.tsv and the text load measure")
-    p.add_argument("--layers", default="auto", choices=step.LAYERS,
+    p.add_argument("--layers", default="auto", choices=core_step.LAYERS,
                    help="the XLA path's n-wide first and output layers: gather-sum and output "
                         "at the observed items (sparse), dense matmuls (dense), or auto: sparse "
                         "on the CPU, else the one that moves fewer bytes (sparse.n_wide_layers)")

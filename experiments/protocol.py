@@ -19,6 +19,7 @@ import struct
 import threading
 import time
 
+from deepae_jax.core import memory, model
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax import inference
 from deepae_jax.training import trainer
@@ -42,12 +43,9 @@ class RunSpec:
 
 
 def count_params(n_inputs: int, hidden: tuple[int, ...], constrained: bool = False) -> int:
-    """Parameters of the autoencoder n,h1..hk,...,n (PAPER.md's layout)."""
-    sizes = [n_inputs, *hidden]
-    enc = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    rev = sizes[::-1]
-    dec = sum((0 if constrained else a * b) + b for a, b in zip(rev[:-1], rev[1:]))
-    return enc + dec
+    """Parameters of the autoencoder n,h1..hk,...,n (PAPER.md's layout), from its shapes."""
+    cfg = model.ModelConfig((n_inputs, *hidden), constrained=constrained)
+    return model.count_params(memory.param_shapes(cfg))
 
 
 def read_epochs(logdir: str) -> list[dict]:

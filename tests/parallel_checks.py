@@ -19,14 +19,16 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from deepae_jax.run import checkpoint as ckpt  # noqa: E402
-from deepae_jax import inference
-from deepae_jax.core import model
-from deepae_jax.training import parallel, trainer  # noqa: E402
+from deepae_jax import inference  # noqa: E402
+from deepae_jax.core import model  # noqa: E402
+from deepae_jax.training import parallel, run_data, trainer  # noqa: E402
 from deepae_jax.config import Config  # noqa: E402
 from deepae_jax.data.datasets import synthetic  # noqa: E402
 from deepae_jax.core.optim import make_optimizer  # noqa: E402
 from deepae_jax.data.batching import dense_batches, epoch_permutation  # noqa: E402
-from deepae_jax.training.resident import ResidentEpochs, replicated_on  # noqa: E402
+from deepae_jax import devices  # noqa: E402
+from deepae_jax.devices import replicated_on  # noqa: E402
+from deepae_jax.training.resident import ResidentEpochs  # noqa: E402
 from deepae_jax.core.step import create_train_state, jit_train_step, make_train_step, train_epoch
 
 TINY = synthetic.SyntheticSpec(n_users=160, n_items=48, rank=3, mean_ratings_per_user=10.0,
@@ -90,8 +92,8 @@ def main(workdir: str) -> dict:
     for _ in range(2):
         state = par.replicate(create_train_state(jax.random.PRNGKey(7), model_cfg, optimizer))
         state, _ = par.train_step(make_train_step(model_cfg, optimizer))(
-            state, parallel.global_batch(x, par.mesh, 8))
-        finals.append(jax.tree_util.tree_leaves(parallel.to_host(state.params)))
+            state, devices.global_batch(x, par.mesh, 8))
+        finals.append(jax.tree_util.tree_leaves(devices.to_host(state.params)))
     one = jit_train_step(make_train_step(model_cfg, optimizer))(
         create_train_state(jax.random.PRNGKey(7), model_cfg, optimizer), x)[0]
     out["dropout_rerun_same_params"] = all(np.array_equal(a, b) for a, b in zip(*finals))
@@ -102,7 +104,7 @@ def main(workdir: str) -> dict:
     # 4. The sparse XLA path with the ratings resident on the 4 devices (grouped packed
     #    batches gathered on each device) gives the updates of the dense single-device step;
     #    its packed width follows the groups' real ratings; XLA inserted the collectives.
-    data = trainer.load_data(Config(**base))
+    data = run_data.load_data(Config(**base))
     model_cfg = Config(**base).model_config(data.train.shape[1])
     optimizer = make_optimizer("momentum", 0.02, 0.0, 10)
     init = create_train_state(jax.random.PRNGKey(5), model_cfg, optimizer)
@@ -116,8 +118,8 @@ def main(workdir: str) -> dict:
                                   resident.num_calls(0), 0)
     out["resident_param_max_abs_diff"] = max(
         float(np.max(np.abs(a - b))) for a, b in zip(
-            jax.tree_util.tree_leaves(parallel.to_host(dense_state.params)),
-            jax.tree_util.tree_leaves(parallel.to_host(sparse_state.params))))
+            jax.tree_util.tree_leaves(devices.to_host(dense_state.params)),
+            jax.tree_util.tree_leaves(devices.to_host(sparse_state.params))))
     counts = np.diff(data.train.csr.indptr)
     out["resident_width"] = resident.width
     out["resident_group_max_ratings"] = int(max(

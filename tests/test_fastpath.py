@@ -11,7 +11,8 @@ import optax
 import pytest
 import scipy.sparse as sp
 
-from deepae_jax.core import model, sparse, step
+from deepae_jax.core import model, sparse
+from deepae_jax.core import step as core_step
 from deepae_jax.training import resident
 from deepae_jax.data import batching
 from deepae_jax.evaluation.protocol import evaluate, predict_at, predict_eval_ratings
@@ -62,10 +63,10 @@ def batch_rows(csr, epoch=0, i=0):
 def steps(aug_step, drop_prob, constrained, layers):
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", drop_prob, constrained)
     opt = recorder(1 + aug_step)
-    dense = jax.jit(step.make_train_step(cfg, opt, aug_step, 0.0))
-    fast = jax.jit(step.make_train_step(cfg, opt, aug_step, 0.0, path="sparse",
+    dense = jax.jit(core_step.make_train_step(cfg, opt, aug_step, 0.0))
+    fast = jax.jit(core_step.make_train_step(cfg, opt, aug_step, 0.0, path="sparse",
                                          layers=layers))
-    state = step.create_train_state(jax.random.PRNGKey(1), cfg, opt)
+    state = core_step.create_train_state(jax.random.PRNGKey(1), cfg, opt)
     return dense, fast, state
 
 
@@ -103,9 +104,9 @@ def test_same_parameters_after_several_steps():
     csr = random_csr(1)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = optax.sgd(0.01, momentum=0.9)
-    dense = jax.jit(step.make_train_step(cfg, opt, 1))
-    fast = jax.jit(step.make_train_step(cfg, opt, 1, path="sparse"))
-    s1 = s2 = step.create_train_state(jax.random.PRNGKey(2), cfg, opt)
+    dense = jax.jit(core_step.make_train_step(cfg, opt, 1))
+    fast = jax.jit(core_step.make_train_step(cfg, opt, 1, path="sparse"))
+    s1 = s2 = core_step.create_train_state(jax.random.PRNGKey(2), cfg, opt)
     losses1, losses2 = [], []
     for x, b in zip(batching.dense_batches(csr, BATCH, 5, 0),
                     batching.sparse_batches(csr, BATCH, 5, 0)):
@@ -122,13 +123,13 @@ def test_resident_epoch_matches_host_batches():
     csr = random_csr(2)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = optax.sgd(0.01, momentum=0.9)
-    step = step.make_train_step(cfg, opt, 1, path="sparse")
-    s0 = step.create_train_state(jax.random.PRNGKey(2), cfg, opt)
+    step = core_step.make_train_step(cfg, opt, 1, path="sparse")
+    s0 = core_step.create_train_state(jax.random.PRNGKey(2), cfg, opt)
     s1 = s0
     for b in batching.sparse_batches(csr, BATCH, 5, 1):
         s1, _ = jax.jit(step)(s1, b)
     runner = resident.ResidentEpochs(step, csr, BATCH, seed=5, steps_per_call=2)
-    s2, losses = step.train_epoch(s0, runner.step_fn, runner.batches(1), runner.num_calls(1),
+    s2, losses = core_step.train_epoch(s0, runner.step_fn, runner.batches(1), runner.num_calls(1),
                                    epoch=1)
     assert losses.shape == (N_ROWS // BATCH,)
     assert_trees_close(s2.params, s1.params)
@@ -180,14 +181,14 @@ def test_bfloat16_option_is_close():
     rows = batch_rows(csr)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.0)
     opt = optax.sgd(0.01)
-    state = step.create_train_state(jax.random.PRNGKey(1), cfg, opt)
-    _, m32 = jax.jit(step.make_train_step(cfg, opt, 1, path="sparse"))(
+    state = core_step.create_train_state(jax.random.PRNGKey(1), cfg, opt)
+    _, m32 = jax.jit(core_step.make_train_step(cfg, opt, 1, path="sparse"))(
         state, batching.packed_rows(csr, rows))
-    _, m16 = jax.jit(step.make_train_step(cfg, opt, 1, path="sparse", dtype="bfloat16"))(
+    _, m16 = jax.jit(core_step.make_train_step(cfg, opt, 1, path="sparse", dtype="bfloat16"))(
         state, batching.packed_rows(csr, rows))
     np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=3e-2)
     with pytest.raises(ValueError):
-        step.make_train_step(cfg, opt, 1, path="sparse", dtype="float16")
+        core_step.make_train_step(cfg, opt, 1, path="sparse", dtype="float16")
 
 
 def test_gather_packed_with_empty_rows_and_overflow():
@@ -219,11 +220,11 @@ def lowered_for_cuda(path, layers="auto", aug_step=1):
     csr = random_csr(3)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = make_optimizer("momentum", 0.01, 0.0, 10)
-    runner = resident.ResidentEpochs(step.make_train_step(cfg, opt, aug_step, path=path,
+    runner = resident.ResidentEpochs(core_step.make_train_step(cfg, opt, aug_step, path=path,
                                                         layers=layers),
                                   csr, BATCH, seed=0, steps_per_call=2)
     rows, width = next(iter(runner.batches(0)))
-    state = step.create_train_state(jax.random.PRNGKey(0), cfg, opt)
+    state = core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt)
     exported = jax.export.export(jax.jit(functools.partial(runner.scan, width=width)),
                                  platforms=["cuda"])(state, runner.data, rows)
     return exported.mlir_module()

@@ -24,7 +24,7 @@ EPOCHS = 5
 # its N-th atomic_write (after part of the file is written): a kill during a save.
 WRAPPER = """
 import os, signal, sys
-from deepae_jax import checkpoint, io_utils
+from deepae_jax.run import checkpoint, files as io_utils
 kill_at, count, real = int(os.environ.get("FAULT_KILL_AT_WRITE", "0")), [0], io_utils.atomic_write
 def write(path, fn):
     count[0] += 1

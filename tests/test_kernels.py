@@ -13,7 +13,9 @@ import optax
 import pytest
 
 from deepae_jax import kernels
-from deepae_jax.core import model, optim, step
+from deepae_jax.core import model, optim
+from deepae_jax.core import step as core_step
+from deepae_jax import devices
 from deepae_jax.training import resident
 from deepae_jax.kernels import ffi, update
 from deepae_jax.data import batching
@@ -103,10 +105,10 @@ def test_sparse_path_same_with_and_without_kernels():
     batch = batching.packed_rows(csr, rows)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = optax.sgd(0.01, momentum=0.9)
-    state = step.create_train_state(jax.random.PRNGKey(0), cfg, opt)
+    state = core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt)
 
     def run(path):
-        return jax.jit(step.make_train_step(cfg, opt, 1, path=path))(state, batch)
+        return jax.jit(core_step.make_train_step(cfg, opt, 1, path=path))(state, batch)
     s_kernels, m_kernels = run("cpu_kernels")
     s_xla, m_xla = run("sparse")
     np.testing.assert_allclose(m_kernels["loss"], m_xla["loss"], rtol=1e-6)
@@ -126,9 +128,9 @@ def test_fused_momentum_step_matches_dense_optax_step(aug_step, drop_prob, const
     fused_opt = optim.make_optimizer("momentum", 0.02, 0.0, updates_per_epoch=1)
     plain_opt = optax.sgd(optim.multistep_lr(0.02, 1), momentum=0.9)
     assert isinstance(fused_opt, optim.SGDMomentum)
-    fused = jax.jit(step.make_train_step(cfg, fused_opt, aug_step, path="cpu_kernels"))
-    dense = jax.jit(step.make_train_step(cfg, plain_opt, aug_step))
-    s1 = s2 = step.create_train_state(jax.random.PRNGKey(3), cfg, plain_opt)
+    fused = jax.jit(core_step.make_train_step(cfg, fused_opt, aug_step, path="cpu_kernels"))
+    dense = jax.jit(core_step.make_train_step(cfg, plain_opt, aug_step))
+    s1 = s2 = core_step.create_train_state(jax.random.PRNGKey(3), cfg, plain_opt)
     for i in range(3):
         rows = batch_rows(csr, i=i)
         s1, m1 = dense(s1, batching.dense_rows(csr, rows))
@@ -147,9 +149,9 @@ def test_fused_step_updates_weights_without_copies(aug_step):
     csr = random_csr(6)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = optim.make_optimizer("momentum", 0.02, 0.0, updates_per_epoch=1)
-    step = step.make_train_step(cfg, opt, aug_step, path="cpu_kernels")
+    step = core_step.make_train_step(cfg, opt, aug_step, path="cpu_kernels")
     runner = resident.ResidentEpochs(step, csr, 8, seed=0, steps_per_call=2)
-    state = resident.replicated_on(step.create_train_state(jax.random.PRNGKey(0), cfg, opt),
+    state = devices.replicated_on(core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt),
                                 runner.replicated)
     rows, width = next(iter(runner.batches(0)))
     hlo = runner._multi.lower(state, runner.data, rows, width).compile().as_text()

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from deepae_jax.run import files
 from deepae_jax.run import logdir as logdir_lib
 from test_checkpoint import damage, write_run
 
@@ -37,7 +38,7 @@ def test_a_second_trainer_is_refused_and_a_killed_ones_lock_does_not_block(holde
         logdir_lib.open_run(str(folder), resume=False, overwrite=False)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    assert (folder / logdir_lib.LOCK_FILE).exists()  # stale lock file of a dead process
+    assert (folder / files.LOCK_FILE).exists()  # stale lock file of a dead process
     run = logdir_lib.open_run(str(folder), resume=False, overwrite=False)
     try:
         with pytest.raises(logdir_lib.LogdirError, match="in use"):  # held until released

@@ -10,9 +10,9 @@ from deepae_jax.core.optim import make_optimizer
 def test_training_bytes_counts_params_gradients_and_optimizer_state():
     cfg = model.ModelConfig((10, 4))
     n = 10 * 4 + 4 + 4 * 10 + 10
-    assert memory.param_count(cfg) == n
+    assert model.count_params(memory.param_shapes(cfg)) == n
     assert memory.training_bytes(cfg, make_optimizer("adam", 0.1)) >= 4 * 4 * n  # p, g, m, v
-    assert memory.param_count(model.ModelConfig((10, 4), constrained=True)) == 10 * 4 + 4 + 10
+    assert model.count_params(memory.param_shapes(model.ModelConfig((10, 4), constrained=True))) == 10 * 4 + 4 + 10
 
 
 def test_a_model_too_large_is_refused_with_the_memory_it_needs():

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from deepae_jax import devices
 from deepae_jax.training import parallel
 from deepae_jax.config import Config, ConfigError
 from deepae_jax.data.batching import dense_batches
@@ -83,15 +84,15 @@ def test_more_devices_than_available_is_a_clear_error(four_devices):
 
 
 def test_check_batch_size():
-    parallel.check_batch_size(64, 8)
+    devices.check_batch_size(64, 8)
     with pytest.raises(ValueError, match=r"--batch_size=30 does not divide among 8 devices"):
-        parallel.check_batch_size(30, 8)
+        devices.check_batch_size(30, 8)
 
 
 def test_single_device_needs_no_parallel_runtime():
     assert parallel.setup(num_devices=0, batch_size=7) is None  # one CPU device here
     assert parallel.setup(num_devices=1) is None
-    assert parallel.is_main_process()
+    assert devices.is_main_process()
     with pytest.raises(ValueError, match=r"--num_devices=2: this process has 1"):
         parallel.setup(num_devices=2)
 
@@ -116,8 +117,8 @@ def _csr(seed=0, rows=37, cols=11):
 
 def test_batches_on_one_device_mesh_are_the_single_device_batches():
     csr = _csr()
-    par = parallel.DataParallel(parallel.make_mesh(1))
-    assert parallel.process_rows(par.mesh, 8) == slice(0, 8)
+    par = parallel.DataParallel(devices.make_mesh(1))
+    assert devices.process_rows(par.mesh, 8) == slice(0, 8)
     got = [np.asarray(b) for b in par.batches(csr, 8, seed=3, epoch=2)]
     want = list(dense_batches(csr, 8, seed=3, epoch=2))
     assert len(got) == len(want) == 4
@@ -126,12 +127,12 @@ def test_batches_on_one_device_mesh_are_the_single_device_batches():
 
 
 def test_to_host_and_replicate_round_trip():
-    mesh = parallel.make_mesh(1)
+    mesh = devices.make_mesh(1)
     tree = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.int32(4)}
-    back = parallel.to_host(parallel.replicate(tree, mesh))
+    back = devices.to_host(devices.replicate(tree, mesh))
     np.testing.assert_array_equal(back["a"], tree["a"])
     assert int(back["s"]) == 4 and isinstance(back["a"], np.ndarray)
-    assert isinstance(jax.device_get(parallel.local_view(parallel.replicate(tree, mesh))["a"]),
+    assert isinstance(jax.device_get(devices.local_view(devices.replicate(tree, mesh))["a"]),
                       np.ndarray)
 
 

@@ -9,10 +9,11 @@ import math
 import numpy as np
 import pytest
 
+from deepae_jax.run import files
 from deepae_jax import baseline as bl
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax import inference
-from deepae_jax.training import trainer, selection
+from deepae_jax.training import run_data, selection, trainer
 from deepae_jax.config import Config
 from deepae_jax.data.datasets import synthetic
 from deepae_jax.core.step import TrainingDivergedError
@@ -43,7 +44,7 @@ def test_save_best_is_a_readable_checkpoint(tmp_path):
     assert selection.best_checkpoint(str(tmp_path)) == path
     assert ckpt.latest_checkpoint(str(tmp_path)) is None  # not an epoch checkpoint
     assert ckpt.read_checkpoint(path)["epoch"] == 5
-    info = json.load(open(tmp_path / selection.BEST_INFO))
+    info = json.load(open(tmp_path / files.BEST_INFO_FILE))
     assert info == {"epoch": 5, "metric": "rmse", "valid_rmse": 0.91}
     assert selection.best_checkpoint(str(tmp_path / "none")) is None
 
@@ -72,7 +73,7 @@ def test_training_keeps_the_best_epoch_and_scores_test_once(data_dir, tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     epochs = [r for r in rows if r["kind"] == "epoch"]
     best = min(epochs, key=lambda r: r["eval_rmse"])
-    summary = json.load(open(tmp_path / selection.SUMMARY))
+    summary = json.load(open(tmp_path / files.SUMMARY_FILE))
     assert summary["best_epoch"] == best["epoch"] == result["summary"]["best_epoch"]
     assert summary["valid_rmse"] == pytest.approx(best["eval_rmse"])
     test_lines = [r for r in rows if r["kind"] == "test"]
@@ -115,7 +116,7 @@ def test_a_1_to_100_scale_trains_with_a_baseline(data_dir, tmp_path):
     result = trainer.train_and_evaluate(cfg)
     base = bl.load(str(tmp_path / "run"))
     assert (base.rating_min, base.rating_max) == (20.0, 100.0) and base.scale > 10
-    valid = trainer.load_targets(cfg, trainer.load_data(cfg).train, cfg.path_to_eval_data)
+    valid = run_data.load_targets(cfg, run_data.load_data(cfg).train, cfg.path_to_eval_data)
     mean_rmse = float(np.sqrt(np.mean((valid.actual - base.mean) ** 2)))
     assert np.isfinite(result["eval_rmse"]) and result["eval_rmse"] < 1.1 * mean_rmse
 

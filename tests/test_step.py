@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from deepae_jax.core import model, optim, step
+from deepae_jax.core import model, optim
+from deepae_jax.core import step as core_step
 from deepae_jax.data.batching import dense_batches, dense_rows, epoch_permutation, num_batches
 
 N, HIDDEN, BATCH = 12, (5, 3), 4
@@ -156,7 +157,7 @@ def make_optimizer(lr=LR):
 
 
 def jitted_step(constrained=False, aug_step=0, noise_prob=0.0, drop_prob=0.0):
-    """step.jit_train_step(step.make_train_step(...)) for the tiny model, built (and so
+    """core_step.jit_train_step(core_step.make_train_step(...)) for the tiny model, built (and so
     compiled) once per distinct configuration in the test session."""
     return _jitted_step(bool(constrained), int(aug_step), float(noise_prob), float(drop_prob))
 
@@ -164,15 +165,15 @@ def jitted_step(constrained=False, aug_step=0, noise_prob=0.0, drop_prob=0.0):
 @functools.lru_cache(maxsize=None)
 def _jitted_step(constrained, aug_step, noise_prob, drop_prob):
     """The cached builder behind jitted_step (arguments normalised so that keys match)."""
-    step = step.make_train_step(make_cfg(constrained, drop_prob), make_optimizer(),
+    step = core_step.make_train_step(make_cfg(constrained, drop_prob), make_optimizer(),
                                  aug_step=aug_step, noise_prob=noise_prob)
-    return step.jit_train_step(step)
+    return core_step.jit_train_step(step)
 
 
 def make_state(params, rng_seed=0, step=0):
     """A TrainState holding copies of the numpy ``params`` (fresh buffers: the step donates)."""
     p = jax.tree.map(lambda a: jnp.array(a, jnp.float32), params)
-    return step.TrainState(step=jnp.asarray(step, jnp.int32), params=p,
+    return core_step.TrainState(step=jnp.asarray(step, jnp.int32), params=p,
                             opt_state=make_optimizer().init(p),
                             rng=jax.random.PRNGKey(rng_seed))
 
@@ -247,7 +248,7 @@ def test_create_train_state():
     """Layout of a fresh state (traced with eval_shape: structure and shapes, no compile)."""
     cfg = make_cfg(constrained=True)
     opt = make_optimizer()
-    state = jax.eval_shape(lambda r: step.create_train_state(r, cfg, opt), jax.random.PRNGKey(0))
+    state = jax.eval_shape(lambda r: core_step.create_train_state(r, cfg, opt), jax.random.PRNGKey(0))
     assert state.step.shape == () and state.step.dtype == jnp.int32
     assert [l["w"].shape for l in state.params["encoder"]] == [(N, 5), (5, 3)]
     assert [l["b"].shape for l in state.params["decoder"]] == [(5,), (N,)]
@@ -258,7 +259,7 @@ def test_create_train_state():
 
 def test_negative_aug_step_raises():
     with pytest.raises(ValueError):
-        step.make_train_step(make_cfg(), make_optimizer(), aug_step=-1)
+        core_step.make_train_step(make_cfg(), make_optimizer(), aug_step=-1)
 
 
 # ---------------------------------------------------------------- noise and dropout
@@ -319,7 +320,7 @@ def test_train_epoch_full_batches_and_order():
     seen, summaries = [], []
     n_b = num_batches(22, BATCH)
     assert n_b == 5
-    state, losses = step.train_epoch(
+    state, losses = core_step.train_epoch(
         make_state(params0), recording(jitted_step(), seen),
         dense_batches(csr, BATCH, seed=1, epoch=3), n_b, epoch=3, summary_frequency=2,
         on_summary=lambda i, r: summaries.append((i, r)))
@@ -337,11 +338,11 @@ def test_train_epoch_full_batches_and_order():
 
     # Same seed and epoch: same batches, same losses; another epoch: another order.
     seen2, seen3 = [], []
-    _, losses2 = step.train_epoch(make_state(params0), recording(jitted_step(), seen2),
+    _, losses2 = core_step.train_epoch(make_state(params0), recording(jitted_step(), seen2),
                                    dense_batches(csr, BATCH, seed=1, epoch=3), n_b, epoch=3)
     np.testing.assert_array_equal(np.stack(seen), np.stack(seen2))
     np.testing.assert_array_equal(losses, losses2)
-    step.train_epoch(make_state(params0), recording(jitted_step(), seen3),
+    core_step.train_epoch(make_state(params0), recording(jitted_step(), seen3),
                       dense_batches(csr, BATCH, seed=1, epoch=4), n_b, epoch=4)
     assert not np.array_equal(np.stack(seen), np.stack(seen3))
 
@@ -349,7 +350,7 @@ def test_train_epoch_full_batches_and_order():
 def test_train_epoch_stops_after_n_batches():
     batches = rating_batches(7, seed=13)
     seen = []
-    _, losses = step.train_epoch(make_state(init_params(False)), recording(jitted_step(), seen),
+    _, losses = core_step.train_epoch(make_state(init_params(False)), recording(jitted_step(), seen),
                                   iter(batches), 5, epoch=0)
     assert len(losses) == 5 and len(seen) == 5
 
@@ -359,8 +360,8 @@ def test_train_epoch_nan_raises_with_epoch_and_step():
     perm = epoch_permutation(22, seed, epoch)
     bad_batch = 3                                     # the iteration whose batch holds the inf
     csr = rating_csr(22, inf_row=int(perm[bad_batch * BATCH + 1]))
-    with pytest.raises(step.TrainingDivergedError) as err:
-        step.train_epoch(make_state(init_params(False)), jitted_step(),
+    with pytest.raises(core_step.TrainingDivergedError) as err:
+        core_step.train_epoch(make_state(init_params(False)), jitted_step(),
                           dense_batches(csr, BATCH, seed=seed, epoch=epoch),
                           num_batches(22, BATCH), epoch=epoch, summary_frequency=2)
     message = str(err.value)
@@ -376,7 +377,7 @@ def test_noisy_refeed_target_option():
     x = jnp.asarray(rating_batches(1, seed=8)[0])
 
     def run(noise_prob, noisy_target):
-        step = step.jit_train_step(step.make_train_step(
+        step = core_step.jit_train_step(core_step.make_train_step(
             make_cfg(), make_optimizer(), aug_step=1, noise_prob=noise_prob,
             noisy_target=noisy_target))
         return step(make_state(params0), x)
@@ -404,7 +405,7 @@ def test_input_dropout_drops_inputs_only_in_the_dense_step():
     params0 = init_params(False, seed=21)
     x = rating_batches(1, seed=22)[0]
     p = 0.4
-    step = step.make_train_step(make_cfg(), make_optimizer(), input_drop_prob=p)
+    step = core_step.make_train_step(make_cfg(), make_optimizer(), input_drop_prob=p)
     state = make_state(params0, rng_seed=3, step=2)
     _, metrics = jax.jit(step)(state, jnp.asarray(x))
     key0 = jax.random.split(jax.random.fold_in(state.rng, state.step), 1)[0]
@@ -426,7 +427,7 @@ def test_input_options_off_leave_the_sparse_step_unchanged_and_on_change_it():
     batch = _sparse_batch(x)
 
     def run(**kw):
-        step = step.make_train_step(make_cfg(drop_prob=0.5), make_optimizer(),
+        step = core_step.make_train_step(make_cfg(drop_prob=0.5), make_optimizer(),
                                      path="sparse", **kw)
         return jax.jit(step)(make_state(params0, rng_seed=5), batch)
     ref, m_ref = run()
@@ -442,7 +443,7 @@ def test_input_shift_is_added_to_rated_inputs_not_to_targets():
     x = rating_batches(1, seed=26)[0] - 3.0  # residual-like, with exact zeros among the rated
     x[x == 0] = 1e-6
     x[rating_batches(1, seed=26)[0] == 0] = 0.0
-    step = step.make_train_step(make_cfg(), make_optimizer(), path="sparse",
+    step = core_step.make_train_step(make_cfg(), make_optimizer(), path="sparse",
                                  input_shift=2.5)
     _, metrics = jax.jit(step)(make_state(params0), _sparse_batch(x))
     want = _mmse(params0, np.where(x != 0, x + 2.5, 0.0), x)

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from deepae_jax.run import files
 from deepae_jax import config as config_lib
 from deepae_jax import settings
 from deepae_jax.config import Config
@@ -38,20 +39,7 @@ DATA_FOLDER = "data"
 def settings_of_flagfile(path: str) -> dict[str, Any]:
     """The settings a flagfile (e.g. ``experiments/recipes/rating_prediction.flags``) sets, as
     Config field values; errors name the flag."""
-    from absl import flags
-    fv = flags.FlagValues()
-    settings.define_flags(Config, fv)
-    try:
-        fv(["deepae_jax.api", f"--flagfile={path}"])
-    except flags.Error as e:
-        raise settings.ConfigError(f"{path}: {' '.join(str(e).split())}") from None
-    values = {}
-    for f in dataclasses.fields(Config):
-        if fv[f.name].present:
-            value = fv[f.name].value
-            values[f.name] = (settings.parse_int_list(value, f.name)
-                              if isinstance(f.default, tuple) else value)
-    return values
+    return settings.read_flagfile(Config, path)
 
 
 def _columns(df, columns: Sequence[str] | None) -> tuple[str, str, str]:
@@ -146,11 +134,11 @@ class Model:
     def _inference(self):
         if self._restored is None:
             from deepae_jax import inference
-            from deepae_jax.training import trainer
+            from deepae_jax.training import run_data
             data, model_cfg, params, base = inference.restore_for_inference(
                 self._settings(path_to_eval_data=""))
             if base is None:
-                data, base = trainer.centre(self._settings(baseline="none"), data)
+                data, base = run_data.centre(self._settings(baseline="none"), data)
             self._restored = data, model_cfg, params, base
         return self._restored
 
@@ -197,8 +185,8 @@ class Model:
         if os.path.exists(path) and os.listdir(path):
             raise FileExistsError(f"{path}: exists and is not empty; save into a new folder")
         os.makedirs(os.path.join(path, DATA_FOLDER), exist_ok=True)
-        for name in (os.path.basename(restored.path), ckpt.VOCAB_FILE, "baseline.npz",
-                     "summary.json", "best.json"):
+        for name in (os.path.basename(restored.path), files.VOCAB_FILE, files.BASELINE_FILE,
+                     files.SUMMARY_FILE, files.BEST_INFO_FILE):
             if os.path.isfile(os.path.join(self.logdir, name)):
                 shutil.copy2(os.path.join(self.logdir, name), os.path.join(path, name))
         train_path = os.path.join(path, DATA_FOLDER, "train.npz")
@@ -208,12 +196,12 @@ class Model:
         raw.save(train_path)
         recorded = {**self.config.to_dict(), **_recorded(self.logdir),
                     "path_to_train_data": os.path.abspath(train_path), "logdir": path}
-        atomic_write_text(os.path.join(path, "config.json"),
+        atomic_write_text(os.path.join(path, files.CONFIG_FILE),
                           json.dumps(recorded, indent=2, sort_keys=True) + "\n")
         return Model(path)
 
 
 def _recorded(logdir: str) -> dict:
-    with open(os.path.join(logdir, "config.json"), encoding="utf-8") as fh:
+    with open(os.path.join(logdir, files.CONFIG_FILE), encoding="utf-8") as fh:
         values = json.load(fh)
     return {k: v for k, v in values.items() if k not in {f.name for f in dataclasses.fields(Config)}}

@@ -23,10 +23,10 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
+from deepae_jax.run import files
 from deepae_jax.run.files import atomic_write
 
 KINDS = ("none", "global", "bias")
-FILENAME = "baseline.npz"
 REG_GRID = (0.5, 2.0, 5.0, 10.0, 25.0, 50.0)  # the lambdas tried by ``auto`` (-1)
 DEFAULT_REG = (15.0, 10.0)  # (user, item): ``auto`` without evaluation data
 ZERO_RESIDUAL = 1e-6  # a residual of exactly 0 would read as "unrated"; stored as this instead
@@ -209,7 +209,7 @@ def add_back(b: Baseline, rows: np.ndarray, cols: np.ndarray, outputs: np.ndarra
 
 def save(directory: str, b: Baseline) -> str:
     """Writes ``directory/baseline.npz`` atomically; returns its path."""
-    path = os.path.join(directory, FILENAME)
+    path = os.path.join(directory, files.BASELINE_FILE)
 
     def write(fh):
         np.savez(fh, kind=np.asarray(b.kind), row_bias=b.row_bias, col_bias=b.col_bias,
@@ -221,7 +221,7 @@ def save(directory: str, b: Baseline) -> str:
 
 def load(directory: str) -> Baseline | None:
     """The baseline saved by :func:`save` in ``directory``, or None when there is none."""
-    path = os.path.join(directory, FILENAME)
+    path = os.path.join(directory, files.BASELINE_FILE)
     if not os.path.isfile(path):
         return None
     with np.load(path, allow_pickle=False) as z:

@@ -1,4 +1,6 @@
-"""Start-up of multi-device and multi-process runs: ``jax.distributed`` and the device mesh.
+"""Devices: ``jax.distributed`` start-up, the 1-D device mesh, and host <-> device transfers of
+global arrays (placing host values on a mesh, fetching replicated values, assembling each
+process's rows into a global batch).
 
 See :mod:`deepae_jax.training.parallel` for what a data-parallel run does with them.
 """
@@ -6,15 +8,16 @@ from __future__ import annotations
 
 import logging
 
+from typing import Any
+
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 log = logging.getLogger("deepae_jax")
 
 AXIS = "batch"
 """The name of the device axis of the 1-D mesh (the batch is sharded along it)."""
-
 
 
 def initialize_distributed(coordinator_address: str = "", num_processes: int = 1,
@@ -92,3 +95,74 @@ def check_batch_size(batch_size: int, n_devices: int, flag: str = "batch_size") 
         raise ValueError(f"--{flag}={batch_size} does not divide among {n_devices} devices "
                          f"(the global batch is split evenly); use a multiple of {n_devices}, "
                          f"e.g. {lower} or {lower + n_devices}, or change --num_devices")
+
+
+# --------------------------------------------------------------------------- host <-> devices
+
+
+def put_global(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
+    """A host array (the same on every process) as a global array laid out by ``sharding``."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def replicated_on(tree: Any, sharding: NamedSharding) -> Any:
+    """``tree`` with every leaf a global array replicated by ``sharding`` (leaves that already
+    are stay as they are; host values must be the same on every process)."""
+    def put(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
+            return jax.device_put(x, sharding)  # the same buffers, relabelled
+        return put_global(np.asarray(jax.device_get(x)), sharding)
+    return jax.tree_util.tree_map(put, tree)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """A host (or single-device) pytree copied onto every device of ``mesh`` (all processes must
+    pass the same values): :func:`replicated_on` the mesh's replicated sharding."""
+    return replicated_on(tree, NamedSharding(mesh, P()))
+
+
+def to_host(tree: Any) -> Any:
+    """A replicated (possibly multi-process) pytree as numpy arrays on this host.
+
+    For arrays that span other processes' devices, this process's first shard is the value.
+    """
+    def get(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(jax.device_get(x))
+    return jax.tree_util.tree_map(get, tree)
+
+
+def local_view(tree: Any) -> Any:
+    """This process's copy of replicated arrays (no host transfer, no wait): a value that
+    ``jax.device_get`` can fetch even when the array spans several processes."""
+    return jax.tree_util.tree_map(
+        lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
+
+
+def one_device_mesh(device=None) -> Mesh:
+    """The 1-D mesh (axis ``distributed.AXIS``) of one device (default: the first)."""
+    return Mesh(np.asarray([device or jax.devices()[0]]), (AXIS,))
+
+
+def process_rows(mesh: Mesh, batch_size: int) -> slice:
+    """The rows ``[start, stop)`` of every global batch that this process's devices hold."""
+    sharding = NamedSharding(mesh, P(AXIS))
+    spans = sorted((idx[0].start or 0, idx[0].stop if idx[0].stop is not None else batch_size)
+                   for idx in sharding.addressable_devices_indices_map((batch_size,)).values())
+    for (_, stop), (start, _) in zip(spans, spans[1:]):
+        if stop != start:
+            raise RuntimeError(f"this process's devices hold non-contiguous rows {spans}")
+    return slice(spans[0][0], spans[-1][1])
+
+
+def global_batch(local: Any, mesh: Mesh, batch_size: int) -> Any:
+    """Assembles each process's rows (leaves with leading axis ``batch_size / P``) into global
+    arrays of leading axis ``batch_size``, sharded along the device axis."""
+    sharding = NamedSharding(mesh, P(AXIS))
+    return jax.tree_util.tree_map(
+        lambda a: jax.make_array_from_process_local_data(
+            sharding, np.asarray(a), (batch_size,) + np.shape(a)[1:]), local)

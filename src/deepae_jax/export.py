@@ -29,6 +29,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from deepae_jax.run import files
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.core import model
 from deepae_jax import settings
@@ -39,8 +40,7 @@ log = logging.getLogger("deepae_jax")
 
 FORMATS = ("onnx", "jax")
 INPUT_NAME, OUTPUT_NAME = "ratings", "predictions"
-ONNX_FILE, JAX_FILE, VOCAB_FILE, MANIFEST_FILE = ("model.onnx", "model.jax_export", "vocab.npz",
-                                                  "export.json")
+ONNX_FILE, JAX_FILE, MANIFEST_FILE = "model.onnx", "model.jax_export", "export.json"
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 EXTRA_HINT = "install the export extra: pip install 'deepae_jax[export]'"
 
@@ -180,7 +180,7 @@ def export_model(logdir: str, out_dir: str, save_path: str = "",
     params, model_cfg, path = restored.params, restored.model_cfg, restored.path
     folder = os.path.dirname(os.path.abspath(path))
     baseline = restored.spec.extras.get("baseline", "none")
-    if baseline != "none" or os.path.isfile(os.path.join(folder, "baseline.npz")):
+    if baseline != "none" or os.path.isfile(os.path.join(folder, files.BASELINE_FILE)):
         raise ExportError(f"{path}: the model learned residuals of a --baseline={baseline}; "
                           "the exported network alone would not predict ratings (export of "
                           "such models is not supported yet: use the JSON service, "
@@ -202,9 +202,9 @@ def export_model(logdir: str, out_dir: str, save_path: str = "",
         blob = bytes(to_jax_export(params, model_cfg, platforms).serialize())
         written["jax"] = os.path.join(out_dir, JAX_FILE)
         atomic_write(written["jax"], lambda fh: fh.write(blob))
-    written["vocab"] = os.path.join(out_dir, VOCAB_FILE)
-    if os.path.abspath(written["vocab"]) != os.path.abspath(os.path.join(folder, VOCAB_FILE)):
-        with open(os.path.join(folder, VOCAB_FILE), "rb") as fh:
+    written["vocab"] = os.path.join(out_dir, files.VOCAB_FILE)
+    if os.path.abspath(written["vocab"]) != os.path.abspath(os.path.join(folder, files.VOCAB_FILE)):
+        with open(os.path.join(folder, files.VOCAB_FILE), "rb") as fh:
             vocab_bytes = fh.read()
         atomic_write(written["vocab"], lambda fh: fh.write(vocab_bytes))
     manifest = {"checkpoint": os.path.abspath(path), "major": major,

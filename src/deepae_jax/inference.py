@@ -9,7 +9,9 @@ import os
 
 import numpy as np
 
+from deepae_jax.run import files
 from deepae_jax import baseline as baseline_lib
+from deepae_jax import devices
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.evaluation import metrics as metrics_lib
 from deepae_jax.training import parallel
@@ -18,7 +20,7 @@ from deepae_jax.config import Config
 from deepae_jax.evaluation.protocol import predict_eval_ratings
 from deepae_jax.run.files import atomic_write
 from deepae_jax.run.run_config import ignored_flags
-from deepae_jax.training.trainer import (DEFAULTS, centre, evaluate_split, load_data,
+from deepae_jax.training.run_data import (DEFAULTS, centre, evaluate_split, load_data,
     uses_predictions)
 
 log = logging.getLogger("deepae_jax")
@@ -71,7 +73,7 @@ def restore_for_inference(cfg: Config):
     if restored.spec.extras.get("baseline", "none") != "none" and base is None:
         raise ckpt.CheckpointError(f"{restored.path}: the model learned residuals of a "
                                    f"--baseline={restored.spec.extras['baseline']} but "
-                                   f"{baseline_lib.FILENAME} is missing beside it")
+                                   f"{files.BASELINE_FILE} is missing beside it")
     if base is not None or uses_predictions(cfg):
         data, base = centre(cfg, data, base)
     return data, restored.model_cfg, restored.params, base
@@ -106,7 +108,7 @@ def run_evaluate(cfg: Config) -> predictions.Scores:
     metrics also go to ``--metrics_path`` as one JSON object."""
     par = parallel.setup_from_config(cfg, train=False)
     result, values = evaluate_saved(cfg, par)
-    if parallel.is_main_process():
+    if devices.is_main_process():
         dropped = values["eval_ratings_dropped"]
         if result.count == 0:
             print(f"evaluation RMSE n/a: no evaluation ratings of known rows in "
@@ -147,7 +149,7 @@ def run_infer(cfg: Config) -> int:
         chunks.append("".join(f"{u}\t{i}\t{p:.6f}\t{a:g}\n"
                               for u, i, p, a in zip(users, items, pred, actual)))
     text = "".join(chunks)
-    if not parallel.is_main_process():
+    if not devices.is_main_process():
         return text.count("\n")
     atomic_write(cfg.predictions_path, lambda fh: fh.write(text.encode()))
     lines = text.count("\n")

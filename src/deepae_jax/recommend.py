@@ -34,6 +34,7 @@ from deepae_jax.core import model
 from deepae_jax.evaluation import scoring
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import bucket_length, dense_rows
+from deepae_jax.training.run_data import reindex
 from deepae_jax.evaluation.ranking import top_k_masked
 
 log = logging.getLogger("deepae_jax")
@@ -50,15 +51,6 @@ class UnknownIdError(RecommendError):
         self.kind, self.ids = kind, [i.item() if isinstance(i, np.generic) else i for i in ids]
         shown = ", ".join(map(str, self.ids[:10])) + (" ..." if len(self.ids) > 10 else "")
         super().__init__(f"{len(self.ids)} unknown {kind} id(s): {shown}{hint}")
-
-
-@functools.partial(jax.jit, static_argnames=("model_cfg", "k"))
-def top_k_unrated(params: model.Params, x: jax.Array, model_cfg: model.ModelConfig, k: int
-                  ) -> tuple[jax.Array, jax.Array]:
-    """(scores, item indices), each (batch, k): the k best predicted items per row, best first,
-    among the items the row has not rated (x == 0); -inf scores where fewer remain."""
-    out = model.apply(params, x, model_cfg, train=False)
-    return jax.lax.top_k(jnp.where(x != 0, -jnp.inf, out), k)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,13 +262,9 @@ class Recommender:
         idx, scores = [], []
         for start in range(0, x.shape[0], self.batch_size):
             chunk = x[start:start + self.batch_size]
-            if self.base is None:  # the reference's scores, one fused program
-                s, i = top_k_unrated(self.params, self._padded(chunk), self.model_cfg, static_k)
-            else:
-                padded = self._padded(chunk)
-                rows = np.resize(row_index[start:start + self.batch_size], len(padded))
-                s, i = top_k_masked(self._scores(padded, rows), jnp.asarray(padded != 0),
-                                    static_k)
+            padded = self._padded(chunk)
+            rows = np.resize(row_index[start:start + self.batch_size], len(padded))
+            s, i = top_k_masked(self._scores(padded, rows), jnp.asarray(padded != 0), static_k)
             idx.append(np.asarray(i)[:len(chunk), :k])
             scores.append(np.asarray(s)[:len(chunk), :k])
         if not idx:
@@ -389,7 +377,6 @@ def load_training_matrix(path: str, row_ids: np.ndarray, col_ids: np.ndarray,
                          major: str = "users", **options) -> ratings.RatingMatrix:
     """The training ratings on the trained model's id maps (as evaluate/infer lay them out);
     ``options``: header, columns, timestamp_column of :class:`ratings.TableFormat`."""
-    from deepae_jax.training.trainer import reindex  # the same re-indexing as restore_for_inference
     train = ratings.load_matrix(path, major, delimiter, column_order, **options)
     if not (np.array_equal(train.row_ids, row_ids) and np.array_equal(train.col_ids, col_ids)):
         log.warning("%s: the users or items differ from the model's id maps (vocab.npz); is this "

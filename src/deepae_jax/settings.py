@@ -11,6 +11,7 @@ FlagValues (no clash with main.py's flags).
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from typing import Any, Mapping, Sequence, TypeVar
 
@@ -39,6 +40,59 @@ def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
         raise ConfigError(f"--{flag}={text!r}: expected comma-separated positive "
                           "integers, e.g. 512,512,1024")
     return sizes
+
+
+def _flag_value(f: dataclasses.Field, text: str | None, where: str) -> Any:
+    """The value of a flagfile line ``--name[=text]`` for the field ``f``."""
+    name, default = f.name, f.default
+    if isinstance(default, bool):
+        if text is None or text.lower() in ("true", "1"):
+            return True
+        if text.lower() in ("false", "0"):
+            return False
+        raise ConfigError(f"{where}: --{name} takes no value or true/false, got {text!r}")
+    if text is None:
+        raise ConfigError(f"{where}: --{name} needs a value")
+    if isinstance(default, tuple):
+        return parse_int_list(text, name)
+    try:
+        return type(default)(text)
+    except ValueError:
+        raise ConfigError(f"{where}: --{name}={text!r} is not a {type(default).__name__}"
+                          ) from None
+
+
+def read_flagfile(cls: type, path: str) -> dict[str, Any]:
+    """The fields of the dataclass ``cls`` that the flagfile ``path`` sets (``--name=value`` per
+    line, ``--name``/``--noname`` for booleans, ``#`` comments), as keyword arguments of ``cls``.
+    ``--flagfile=OTHER`` lines are read in place, OTHER relative to the including file. Errors
+    (ConfigError) name the file and line."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--flagfile={path}: cannot be read ({e})") from None
+    for lineno, line in enumerate(lines, start=1):
+        line, where = line.strip(), f"{path}:{lineno}"
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith("--"):
+            raise ConfigError(f"{where}: expected --name=value, got {line!r}")
+        name, eq, text = line[2:].partition("=")
+        value = text if eq else None
+        if name == "flagfile":
+            values.update(read_flagfile(cls, os.path.join(os.path.dirname(path), value or "")))
+            continue
+        if name not in fields and name.startswith("no") and name[2:] in fields and not eq:
+            name, value = name[2:], "false"
+            if not isinstance(fields[name].default, bool):
+                raise ConfigError(f"{where}: --no{name}: --{name} is not a boolean flag")
+        if name not in fields:
+            raise ConfigError(f"{where}: unknown flag --{name}")
+        values[name] = _flag_value(fields[name], value, where)
+    return values
 
 
 def bad_setting(cfg, flag: str, why: str):

@@ -8,7 +8,7 @@ import numpy as np
 from absl import app, flags
 
 from deepae_jax.data.ratings import RatingsFormatError
-from deepae_jax.data.readers.table import read_utf8
+from deepae_jax.data.readers.diagnostics import read_utf8
 
 flags.DEFINE_string("path_to_predictions", "", "Predictions file written by --mode=infer.")
 flags.DEFINE_boolean("round", False, "Round predictions to the nearest integer first.")

@@ -18,20 +18,18 @@ def tree_bytes(tree) -> int:
                    for x in jax.tree_util.tree_leaves(tree)))
 
 
-def param_count(model_cfg: model.ModelConfig) -> int:
-    """Number of parameters of the autoencoder (no allocation)."""
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), model_cfg.layer_sizes,
-                                               model_cfg.constrained))
-    return int(sum(int(np.prod(x.shape, dtype=np.int64))
-                   for x in jax.tree_util.tree_leaves(shapes)))
+def param_shapes(model_cfg: model.ModelConfig):
+    """The autoencoder's parameters as shape structs (nothing allocated); their number is
+    ``model.count_params(param_shapes(cfg))``."""
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), model_cfg.layer_sizes,
+                                             model_cfg.constrained))
 
 
 def training_bytes(model_cfg: model.ModelConfig, optimizer: optax.GradientTransformation
                    ) -> int:
     """Device memory training needs at least: parameters, their gradients and the optimiser
     state (activations, which are much smaller for these models, not counted)."""
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), model_cfg.layer_sizes,
-                                               model_cfg.constrained))
+    shapes = param_shapes(model_cfg)
     return 2 * tree_bytes(shapes) + tree_bytes(jax.eval_shape(optimizer.init, shapes))
 
 
@@ -66,7 +64,7 @@ def check_fits(model_cfg: model.ModelConfig, optimizer: optax.GradientTransforma
     if need > available:
         hidden = ",".join(map(str, model_cfg.layer_sizes[1:]))
         raise ValueError(
-            f"--hidden_layers={hidden}: the model has {param_count(model_cfg):,} parameters and "
+            f"--hidden_layers={hidden}: the model has {model.count_params(param_shapes(model_cfg)):,} parameters and "
             f"training it needs at least {human_bytes(need)} (parameters, gradients and "
             f"--optimizer={optimizer_name} state, float32), more than the "
             f"{human_bytes(available)} of the device; choose smaller layers")

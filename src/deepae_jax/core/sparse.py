@@ -233,11 +233,3 @@ def keep_host_memory_mapped() -> bool:
         return bool(libc.mallopt(-4, 0) and libc.mallopt(-1, 2 ** 30))  # M_MMAP_MAX, M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         return False
-
-
-def masked_mse(pred: jax.Array, vals: jax.Array) -> jax.Array:
-    """MMSE of the predictions at the slots: sum of squared errors over the observed slots
-    (vals != 0) / their number (PAPER.md's masked loss); padding slots count for nothing."""
-    mask = vals != 0
-    err = jnp.where(mask, pred - vals, 0.0)
-    return jnp.sum(err * err) / jnp.maximum(jnp.sum(mask.astype(jnp.float32)), 1.0)

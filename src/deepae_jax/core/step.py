@@ -24,7 +24,7 @@ import tqdm
 from deepae_jax.core import model, sparse
 from deepae_jax.kernels import ops as kernel_ops
 from deepae_jax.kernels.update import fused_sparse_update
-from deepae_jax.core.losses import mmse_sums
+from deepae_jax.core.losses import mmse, mmse_sums
 from deepae_jax.core.optim import SGDMomentum, apply_gradients
 
 log = logging.getLogger("deepae_jax")
@@ -212,7 +212,7 @@ def _sparse_loss(cfg: model.ModelConfig, dot: model.Dot, refeed: bool, params: m
         stop = jax.lax.stop_gradient
         y = stop(dense) if dense is not None else model.dense_output(stop(params), stop(h), cfg,
                                                                      dot)
-    return sparse.masked_mse(pred, slots.vals), y
+    return mmse(pred, slots.vals), y
 
 
 def _input_vals(slots: sparse.Slots, shift: float, drop_prob: float, key: jax.Array

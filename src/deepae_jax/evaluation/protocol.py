@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepae_jax.core import model, sparse
-from deepae_jax.devices import AXIS
+from deepae_jax.devices import AXIS, put_global, replicated_on
 from deepae_jax.kernels import ops as kernel_ops
 from deepae_jax.data.batching import bucket_fine, bucket_length, packed_rows, padded_rows
 from deepae_jax.core.losses import rmse_from_sums
@@ -109,7 +109,6 @@ def predict_eval_ratings(params: model.Params, model_cfg: model.ModelConfig,
     batch_size = -(-batch_size // groups) * groups
     put = lambda tree: tree  # noqa: E731
     if mesh is not None:
-        from deepae_jax.training.resident import put_global, replicated_on
         params = replicated_on(params, NamedSharding(mesh, P()))
         by_rows = NamedSharding(mesh, P(AXIS))
         put = lambda tree: jax.tree_util.tree_map(lambda a: put_global(a, by_rows), tree)  # noqa

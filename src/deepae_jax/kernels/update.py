@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from deepae_jax.core import model, sparse
+from deepae_jax.core import losses, model, sparse
 from deepae_jax.kernels import ffi, ops
 from deepae_jax.core.optim import SGDMomentum, apply_gradients
 
@@ -119,7 +119,7 @@ def fused_sparse_update(params: model.Params, opt_state: Any, slots: sparse.Slot
 
     def head(w_rows, b, h, e2):  # MMSE of the output at the observed items
         pre = ops.rowdot(w_rows, b, h, cols, rows, active) + e2
-        return sparse.masked_mse(model.output_activation(cfg)(pre), vals)
+        return losses.mmse(model.output_activation(cfg)(pre), vals)
 
     def refeed_input(h):
         return model.dense_output(stop(params), h, cfg, dot) if refeed else None

@@ -19,21 +19,19 @@ import hashlib
 import json
 import logging
 import os
-import re
 from typing import Any
 
 import flax.serialization
 import jax
 import numpy as np
 
+from deepae_jax.run import files
 from deepae_jax.core import model
 from deepae_jax.run.files import OutputError, atomic_write
 
 log = logging.getLogger("deepae_jax")
 
-_NAME = re.compile(r"^checkpoint_(\d+)\.msgpack$")
 FORMAT = 2
-VOCAB_FILE = "vocab.npz"
 
 
 class CheckpointError(ValueError):
@@ -49,7 +47,7 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
     if not os.path.isdir(directory):
         return []
     found = [(int(m.group(1)), os.path.join(directory, f))
-             for f in os.listdir(directory) if (m := _NAME.match(f))]
+             for f in os.listdir(directory) if (m := files.CHECKPOINT_NAME.match(f))]
     return sorted(found)
 
 
@@ -248,14 +246,14 @@ def save_vocab(directory: str, row_ids: np.ndarray, col_ids: np.ndarray, major: 
         np.savez(fh, row_ids=row_ids, col_ids=col_ids, major=np.asarray(major),
                  run_id=np.asarray(run_id))
     try:
-        atomic_write(os.path.join(directory, VOCAB_FILE), write)
+        atomic_write(os.path.join(directory, files.VOCAB_FILE), write)
     except OutputError as e:
         raise CheckpointError(str(e)) from None
 
 
 def read_vocab(directory: str) -> dict:
     """{"row_ids", "col_ids", "major", "run_id" ("" in old files)} of ``directory/vocab.npz``."""
-    path = os.path.join(directory, VOCAB_FILE)
+    path = os.path.join(directory, files.VOCAB_FILE)
     try:
         with np.load(path, allow_pickle=False) as z:
             return {"row_ids": z["row_ids"], "col_ids": z["col_ids"], "major": str(z["major"]),
@@ -299,7 +297,6 @@ class Restored:
         return str(self.meta.get("run_id", ""))
 
 
-BEST_FILE = "best.msgpack"  # the best epoch's checkpoint (deepae_jax.training.selection writes it)
 
 
 def _pick(source: str, save_path: str) -> tuple[str, dict]:
@@ -309,7 +306,7 @@ def _pick(source: str, save_path: str) -> tuple[str, dict]:
     explicit = save_path or (source if os.path.isfile(source) else "")
     if explicit:
         return explicit, read_checkpoint(explicit)
-    best = os.path.join(source, BEST_FILE)
+    best = os.path.join(source, files.BEST_FILE)
     if os.path.isfile(best):
         try:
             return best, read_checkpoint(best)
@@ -339,17 +336,17 @@ def restore(source: str, save_path: str = "") -> Restored:
     vocab = read_vocab(folder)
     if vocab["run_id"] and meta.get("run_id") and vocab["run_id"] != meta["run_id"]:
         raise CheckpointError(f"{path}: the checkpoint is of run {meta['run_id']} but "
-                              f"{os.path.join(folder, VOCAB_FILE)} of run {vocab['run_id']}: "
+                              f"{os.path.join(folder, files.VOCAB_FILE)} of run {vocab['run_id']}: "
                               "the id maps belong to another run")
     if len(vocab["col_ids"]) != spec.model.layer_sizes[0]:
         raise CheckpointError(f"{path}: the model has {spec.model.layer_sizes[0]} inputs but "
-                              f"{os.path.join(folder, VOCAB_FILE)} has {len(vocab['col_ids'])} "
+                              f"{os.path.join(folder, files.VOCAB_FILE)} has {len(vocab['col_ids'])} "
                               "column ids (id maps of another run)")
     if "major" not in meta:
         spec = dataclasses.replace(spec, major=vocab["major"])
     elif vocab["major"] != spec.major:
         raise CheckpointError(f"{path}: the checkpoint's rows are {spec.major} but "
-                              f"{os.path.join(folder, VOCAB_FILE)} is of {vocab['major']} "
+                              f"{os.path.join(folder, files.VOCAB_FILE)} is of {vocab['major']} "
                               "(id maps of another run)")
     params = _from_state_dict(path, params_target(spec.model), payload["state"]["params"])
     try:

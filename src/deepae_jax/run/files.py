@@ -1,4 +1,5 @@
-"""Crash-safe file output: write to a temporary file in the target's folder, then rename."""
+"""Crash-safe file output (write to a temporary file in the target's folder, then rename) and
+the name of every file a run's folder holds."""
 from __future__ import annotations
 
 import errno
@@ -9,6 +10,17 @@ from typing import BinaryIO, Callable
 
 TEMP_NAME = re.compile(r"^\..+\.tmp$")
 """Names of :func:`atomic_write`'s temporary files (``.NAME.RANDOM.tmp``)."""
+
+# What a run's folder (--logdir) holds, named once.
+CONFIG_FILE = "config.json"  # the run's settings (deepae_jax.run.run_config)
+METRICS_FILE = "metrics.jsonl"  # one row per epoch (deepae_jax.run.log)
+VOCAB_FILE = "vocab.npz"  # the original row and column ids (deepae_jax.run.checkpoint)
+BASELINE_FILE = "baseline.npz"  # the baseline the model learned residuals of
+BEST_FILE = "best.msgpack"  # the best epoch's checkpoint (deepae_jax.training.selection)
+BEST_INFO_FILE = "best.json"  # which epoch that is, and its validation score
+SUMMARY_FILE = "summary.json"  # the run's outcome: best epoch, TEST scores
+LOCK_FILE = ".lock"  # held by the process that writes the folder (deepae_jax.run.logdir)
+CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)\.msgpack$")  # one per saved epoch
 
 
 class OutputError(OSError):

@@ -7,11 +7,11 @@ import math
 import os
 from typing import Any
 
+from deepae_jax.run import files
 from deepae_jax.run.files import OutputError, atomic_write_text
 
 log = logging.getLogger("deepae_jax")
 
-METRICS_FILE = "metrics.jsonl"
 
 
 def json_ready(value: Any) -> Any:
@@ -35,7 +35,7 @@ def drop_epochs_after(logdir: str, epoch: int) -> int:
     """Rewrites ``logdir/metrics.jsonl`` (atomically) without the rows of epochs after
     ``epoch`` and without damaged lines (a kill mid-write); returns how many were dropped. A
     resumed run calls it so that every epoch appears once."""
-    path = os.path.join(logdir, METRICS_FILE)
+    path = os.path.join(logdir, files.METRICS_FILE)
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
@@ -72,7 +72,7 @@ class MetricsLogger:
         if not enabled:
             return
         os.makedirs(logdir, exist_ok=True)
-        self._jsonl = open(os.path.join(logdir, METRICS_FILE), "a", encoding="utf-8")
+        self._jsonl = open(os.path.join(logdir, files.METRICS_FILE), "a", encoding="utf-8")
         if tensorboard:
             from tensorboardX import SummaryWriter
             self._tb = SummaryWriter(logdir=logdir, flush_secs=10)

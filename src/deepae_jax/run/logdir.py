@@ -20,18 +20,18 @@ import re
 import time
 import uuid
 
+from deepae_jax.run import files
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.run.files import remove_temp_files
-from deepae_jax.run.log import METRICS_FILE, drop_epochs_after
-from deepae_jax.run.run_config import FILENAME as CONFIG_FILE, load_run_config
+from deepae_jax.run.log import drop_epochs_after
+from deepae_jax.run.run_config import load_run_config
 
 log = logging.getLogger("deepae_jax")
 
-LOCK_FILE = ".lock"
 _ARTEFACT = re.compile(r"^(checkpoint_\d+\.msgpack(\.corrupt)?|best\.msgpack|"
                        r"events\.out\.tfevents\..*)$")
-_ARTEFACT_NAMES = (ckpt.VOCAB_FILE, METRICS_FILE, CONFIG_FILE, "baseline.npz", "best.json",
-                   "summary.json")
+_ARTEFACT_NAMES = (files.VOCAB_FILE, files.METRICS_FILE, files.CONFIG_FILE, files.BASELINE_FILE,
+                   files.BEST_INFO_FILE, files.SUMMARY_FILE)
 
 
 class LogdirError(ValueError):
@@ -57,7 +57,7 @@ class LogdirLock:
 
     def __init__(self, logdir: str):
         os.makedirs(logdir, exist_ok=True)
-        self.path = os.path.join(logdir, LOCK_FILE)
+        self.path = os.path.join(logdir, files.LOCK_FILE)
         self._fh = open(self.path, "a+", encoding="utf-8")
         try:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,9 +9,9 @@ import dataclasses
 import json
 import os
 
+from deepae_jax.run import files
 from deepae_jax.run.files import atomic_write_text
 
-FILENAME = "config.json"
 _PATH_FIELDS = ("path_to_train_data", "path_to_eval_data", "logdir", "save_path",
                 "predictions_path")
 
@@ -26,7 +26,7 @@ def save_run_config(logdir: str, cfg, run_id: str = "") -> str:
     for name in _PATH_FIELDS:
         if values.get(name):
             values[name] = os.path.abspath(values[name])
-    path = os.path.join(logdir, FILENAME)
+    path = os.path.join(logdir, files.CONFIG_FILE)
     atomic_write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
     return path
 
@@ -37,7 +37,7 @@ def load_run_config(logdir: str) -> dict | None:
     A dict rather than a Config: the file may come from another version with other fields.
     Raises ValueError when the file exists but is not a JSON object.
     """
-    path = os.path.join(logdir, FILENAME)
+    path = os.path.join(logdir, files.CONFIG_FILE)
     try:
         with open(path, encoding="utf-8") as fh:
             values = json.load(fh)

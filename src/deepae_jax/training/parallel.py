@@ -51,69 +51,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepae_jax.core import model
 from deepae_jax.data.batching import dense_rows, epoch_permutation, num_batches
-from deepae_jax.devices import (AXIS, check_batch_size, initialize_distributed, is_main_process,
-    make_mesh)
-from deepae_jax.training.resident import local_metrics, replicated_on
+from deepae_jax.devices import (check_batch_size, global_batch, initialize_distributed,
+                                local_view, make_mesh, process_rows, replicate, replicated_on,
+                                to_host)
 from deepae_jax.core.step import TrainState
 
-__all__ = ["AXIS", "DataParallel", "check_batch_size", "initialize_distributed",
-           "is_main_process", "make_mesh", "replicate", "setup", "setup_from_config", "to_host"]
-
 log = logging.getLogger("deepae_jax")
-
-
-# --------------------------------------------------------------------------- arrays
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Copies a host (or single-device) pytree onto every device of ``mesh`` (all processes must
-    pass the same values)."""
-    sharding = NamedSharding(mesh, P())
-    host = jax.device_get(tree)
-
-    def put(x):
-        x = np.asarray(x)
-        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-    return jax.tree_util.tree_map(put, host)
-
-
-def to_host(tree: Any) -> Any:
-    """A replicated (possibly multi-process) pytree as numpy arrays on this host.
-
-    For arrays that span other processes' devices, this process's first shard is the value.
-    """
-    def get(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(x.addressable_data(0))
-        return np.asarray(jax.device_get(x))
-    return jax.tree_util.tree_map(get, tree)
-
-
-def local_view(tree: Any) -> Any:
-    """This process's copy of replicated arrays (no host transfer, no wait): a value that
-    ``jax.device_get`` can fetch even when the array spans several processes."""
-    return jax.tree_util.tree_map(
-        lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
-
-
-def process_rows(mesh: Mesh, batch_size: int) -> slice:
-    """The rows ``[start, stop)`` of every global batch that this process's devices hold."""
-    sharding = NamedSharding(mesh, P(AXIS))
-    spans = sorted((idx[0].start or 0, idx[0].stop if idx[0].stop is not None else batch_size)
-                   for idx in sharding.addressable_devices_indices_map((batch_size,)).values())
-    for (_, stop), (start, _) in zip(spans, spans[1:]):
-        if stop != start:
-            raise RuntimeError(f"this process's devices hold non-contiguous rows {spans}")
-    return slice(spans[0][0], spans[-1][1])
-
-
-def global_batch(local: Any, mesh: Mesh, batch_size: int) -> Any:
-    """Assembles each process's rows (leaves with leading axis ``batch_size / P``) into global
-    arrays of leading axis ``batch_size``, sharded along the device axis."""
-    sharding = NamedSharding(mesh, P(AXIS))
-    return jax.tree_util.tree_map(
-        lambda a: jax.make_array_from_process_local_data(
-            sharding, np.asarray(a), (batch_size,) + np.shape(a)[1:]), local)
 
 
 # --------------------------------------------------------------------------- batch builders
@@ -172,7 +115,7 @@ class DataParallel:
 
         def step(state: TrainState, batch: Any):
             state, metrics = jitted(replicated_on(state, replicated), batch)
-            return state, local_metrics(metrics)
+            return state, local_view(metrics)
         return step
 
     def check_same_data(self, csr: sp.csr_matrix, seed: int) -> None:

@@ -6,7 +6,7 @@ replicated metrics.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import numpy as np
@@ -14,19 +14,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepae_jax.core import sparse
 from deepae_jax.data import batching
-from deepae_jax.devices import AXIS, check_batch_size
+from deepae_jax.devices import (AXIS, check_batch_size, local_view, one_device_mesh, put_global,
+                                replicated_on)
 from deepae_jax.core.step import TrainState
-
-
-def put_global(x: np.ndarray, sharding: jax.sharding.Sharding) -> jax.Array:
-    """A host array (the same on every process) as a global array laid out by ``sharding``."""
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
-
-
-def one_device_mesh(device=None) -> Mesh:
-    """The 1-D mesh (axis ``distributed.AXIS``) of one device (default: the first)."""
-    return Mesh(np.asarray([device or jax.devices()[0]]), (AXIS,))
 
 
 class ResidentEpochs:
@@ -109,22 +99,4 @@ class ResidentEpochs:
         # otherwise compile the step a second time on the next call
         state = replicated_on(state, self.replicated)
         state, metrics = self._multi(state, self.data, rows, width)
-        return state, local_metrics(metrics)
-
-
-def replicated_on(tree: Any, sharding: NamedSharding) -> Any:
-    """``tree`` with every leaf a global array replicated by ``sharding`` (leaves that already
-    are stay as they are; host values must be the same on every process)."""
-    def put(x):
-        if isinstance(x, jax.Array) and x.sharding == sharding:
-            return x
-        if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(sharding, x.ndim):
-            return jax.device_put(x, sharding)  # the same buffers, relabelled
-        return put_global(np.asarray(jax.device_get(x)), sharding)
-    return jax.tree_util.tree_map(put, tree)
-
-
-def local_metrics(metrics: Any) -> Any:
-    """Replicated metrics as this process's copy (fetchable even when they span processes)."""
-    return jax.tree_util.tree_map(
-        lambda x: x if x.is_fully_addressable else x.addressable_data(0), metrics)
+        return state, local_view(metrics)

@@ -15,12 +15,10 @@ import math
 import os
 from typing import Any
 
+from deepae_jax.run import files
 from deepae_jax.run.files import OutputError, atomic_write, atomic_write_text
 
 METRICS = ("rmse", "mae")
-BEST = "best.msgpack"
-BEST_INFO = "best.json"
-SUMMARY = "summary.json"
 
 
 @dataclasses.dataclass
@@ -50,13 +48,13 @@ def save_best(directory: str, state: Any, epoch: int, meta: dict, value: float,
     """Writes the best epoch's state to ``best.msgpack`` (a checksummed checkpoint file, see
     :mod:`deepae_jax.run.checkpoint`) and its record to ``best.json``."""
     from deepae_jax.run import checkpoint as ckpt
-    path = os.path.join(directory, BEST)
+    path = os.path.join(directory, files.BEST_FILE)
     data = ckpt.encode_checkpoint(state, epoch, meta)
     try:
         atomic_write(path, lambda fh: fh.write(data))
     except OutputError as e:
         raise ckpt.CheckpointError(f"{e}; the previous best checkpoint is kept") from None
-    atomic_write_text(os.path.join(directory, BEST_INFO),
+    atomic_write_text(os.path.join(directory, files.BEST_INFO_FILE),
                       json.dumps({"epoch": int(epoch), "metric": metric,
                                   f"valid_{metric}": float(value)}, indent=2) + "\n")
     return path
@@ -66,7 +64,7 @@ def resumed_selector(directory: str, patience: int, metric: str) -> Selector:
     """A Selector that knows the best epoch recorded in ``best.json`` (a resumed run keeps a
     better earlier best; the epochs since it are not recorded and restart at 0)."""
     try:
-        with open(os.path.join(directory, BEST_INFO), encoding="utf-8") as fh:
+        with open(os.path.join(directory, files.BEST_INFO_FILE), encoding="utf-8") as fh:
             info = json.load(fh)
     except (FileNotFoundError, ValueError):
         return Selector(patience)
@@ -77,12 +75,12 @@ def resumed_selector(directory: str, patience: int, metric: str) -> Selector:
 
 def best_checkpoint(directory: str) -> str | None:
     """``directory/best.msgpack`` when training kept one, else None."""
-    path = os.path.join(directory, BEST)
+    path = os.path.join(directory, files.BEST_FILE)
     return path if os.path.isfile(path) else None
 
 
 def write_summary(directory: str, summary: dict) -> str:
     """Writes ``summary.json`` (atomically); returns its path."""
-    path = os.path.join(directory, SUMMARY)
+    path = os.path.join(directory, files.SUMMARY_FILE)
     atomic_write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return path

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from deepae_jax.data.readers import table
+from deepae_jax.data.readers import diagnostics, table
 from deepae_jax.data.ratings import RatingsFormatError, TableFormat, Triples, read_table
 
 PREDEFINED = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
@@ -173,7 +173,7 @@ def read_table_ratings(path: str, fmt: TableFormat) -> MovieLensRatings:
         raise FileNotFoundError(f"ratings table not found (a file is needed): {path!r}")
     t = read_table(path, fmt)
     lay = table.layout(path, fmt)
-    lines = (table.data_line_numbers(path, lay.header) if lay is not None
+    lines = (diagnostics.data_line_numbers(path, lay.header) if lay is not None
              else np.zeros(0, np.int64))
     if len(t) == 0:
         raise RatingsFormatError(f"{path}: no ratings")

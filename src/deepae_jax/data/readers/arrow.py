@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from deepae_jax.data.readers.table import check_ratings, data_line_numbers, explain
+from deepae_jax.data.readers.diagnostics import check_ratings, data_line_numbers, explain
 from deepae_jax.data.readers.text_format import RatingsFormatError, Triples
 
 _SUBSTITUTES = (b"\x1f", b"\x1e", b"\x1d", b"\x1c")

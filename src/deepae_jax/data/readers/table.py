@@ -26,25 +26,20 @@ is a :class:`RatingsFormatError` naming the file and line (found on the failure 
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import logging
-import re
 
 import numpy as np
 
+from deepae_jax.data.readers.diagnostics import check_ratings, is_number, split_fields
 from deepae_jax.data.readers.text_format import (COLUMN_ORDERS, RatingsFormatError, Triples,
     concat_triples, list_rating_files, parse_fast_file)
 
-log = logging.getLogger("deepae_jax")
 
 AUTO_DELIMITERS = ("\t", "::", ",", ";", "|", " ")
 DELIMITER_NAMES = {"auto": "auto", "tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";",
                    "pipe": "|", "space": " "}
 HEADERS = ("auto", "true", "false")
 ROLES = ("user", "item", "rating")
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?(nan|inf|infinity)$", re.I)
-_INTEGER = re.compile(r"^-?\d+$")  # as pyarrow casts to int64 (no "+")
 SNIFF_BYTES = 1 << 16
 
 
@@ -107,16 +102,6 @@ class TableFormat:
         return {r: int(t) if t.isdigit() else t for r, t in specs.items()}
 
 
-def _split(line: str, delimiter: str) -> list[str]:
-    """The fields of one line (quotes honoured for one-character delimiters; with a space,
-    runs of blanks separate fields, as in ``str.split()``)."""
-    if delimiter == " ":
-        return line.split()
-    if len(delimiter) > 1:
-        return line.split(delimiter)
-    return next(csv.reader([line], delimiter=delimiter, quotechar='"'), [])
-
-
 def _head_lines(path: str) -> list[str]:
     """The first non-blank lines of a file (its first 64 KiB, undecodable bytes replaced)."""
     with open(path, "rb") as fh:
@@ -132,7 +117,7 @@ def detect_delimiter(path: str, lines: list[str]) -> str:
     least half of the first 20 lines into as many (a bad line among them is then reported by
     the reader with its line number); RatingsFormatError when none does."""
     for d in AUTO_DELIMITERS:
-        counts = [len(_split(ln, d)) for ln in lines[:20]]
+        counts = [len(split_fields(ln, d)) for ln in lines[:20]]
         if counts[0] >= 3 and 2 * counts.count(counts[0]) >= len(counts):
             return d
     raise RatingsFormatError(f"{path}: cannot detect the delimiter (none of tab, ::, comma, "
@@ -140,22 +125,18 @@ def detect_delimiter(path: str, lines: list[str]) -> str:
                              f"of >= 3 fields); give --delimiter. First line: {lines[0][:80]!r}")
 
 
-def _is_number(text: str) -> bool:
-    return bool(_NUMBER.match(text.strip()))
-
-
 def detect_header(lines: list[str], delimiter: str, specs: dict) -> bool:
     """True when the first line is a header (see the module docstring)."""
     if any(isinstance(s, str) for s in specs.values()):
         return True
-    first = _split(lines[0], delimiter)
+    first = split_fields(lines[0], delimiter)
     cells = [first[specs[r]] for r in ROLES if specs[r] < len(first)]
-    if not cells or any(_is_number(c) for c in cells):
+    if not cells or any(is_number(c) for c in cells):
         return False
     if len(lines) < 2:
         return True
-    second = _split(lines[1], delimiter)
-    return specs["rating"] < len(second) and _is_number(second[specs["rating"]])
+    second = split_fields(lines[1], delimiter)
+    return specs["rating"] < len(second) and is_number(second[specs["rating"]])
 
 
 def _positions(path: str, specs: dict, header_fields: list[str] | None) -> dict[str, int]:
@@ -204,7 +185,7 @@ def layout(path: str, fmt: TableFormat) -> Layout | None:
     d = detect_delimiter(path, lines) if d == "auto" else d
     specs = fmt.specs()
     header = detect_header(lines, d, specs) if fmt.header == "auto" else fmt.header == "true"
-    return Layout(d, header, _positions(path, specs, _split(lines[0], d) if header else None))
+    return Layout(d, header, _positions(path, specs, split_fields(lines[0], d) if header else None))
 
 
 def _read_file(path: str, fmt: TableFormat) -> Triples:
@@ -222,85 +203,3 @@ def _read_file(path: str, fmt: TableFormat) -> Triples:
             return Triples(users, items, values[:, 2].astype(np.float32))
     from deepae_jax.data.readers import arrow  # pyarrow is imported only when needed
     return arrow.read_arrow(path, d, header, cols)
-
-
-def check_ratings(path: str, ratings: np.ndarray, line_of, unit: str = ":") -> None:
-    """Refuses non-finite and zero ratings naming the line (``line_of(rows)`` maps data rows to
-    file lines; ``unit`` separates path and line); warns once, naming the line, when some are
-    negative."""
-    bad = ~np.isfinite(ratings) | (ratings == 0)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        what = ("0 (indistinguishable from 'unrated')" if ratings[i] == 0
-                else repr(float(ratings[i])))
-        raise RatingsFormatError(f"{path}{unit}{int(line_of(np.array([i]))[0])}: rating {what} "
-                                 "is not allowed")
-    if ratings.size and ratings.min() < 0:
-        i = int(np.flatnonzero(ratings < 0)[0])
-        log.warning("%s%s%d: negative rating %g: %d negative ratings read as they are (0 means "
-                    "'unrated'; any other real value is a rating)", path, unit,
-                    int(line_of(np.array([i]))[0]), float(ratings[i]), int((ratings < 0).sum()))
-
-
-def read_utf8(path: str, hint: str = "") -> str:
-    """The text of ``path``; bytes that are not UTF-8 raise RatingsFormatError naming the
-    file and line (``hint`` is appended to the message)."""
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise RatingsFormatError(f"{path}:{line}: not valid UTF-8 text ({e.reason}){hint}"
-                                 ) from None
-
-
-def explain(path: str, delimiter: str, header: bool, cols: dict[str, int],
-            arrow_message: str = "") -> RatingsFormatError:
-    """The error of the first bad line of a file that the fast readers refused: bytes that are
-    not UTF-8, a line with another number of fields than the first, a rating that is not a
-    number or a timestamp that is not an integer. Falls back to ``arrow_message``."""
-    try:
-        text = read_utf8(path)
-    except RatingsFormatError as e:
-        return e
-    expected, seen_header = None, not header
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        line = line.rstrip("\r")
-        if not seen_header:
-            seen_header = True
-            continue
-        if not line:
-            continue
-        fields = _split(line, delimiter)
-        expected = expected or max(len(fields), 1 + max(cols.values()))
-        if len(fields) != expected:
-            return RatingsFormatError(
-                f"{path}:{lineno}: expected {expected} fields separated by {delimiter!r} "
-                f"(user, item, rating at positions {cols['user']}, {cols['item']}, "
-                f"{cols['rating']}), got {len(fields)}: {line[:80]!r}")
-        rating = fields[cols["rating"]].strip()
-        if not _is_number(rating):
-            return RatingsFormatError(f"{path}:{lineno}: rating {rating!r} is not a number")
-        if "timestamp" in cols and not _INTEGER.match(fields[cols["timestamp"]].strip()):
-            return RatingsFormatError(f"{path}:{lineno}: timestamp "
-                                      f"{fields[cols['timestamp']].strip()!r} is not an integer")
-        for role in ("user", "item"):
-            if not fields[cols[role]].strip():
-                return RatingsFormatError(f"{path}:{lineno}: empty {role} id")
-    return RatingsFormatError(f"{path}: {arrow_message or 'not a ratings table'}")
-
-
-def data_line_numbers(path: str, header: bool) -> np.ndarray:
-    """The 1-based file line of every data row (blank lines and the header skipped), for error
-    messages (vectorised: line ends, then non-empty lines)."""
-    with open(path, "rb") as fh:
-        buf = np.frombuffer(fh.read(), np.uint8)
-    ends = np.flatnonzero(buf == 10)
-    if buf.size and buf[-1] != 10:
-        ends = np.append(ends, buf.size)
-    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
-    length = ends - starts
-    length -= (length > 0) & (buf[np.maximum(ends - 1, 0)] == 13)  # CRLF
-    keep = np.flatnonzero(length > 0) + 1
-    return keep[1:] if header else keep
