@@ -1,8 +1,8 @@
 """GLocal-K's trainer (training/glocal.py): one L-BFGS-B epoch against a closed-form minimum, a
 short two-stage run lowers the objective and the training RMSE and keeps the VALID-best epoch,
 predictions of ratings unknown to training come from the baseline, the schedule's checks; the
-I-AutoRec recipe is a valid configuration; and (real data) ``experiments/glocal.py --smoke``
-writes predictions whose RMSE is the one it reports."""
+I-AutoRec recipe is a valid configuration; and (real data) ``experiments/glocal.py --smoke
+--refit`` writes predictions whose RMSE is the one it reports."""
 from __future__ import annotations
 
 import json
@@ -118,17 +118,19 @@ def test_i_autorec_recipe_is_one_hidden_item_based_layer():
 def test_experiment_smoke_writes_the_predictions_it_scores(shared_data, tmp_path):
     from experiments import glocal as experiment
     args = experiment._flags(["--data_dir", str(shared_data / "movielens-100k"), "--smoke",
-                              "--out", str(tmp_path), "--seed", "3"])
+                              "--out", str(tmp_path), "--seed", "3", "--refit"])
     s = experiment.run(args)
     with open(os.path.join(s["folder"], "summary.json"), encoding="utf-8") as fh:
         assert json.load(fh)["test_rmse"] == s["test_rmse"]
-    for part in ("valid", "test"):
-        path = os.path.join(s["folder"], f"{part}_predictions.tsv")
+    for part, name in (("valid", "valid_predictions"), ("test", "test_predictions"),
+                       ("test", "test_predictions_refit")):
+        path = os.path.join(s["folder"], f"{name}.tsv")
         with open(path, encoding="utf-8") as fh:
             assert fh.readline() == "user\titem\trating\tprediction\n"
         table = np.loadtxt(path, skiprows=1)
         rmse = float(np.sqrt(np.mean((table[:, 3] - table[:, 2]) ** 2)))
-        assert rmse == pytest.approx(s[f"{part}_rmse"], abs=1e-5)
+        assert rmse == pytest.approx(s[f"{'refit_' if 'refit' in name else ''}{part}_rmse"],
+                                     abs=1e-5)
         written = ratings.load_triples(os.path.join(tmp_path, "data", "smoke_ml100k_u1_seed0",
                                                     part.upper()))
         np.testing.assert_array_equal(table[:, 0], written.users)  # the split file's order
