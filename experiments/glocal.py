@@ -76,6 +76,8 @@ def _flags(argv):
     ap.add_argument("--refit_only", action="store_true",
                     help="only the --refit step, the epochs read from an earlier run's "
                     "summary.json in the same folder")
+    ap.add_argument("--table", action="store_true",
+                    help="only print the Markdown table of the runs' summary.json under --out")
     ap.add_argument("--smoke", action="store_true", help="a tiny corner of the data, 2+2 epochs")
     return ap.parse_args(argv)
 
@@ -166,9 +168,39 @@ def run(args) -> dict:
     return dict(summary, folder=folder)
 
 
+def table(out: str, split: str = "u1") -> str:
+    """Markdown: one row per run's summary.json in ``out`` (seed order), then mean +- sample
+    standard deviation over the seeds."""
+    runs = []
+    for name in sorted(os.listdir(out)):
+        path = os.path.join(out, name, "summary.json")
+        if name.startswith(f"{split}_seed") and not name.endswith("_smoke") \
+                and os.path.isfile(path):
+            with open(path, encoding="utf-8") as fh:
+                runs.append(json.load(fh))
+    runs.sort(key=lambda r: r["seed"])
+    cell = lambda r, k: f"{r[k]:.4f}" if k in r else "-"  # noqa: E731
+    lines = ["| seed | chosen epoch | VALID RMSE | TEST RMSE | refit TEST RMSE | minutes |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['seed']} | {r['chosen'][0]} {r['chosen'][1]} | {cell(r, 'valid_rmse')} | "
+              f"{cell(r, 'test_rmse')} | {cell(r, 'refit_test_rmse')} | "
+              f"{r['wall_s'] / 60:.0f} |" for r in runs]
+    for key in ("valid_rmse", "test_rmse", "refit_test_rmse"):
+        vals = [r[key] for r in runs if key in r]
+        if vals:
+            sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan")
+            lines.append(f"| mean ± sd of {len(vals)} | {key} | {np.mean(vals):.4f} ± {sd:.4f} "
+                         "| | | |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    s = run(_flags(argv))
+    args = _flags(argv)
+    if args.table:
+        print(table(args.out, args.split))
+        return 0
+    s = run(args)
     print(f"{s['model']} {s['split']} seed {s['seed']}: VALID RMSE {s['valid_rmse']:.4f}  "
           f"TEST RMSE {s['test_rmse']:.4f} over {s['test_count']} ratings "
           f"({s['test_unknown']} unknown to training: baseline)  chosen {s['chosen']}  "

@@ -137,3 +137,18 @@ def test_experiment_smoke_writes_the_predictions_it_scores(shared_data, tmp_path
         np.testing.assert_array_equal(table[:, 1], written.items)
     assert s["test_count"] == len(np.loadtxt(os.path.join(s["folder"], "test_predictions.tsv"),
                                              skiprows=1))
+
+
+def test_experiment_table_averages_the_seeds(tmp_path):
+    from experiments import glocal as experiment
+    for seed, (v, t) in enumerate([(0.90, 0.91), (0.92, 0.95)]):
+        (tmp_path / f"u1_seed{seed}").mkdir()
+        (tmp_path / f"u1_seed{seed}" / "summary.json").write_text(json.dumps(
+            {"seed": seed, "chosen": ["fine", 3 + seed], "valid_rmse": v, "test_rmse": t,
+             "wall_s": 120.0}))
+    (tmp_path / "u1_seed9_smoke").mkdir()  # smoke runs are not counted
+    (tmp_path / "u1_seed9_smoke" / "summary.json").write_text("{}")
+    text = experiment.table(str(tmp_path))
+    assert "| 1 | fine 4 | 0.9200 | 0.9500 | - | 2 |" in text
+    assert f"| mean ± sd of 2 | test_rmse | 0.9300 ± {np.std([0.91, 0.95], ddof=1):.4f}" in text
+    assert "refit_test_rmse" not in text
