@@ -48,7 +48,7 @@ def layer_cost(items: int, hidden, batch_size: int, width: int, layers: str, aug
     """cost_analysis() of one compiled XLA-path step for a (1, batch, width) packed batch."""
     cfg = model.ModelConfig((items, *hidden), "selu", 0.8)
     opt = make_optimizer("momentum", 0.001, 0.0, 1000)
-    step = core_step.make_train_step(cfg, opt, aug_step, path="sparse", dtype=dtype, layers=layers)
+    step = core_step.make_train_step(cfg, opt, aug_step, path="sparse", precision=dtype, layers=layers)
     state = jax.eval_shape(lambda: core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt))
     shape = (1, batch_size, width)
     batch = {"cols": jax.ShapeDtypeStruct(shape, np.int32),

@@ -18,7 +18,7 @@ PACKAGE = "deepae_jax"
 # Lower layers first; a module may import its own layer or lower ones. A module's layer is that
 # of the longest entry its dotted name (after the package's) starts with.
 LAYERS = (
-    ("settings", "run.files"),  # the flag machinery; atomic writes and file names
+    ("settings", "run.files", "extras", "recipes"),  # flag machinery, file names, extras
     ("core",),
     ("kernels",),
     ("data",),
@@ -52,12 +52,15 @@ def imports(module: str, path: pathlib.Path, known: dict[str, pathlib.Path]
     """(imported package module, line, lazy) for each import of the package in ``path``; lazy:
     inside a function."""
     tree = ast.parse(path.read_text())
+    entry = main_block_lines(tree)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     lazy_lines = {n.lineno for f in ast.walk(tree)
                   if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
                   for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
     for node in ast.walk(tree):
         targets = []
+        if getattr(node, "lineno", 0) in entry:
+            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -74,6 +77,18 @@ def imports(module: str, path: pathlib.Path, known: dict[str, pathlib.Path]
                 yield target, node.lineno, node.lineno in lazy_lines
 
 
+def main_block_lines(tree: ast.Module) -> set[int]:
+    """The lines of ``if __name__ == "__main__":`` blocks: a module's command-line alias (e.g.
+    ``python -m deepae_jax.data.split``), which hands over to cli/ and is part of it."""
+    lines = set()
+    for node in tree.body:
+        test = getattr(node, "test", None)
+        if isinstance(node, ast.If) and isinstance(test, ast.Compare) and \
+                getattr(test.left, "id", "") == "__name__":
+            lines.update(range(node.lineno, node.end_lineno + 1))
+    return lines
+
+
 def graph(known: dict[str, pathlib.Path]) -> dict[str, dict[str, tuple[int, bool]]]:
     return {m: {t: (line, lazy) for t, line, lazy in imports(m, p, known)}
             for m, p in known.items()}
@@ -81,6 +96,8 @@ def graph(known: dict[str, pathlib.Path]) -> dict[str, dict[str, tuple[int, bool
 
 def layer(module: str) -> int:
     name = module[len(PACKAGE) + 1:] or "__init__"
+    if name.endswith("__main__"):  # python -m PACKAGE.X: a command-line entry point
+        return len(LAYERS) - 1
     best, found = -1, len(LAYERS)
     for i, entries in enumerate(LAYERS):
         for entry in entries:
@@ -156,8 +173,12 @@ def _code_rules(module: str, path: pathlib.Path) -> list[str]:
     n_lines = len(text.splitlines())
     if n_lines > MAX_MODULE_LINES:
         out.append(f"{module}: {n_lines} lines (at most {MAX_MODULE_LINES})")
-    cli = module.split(".")[1:2] in (["cli"], ["main"], ["__main__"])
+    cli = module.split(".")[1:2] in (["cli"], ["main"], ["__main__"]) or \
+        module.endswith(".__main__")
+    entry = main_block_lines(tree)
     for node in ast.walk(tree):
+        if getattr(node, "lineno", 0) in entry:
+            continue
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
             if length > MAX_FUNCTION_LINES:

@@ -12,6 +12,7 @@ or ~/.cache/deepae_jax_bench).
         --hidden 32,32 --steps 4                          # tiny (CI smoke test)
     python benchmarks/throughput.py --num_devices 4       # 4 devices (forced on the CPU)
     python benchmarks/throughput.py --gpu-estimate        # + an H100 estimate for Netflix Full
+    python benchmarks/throughput.py --precision tf32 --profile --steps-per-call 32  # GPU knobs
 
 Training figures are steady state (the first call, which compiles, is timed separately) over
 ``--steps`` iterations (default: one epoch) with the runner's fast path (sparse input, matrix
@@ -20,7 +21,9 @@ resident on the device, several steps per dispatch). Not a test.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import re
 import resource
 import sys
 import time
@@ -46,14 +49,16 @@ import numpy as np  # noqa: E402
 
 import gpu_estimate  # noqa: E402
 import s1data  # noqa: E402
-from deepae_jax.core import model, sparse
-from deepae_jax.core import step as core_step
+from deepae_jax import devices, kernels  # noqa: E402
+from deepae_jax.core import model  # noqa: E402
+from deepae_jax.core import step as core_step  # noqa: E402
+from deepae_jax.core.ops import XLA  # noqa: E402
 from deepae_jax.training import resident  # noqa: E402
 from deepae_jax.devices import make_mesh  # noqa: E402
-from deepae_jax.training.trainer import resolve_train_path  # noqa: E402
+from deepae_jax.training.backend import resolve_train_path  # noqa: E402
 from deepae_jax.data import ratings  # noqa: E402
 from deepae_jax.evaluation.protocol import evaluate  # noqa: E402
-from deepae_jax.core.optim import make_optimizer  # noqa: E402
+from deepae_jax.core.optim import make_optimizer, plain_momentum  # noqa: E402
 
 # The PyTorch reference (torch 2.13 CPU, 2 threads) on S1, on a 2-core machine (issue figures).
 REFERENCE = {"text load (s)": "7-10", "binary load (s)": "-",
@@ -70,51 +75,106 @@ def timed(fn, *args, repeat=1):
     return best, out
 
 
+NETFLIX_FULL_USERS = 477_412  # training users of Netflix Full: the epoch the figures scale to
+
+
+def make_step(args, cfg, aug_step: int, n_batches: int):
+    """The training step of ``--train-path`` and ``--precision`` (the CPU kernels' ops in the
+    CPU branch for cpu_kernels)."""
+    updates = n_batches * (1 + aug_step)
+    opt = make_optimizer("momentum", args.lr, 0.0, updates)
+    ops = XLA
+    if args.path == "cpu_kernels":
+        ops = kernels.cpu_ops(*plain_momentum("momentum", args.lr, 0.0, updates)) or XLA
+    step = core_step.make_train_step(cfg, opt, aug_step, path="sparse", layers=args.layers,
+                                     precision=args.precision, ops=ops)
+    return opt, step
+
+
+def kernel_count(hlo: str) -> dict[str, int]:
+    """Operations that launch work of their own (fusions, library calls, copies, collectives,
+    loops) in the non-fused computations of a compiled module's HLO text: about the kernels
+    one call launches (loop bodies counted once). An estimate, not a trace."""
+    counts: dict[str, int] = {}
+    inside = False
+    for line in hlo.splitlines():
+        head = line.strip()
+        if head.endswith("{") and not head.startswith("ROOT") and "=" not in head.split("(")[0]:
+            name = head.split()[0].lstrip("%") if not head.startswith("ENTRY") else "ENTRY"
+            inside = not name.startswith(("fused", "region", "horizontally_fused", "wrapped"))
+            continue
+        if not inside or " = " not in head:
+            continue
+        found = re.search(r"(?:^|[\s})])([a-z][\w-]*)\(", head.split(" = ", 1)[1])
+        op = found.group(1) if found else ""
+        if op in ("fusion", "custom-call", "copy", "while", "all-reduce", "scatter", "gather",
+                  "dynamic-update-slice", "sort", "conditional", "dot", "convolution",
+                  "reduce"):
+            counts[op] = counts.get(op, 0) + 1
+    return counts
+
+
+def profile(runner, state, item) -> None:
+    """Prints the compiled call's cost_analysis() and kernel count (``--profile``)."""
+    rows, n, width = item
+    compiled = runner._multi.lower(state, runner.data, rows, n, width).compile()
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+    steps = rows.shape[0]
+    counts = kernel_count(compiled.as_text())
+    print(f"profile: one call of {steps} steps: {cost.get('flops', 0) / 1e9 / steps:.1f} GFLOP "
+          f"and {cost.get('bytes accessed', 0) / 1e9 / steps:.2f} GB accessed per step "
+          f"(cost_analysis; loop bodies may count once); launching ops in the compiled "
+          f"program: {sum(counts.values())} {dict(sorted(counts.items()))}", flush=True)
+
+
 def bench_training(csr, args, aug_step):
     cfg = model.ModelConfig((csr.shape[1], *args.hidden), "selu", args.drop_prob)
     n_batches = csr.shape[0] // args.batch_size
-    opt = make_optimizer("momentum", args.lr, 0.0, n_batches * (1 + aug_step))
+    opt, step = make_step(args, cfg, aug_step, n_batches)
     state = core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt)
-    step = core_step.make_train_step(cfg, opt, aug_step, path=args.path, dtype=args.dtype,
-                                 layers=args.layers)
+    spc = max(1, min(args.steps_per_call, n_batches))
+    calls_per_epoch = -(-n_batches // spc)
+    n_calls = max(1, calls_per_epoch - 1 if args.steps is None else -(-args.steps // spc))
     runner = resident.ResidentEpochs(step, csr, args.batch_size, seed=0,
-                                  steps_per_call=args.steps_per_call,
-                                  mesh=make_mesh(args.num_devices))
+                                     steps_per_call=args.steps_per_call,
+                                     mesh=make_mesh(args.num_devices),
+                                     epochs=range(2 + n_calls // calls_per_epoch))
+
     def chunks():
         epoch = 0
         while True:
-            yield from runner.batches(epoch)
+            yield from ((item, epoch) for item in runner.batches(epoch))
             epoch += 1
     items = chunks()
-    n_calls = max(1, runner.num_calls(0) - 1 if args.steps is None
-                  else -(-args.steps // min(runner.steps_per_call, runner.n_batches)))
-    seen, compile_s, done, calls, elapsed, last = set(), 0.0, 0, 0, 0.0, None
+    compile_s, done, calls, last = 0.0, 0, 0, None
+    first, _ = next(items)  # compiles (one program for every call): timed apart
+    t0 = time.perf_counter()
+    state, last = runner.step_fn(state, first)
+    jax.block_until_ready(last)
+    compile_s = time.perf_counter() - t0
+    if args.profile:
+        profile(runner, state, first)
     t_start = time.perf_counter()
     while calls < n_calls:
-        rows, width = next(items)
-        key = (rows.shape, width)
-        if key not in seen:  # a new shape compiles: timed apart, not steady state
-            jax.block_until_ready(last)
-            elapsed += time.perf_counter() - t_start
-            t0 = time.perf_counter()
-            state, last = runner.step_fn(state, (rows, width))
-            jax.block_until_ready(last)
-            compile_s += time.perf_counter() - t0
-            seen.add(key)
-            t_start = time.perf_counter()
-            continue
-        state, last = runner.step_fn(state, (rows, width))
-        done += rows.shape[0]
+        item, _ = next(items)
+        state, last = runner.step_fn(state, item)
+        done += item[1]
         calls += 1
     jax.block_until_ready(last)
-    elapsed += time.perf_counter() - t_start
-    loss = float(np.mean(np.asarray(last["loss"])))
+    elapsed = time.perf_counter() - t_start
+    loss = float(np.mean(np.asarray(last["loss"])[:last["steps"]]))
     real, processed = runner.real_slots(0)
+    users_s = done * args.batch_size / max(elapsed, 1e-9)
     print(f"aug_step {aug_step}: {runner.groups} device(s), {real:,} real slots per step "
           f"(ratings), {processed:,} processed ({processed / max(real, 1):.2f}x; per device "
-          f"{args.batch_size // runner.groups} rows x width {runner.width}); epoch time "
-          f"{runner.n_batches * elapsed / max(done, 1):.1f} s at this rate", flush=True)
-    return done * args.batch_size / max(elapsed, 1e-9), compile_s, loss, state.params, cfg
+          f"{args.batch_size // runner.groups} rows x width {runner.width}); "
+          f"{elapsed / max(done, 1) * 1e3:.3f} ms/step over {done} steps, "
+          f"{users_s:,.0f} users/s: this data's epoch {runner.n_batches * elapsed / max(done, 1):.2f}"
+          f" s, a Netflix Full epoch ({NETFLIX_FULL_USERS:,} users) "
+          f"{NETFLIX_FULL_USERS / max(users_s, 1e-9):.2f} s at this rate; precision "
+          f"{args.precision}, {runner.steps_per_call} steps per call", flush=True)
+    return users_s, compile_s, loss, state.params, cfg
 
 
 def main(argv=None):
@@ -131,7 +191,11 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=None,
                    help="training iterations to time per aug_step (default: one epoch)")
     p.add_argument("--steps-per-call", type=int, default=8)
-    p.add_argument("--dtype", default="float32", choices=model.DTYPES)
+    p.add_argument("--precision", default="float32", choices=model.PRECISIONS,
+                   help="matmul precision (as --matmul_precision)")
+    p.add_argument("--skip-eval", action="store_true", help="time training only")
+    p.add_argument("--profile", action="store_true",
+                   help="print the compiled call's cost_analysis() and its launching ops")
     p.add_argument("--eval-batch-size", type=int, default=1024)
     p.add_argument("--data-dir", default=None, help="cache folder for the generated data")
     p.add_argument("--skip-text", action="store_true",
@@ -149,14 +213,14 @@ def main(argv=None):
                    help="also print an H100 estimate for Netflix Full from the compiled XLA "
                         "step's cost_analysis()")
     p.add_argument("--no-host-memory-tweak", action="store_true",
-                   help="leave glibc's malloc settings alone (see sparse.keep_host_memory_mapped)")
+                   help="leave glibc's malloc settings alone (see devices.keep_host_memory_mapped)")
     args = p.parse_args(argv)
     args.hidden = tuple(int(s) for s in args.hidden.split(","))
     args.path = resolve_train_path(args.train_path, args.num_devices)
     print(f"training step: {args.path} path on {args.num_devices} {jax.default_backend()} "
-          f"device(s)", flush=True)
+          f"device(s); XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
     if jax.default_backend() == "cpu" and not args.no_host_memory_tweak:
-        sparse.keep_host_memory_mapped()
+        devices.keep_host_memory_mapped()
 
     t0 = time.perf_counter()
     paths = s1data.ensure(args.users, args.items, args.mean_ratings, args.eval_users,
@@ -183,10 +247,14 @@ def main(argv=None):
         params = model.init(jax.random.PRNGKey(0), cfg.layer_sizes)
     if args.gpu_estimate:
         gpu_estimate.report(args)
+    if args.skip_eval:
+        return
     t0 = time.perf_counter()
-    first = evaluate(params, cfg, csr, split.csr, split.rows, args.eval_batch_size)
+    ev = functools.partial(evaluate, precision=args.precision,
+                           ops=(kernels.cpu_ops() or XLA) if args.path == "cpu_kernels" else XLA)
+    first = ev(params, cfg, csr, split.csr, split.rows, args.eval_batch_size)
     eval_first = time.perf_counter() - t0
-    eval_s, res = timed(evaluate, params, cfg, csr, split.csr, split.rows, args.eval_batch_size,
+    eval_s, res = timed(ev, params, cfg, csr, split.csr, split.rows, args.eval_batch_size,
                         repeat=2)
     assert res.count == first.count
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
@@ -198,7 +266,7 @@ def main(argv=None):
     print(f"data: {csr.shape[0]:,} users x {csr.shape[1]:,} items, {csr.nnz:,} training ratings "
           f"(mean {csr.nnz / csr.shape[0]:.0f}/user), {res.count:,} evaluation ratings of "
           f"{len(split.rows):,} users; model {csr.shape[1]},{','.join(map(str, args.hidden))},"
-          f"dp({args.drop_prob}),...; batch {args.batch_size}; dtype {args.dtype}; "
+          f"dp({args.drop_prob}),...; batch {args.batch_size}; precision {args.precision}; "
           f"layers {args.layers}")
     if args.device_report:
         d = jax.devices()[0]

@@ -131,7 +131,7 @@ def run_one(spec: RunSpec, split: Split, run_dir: str, seed: int, reuse: bool = 
     With ``reuse``, a finished run with the same settings and data in ``run_dir`` is not
     repeated (its ``result.json`` is returned), so that an interrupted suite can continue.
     """
-    settings = dict(spec.settings, save_every=1, progress=False)
+    settings = dict(spec.settings, save_every=1, keep_checkpoints=0, progress=False)  # pruned here
     identity = {"settings": {k: list(v) if isinstance(v, tuple) else v
                              for k, v in sorted(settings.items())},
                 "train": split.train, "valid": split.valid, "test": split.test, "seed": seed}

@@ -4,9 +4,30 @@ from __future__ import annotations
 import os
 import pathlib
 
+import jax
 import pytest
 
 from deepae_jax.data.datasets import synthetic
+
+TEST_PRECISION = os.environ.get("DEEPAE_TEST_MATMUL_PRECISION", "highest")
+"""jax's default matmul precision in the tests (``jax_default_matmul_precision``): strict float32
+unless asked otherwise, so that the tests' own matmuls (the independent computations the library
+is compared with) are float32 on every backend; jax's default on NVIDIA GPUs is TF32."""
+jax.config.update("jax_default_matmul_precision", TEST_PRECISION)
+
+_RTOL = {"float32": 1e-5, "highest": 1e-5, "tf32": 3e-3, "tensorfloat32": 3e-3, "high": 3e-3,
+         "bfloat16": 3e-2}
+
+
+def matmul_rtol(precision: str | None = None) -> float:
+    """The relative tolerance of a float32 result computed at a matmul ``precision`` (one of
+    ``model.PRECISIONS`` or jax's names; default: the tests' own, :data:`TEST_PRECISION`):
+    1e-5 at float32, 3e-3 at TF32 (10-bit mantissa), 3e-2 at bfloat16 (7-bit). jax's
+    ``default`` is TF32 on GPUs and float32 on the CPU."""
+    precision = (precision or TEST_PRECISION).lower()
+    if precision in ("default", "fastest"):
+        precision = "tf32" if jax.default_backend() == "gpu" else "float32"
+    return _RTOL[precision]
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("DEEPAE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

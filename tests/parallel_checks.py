@@ -125,9 +125,9 @@ def main(workdir: str) -> dict:
     out["resident_group_max_ratings"] = int(max(
         counts[r].sum() for r in epoch_permutation(len(counts), 5, 0)[:n * 16].reshape(-1, 4)))
     out["resident_longest_row"] = int(counts.max())
-    rows, width = next(iter(resident.batches(0)))
+    rows, n, width = next(iter(resident.batches(0)))
     state = replicated_on(init, resident.replicated)
-    hlo = resident._multi.lower(state, resident.data, rows, width).compile().as_text()
+    hlo = resident._multi.lower(state, resident.data, rows, n, width).compile().as_text()
     out["resident_hlo_has_all_reduce"] = "all-reduce" in hlo
 
     # 5. Clear errors.

@@ -153,3 +153,15 @@ def test_disk_full_in_a_run_is_an_error_line_not_a_traceback(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert f"error: {tmp_path / 'logs'}" in err and "no space left on device" in err
     assert "Traceback" not in err
+
+
+def test_keep_latest_removes_only_older_numbered_checkpoints(tmp_path):
+    for e in (1, 2, 3, 10):
+        (tmp_path / f"checkpoint_{e:05d}.msgpack").write_bytes(b"x")
+    (tmp_path / "best.msgpack").write_bytes(b"x")
+    removed = ckpt.keep_latest(str(tmp_path), 2)
+    assert [os.path.basename(p) for p in removed] == ["checkpoint_00001.msgpack",
+                                                      "checkpoint_00002.msgpack"]
+    assert sorted(os.listdir(tmp_path)) == ["best.msgpack", "checkpoint_00003.msgpack",
+                                            "checkpoint_00010.msgpack"]
+    assert ckpt.keep_latest(str(tmp_path), 0) == [] and len(os.listdir(tmp_path)) == 3

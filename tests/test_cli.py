@@ -73,14 +73,9 @@ def test_bad_data_names_file_and_line(tmp_path):
 
 
 def main_in_process(*argv) -> int:
-    """Parses ``argv`` with the CLI's absl flags and runs main(); returns its exit code."""
+    """``python -m deepae_jax.main ARGV`` in this process; returns its exit code."""
     from deepae_jax.cli import main
-    main.FLAGS.unparse_flags()
-    try:
-        main.FLAGS(["deepae_jax.main", *argv])
-        return main.main([])
-    finally:
-        main.FLAGS.unparse_flags()
+    return main.main(list(argv))
 
 
 def test_compute_rmse_round(tmp_path):

@@ -81,3 +81,15 @@ def test_non_finite_and_out_of_range_numbers_are_refused(argv, needle):
     fv = fresh_flags("--path_to_train_data=x", *argv)
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
         settings.config_from_flags(Config, fv)
+
+
+def test_matmul_precision_setting():
+    """--matmul_precision (default strict float32); --dtype=bfloat16, its older name, means
+    bfloat16 and contradicts any other precision given with it."""
+    assert Config(path_to_train_data="x").precision == "float32"
+    assert Config(path_to_train_data="x", matmul_precision="tf32").precision == "tf32"
+    assert Config(path_to_train_data="x", dtype="bfloat16").precision == "bfloat16"
+    with pytest.raises(ConfigError, match="--dtype='bfloat16'.*matmul_precision=tf32"):
+        Config(path_to_train_data="x", dtype="bfloat16", matmul_precision="tf32")
+    with pytest.raises(ConfigError, match="matmul_precision"):
+        Config(path_to_train_data="x", matmul_precision="float16")

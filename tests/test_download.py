@@ -12,6 +12,12 @@ import pytest
 
 from deepae_jax.data.datasets import download
 from deepae_jax.data.ratings import RatingMatrix
+from deepae_jax.cli import data as cli_data
+
+def download_main(argv):
+    """``deepae download`` in process (the command line of :mod:`download`)."""
+    return cli_data.main(cli_data.DOWNLOAD, argv)
+
 
 U_DATA = "".join(f"{u}\t{i}\t{(u * i) % 5 + 1}\t{1000 + 7 * i + u}\n"
                  for u in range(1, 21) for i in range(1, 16) if (u + i) % 3)
@@ -39,7 +45,7 @@ def server(tmp_path):
 def test_download_verify_unpack_convert(server, tmp_path, capsys):
     url, sha = server
     cache = tmp_path / "cache"
-    assert download.main(["100k", "--cache_dir", str(cache), "--base_url", url,
+    assert download_main(["100k", "--cache_dir", str(cache), "--base_url", url,
                           "--sha256", sha, "--split", "random90"]) == 0
     assert f"sha256 {sha} verified" in capsys.readouterr().out
     out = cache / "ml-100k-random90"
@@ -51,11 +57,12 @@ def test_download_verify_unpack_convert(server, tmp_path, capsys):
     assert not [f for f in os.listdir(cache) if f.startswith(".")]
 
 
-def test_unknown_checksum_is_reported_not_verified(server, tmp_path, capsys, monkeypatch):
+def test_unknown_checksum_is_reported_not_verified(server, tmp_path, caplog, monkeypatch):
     url, sha = server
     monkeypatch.setenv("DEEPAE_MOVIELENS_URL", url)  # the env override of the base URL
-    folder = download.download("100k", str(tmp_path / "c"), split=None)
-    out = capsys.readouterr().out
+    with caplog.at_level("INFO", logger="deepae_jax"):  # the library logs, the CLI prints
+        folder = download.download("100k", str(tmp_path / "c"), split=None)
+    out = caplog.text
     assert f"sha256 {sha}" in out and "could NOT be verified" in out
     assert os.path.isfile(os.path.join(folder, "u.data"))
 
@@ -67,7 +74,7 @@ def test_corrupted_download_fails_and_leaves_nothing(server, tmp_path, capsys):
     with pytest.raises(download.ChecksumError, match=f"expected {wrong}, got {sha}"):
         download.fetch("100k", str(cache), url, wrong, log=lambda *_: None)
     assert os.listdir(cache) == []
-    assert download.main(["100k", "--cache_dir", str(cache), "--base_url", url,
+    assert download_main(["100k", "--cache_dir", str(cache), "--base_url", url,
                           "--sha256", wrong]) == 1
     assert "sha256 mismatch" in capsys.readouterr().err
     assert os.listdir(cache) == []
@@ -76,7 +83,7 @@ def test_corrupted_download_fails_and_leaves_nothing(server, tmp_path, capsys):
 def test_missing_archive_fails_cleanly(server, tmp_path, capsys):
     url, _ = server
     cache = tmp_path / "cache"
-    assert download.main(["1m", "--cache_dir", str(cache), "--base_url", url]) == 1
+    assert download_main(["1m", "--cache_dir", str(cache), "--base_url", url]) == 1
     assert "404" in capsys.readouterr().err
     assert os.listdir(cache) == []
 

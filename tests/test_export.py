@@ -13,10 +13,23 @@ import pytest
 
 from deepae_jax import export
 from deepae_jax.core import model
+from deepae_jax.cli import export as export_cli
 from conftest import TINY_SPEC as SPEC
 
 MISSING_EXTRA = [m for m in ("jax2onnx", "onnx", "onnxruntime")
                  if importlib.util.find_spec(m) is None]
+
+
+def onnx_export_unsupported() -> str:
+    """Why ONNX export cannot run here ('' when it can)."""
+    if MISSING_EXTRA:
+        return (f"the export extra is not installed (missing {', '.join(MISSING_EXTRA)}): "
+                "pip install 'deepae_jax[export]'")
+    try:
+        export._import_jax2onnx()
+    except export.ExportError as e:
+        return str(e)
+    return ""
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +59,7 @@ STANDALONE = textwrap.dedent("""
 def test_jax_export_artifact_runs_without_the_training_code(trained, tmp_path, capsys):
     root, cfg, x, expected = trained
     out = tmp_path / "exported"
-    assert export.main(["--checkpoint", cfg.logdir, "--out", str(out), "--formats", "jax"]) == 0
+    assert export_cli.main(["--checkpoint", cfg.logdir, "--out", str(out), "--formats", "jax"]) == 0
     assert "model.jax_export" in capsys.readouterr().out
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["files"]["jax"] == "model.jax_export" and manifest["n_items"] == SPEC.n_items
@@ -63,8 +76,7 @@ def test_jax_export_artifact_runs_without_the_training_code(trained, tmp_path, c
     np.testing.assert_allclose(np.load(tmp_path / "y1.npy"), expected[:1], rtol=0, atol=1e-5)
 
 
-@pytest.mark.skipif(bool(MISSING_EXTRA), reason=f"the export extra is not installed (missing "
-                    f"{', '.join(MISSING_EXTRA)}): pip install 'deepae_jax[export]'")
+@pytest.mark.skipif(bool(onnx_export_unsupported()), reason=onnx_export_unsupported())
 def test_onnx_file_matches_jax(trained, tmp_path):
     import onnxruntime as ort
     root, cfg, x, expected = trained
@@ -84,10 +96,23 @@ def test_missing_converter_is_a_clear_error(trained, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "jax2onnx", None)
     with pytest.raises(export.ExportError, match=r"deepae_jax\[export\]"):
         export.export_model(cfg.logdir, str(tmp_path / "x"), formats=["onnx"])
-    assert export.main(["--checkpoint", cfg.logdir, "--out", str(tmp_path / "y"),
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+    assert export_cli.main(["--checkpoint", cfg.logdir, "--out", str(tmp_path / "y"),
                         "--formats", "onnx"]) == 2
     with pytest.raises(ValueError, match="formats"):
         export.export_model(cfg.logdir, str(tmp_path / "z"), formats=["tflite"])
+
+
+@pytest.mark.skipif(bool(MISSING_EXTRA), reason="the export extra is not installed")
+def test_onnx_export_on_a_jax_too_new_for_jax2onnx_is_one_clear_error(trained, tmp_path,
+                                                                        monkeypatch):
+    """jax2onnx <= 0.17.1 on a jax without ``jax._src.core.ClosedJaxpr`` (0.12): an ExportError
+    naming both versions and the jax it needs, and no output folder."""
+    root, cfg, _, _ = trained
+    monkeypatch.setattr(export, "_jax_has_closed_jaxpr", lambda: False)  # as on jax 0.12
+    with pytest.raises(export.ExportError, match=r"jax2onnx \S+ does not run on jax .*jax<0\.12"):
+        export.export_model(cfg.logdir, str(tmp_path / "x"), formats=["onnx", "jax"])
+    assert not (tmp_path / "x").exists()
 
 
 def test_re_export_removes_files_it_did_not_write(trained, tmp_path):
@@ -111,14 +136,14 @@ def test_re_export_removes_files_it_did_not_write(trained, tmp_path):
     (["--checkpoint=x", "--out=y", "--format=jax"], "Unknown command line flag 'format'"),
 ])
 def test_bad_flags_are_one_error_line_naming_the_flag(argv, needle, capsys):
-    assert export.main(argv) == 2
+    assert export_cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
 
 
 def test_help_lists_the_flags_generated_from_export_config():
     import dataclasses
-    proc = subprocess.run([sys.executable, "-m", "deepae_jax.export", "--help"],
+    proc = subprocess.run([sys.executable, "-m", "deepae_jax", "export", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for f in dataclasses.fields(export.ExportConfig):

@@ -14,9 +14,13 @@ import scipy.sparse as sp
 from deepae_jax.core import model, sparse
 from deepae_jax.core import step as core_step
 from deepae_jax.training import resident
-from deepae_jax.data import batching
-from deepae_jax.evaluation.protocol import evaluate, predict_at, predict_eval_ratings
-from deepae_jax.core.optim import make_optimizer
+from deepae_jax.data import batching, device_csr
+from deepae_jax.evaluation.protocol import (evaluate, predict_at, predict_eval_ratings,
+                                            predict_sparse_at)
+from deepae_jax.core.optim import make_optimizer, plain_momentum
+from deepae_jax.core.ops import XLA
+from deepae_jax import kernels
+from conftest import matmul_rtol
 
 N_ROWS, N_COLS, BATCH = 40, 60, 8
 
@@ -133,9 +137,9 @@ def test_resident_epoch_matches_host_batches():
                                    epoch=1)
     assert losses.shape == (N_ROWS // BATCH,)
     assert_trees_close(s2.params, s1.params)
-    # full calls and the remainder: two programs (a fresh, uncommitted state must not make
-    # the second call compile again)
-    assert runner._multi._cache_size() == 2
+    # full calls and the shorter remainder: one program (a fresh, uncommitted state must not
+    # make the second call compile again)
+    assert runner._multi._cache_size() == 1
 
 
 def test_packed_layout_and_sharding():
@@ -147,9 +151,9 @@ def test_packed_layout_and_sharding():
         part = {k: jnp.asarray(v[s * 4:(s + 1) * 4]) for k, v in b.items()}
         got = sparse.Slots.from_batch(part).dense(N_COLS)
         np.testing.assert_array_equal(got, dense[s * 4:(s + 1) * 4])
-    data = sparse.DeviceRatings.from_csr(csr)
+    data = device_csr.DeviceRatings.from_csr(csr)
     width = batching.packed_width(np.diff(csr.indptr)[rows], BATCH)
-    on_device = sparse.gather_packed(data, jnp.asarray(rows, jnp.int32), width)
+    on_device = device_csr.gather_packed(data, jnp.asarray(rows, jnp.int32), width)
     host = batching.packed_rows(csr, rows, width)
     for k in host:
         np.testing.assert_array_equal(np.asarray(on_device[k]), host[k])
@@ -184,11 +188,11 @@ def test_bfloat16_option_is_close():
     state = core_step.create_train_state(jax.random.PRNGKey(1), cfg, opt)
     _, m32 = jax.jit(core_step.make_train_step(cfg, opt, 1, path="sparse"))(
         state, batching.packed_rows(csr, rows))
-    _, m16 = jax.jit(core_step.make_train_step(cfg, opt, 1, path="sparse", dtype="bfloat16"))(
+    _, m16 = jax.jit(core_step.make_train_step(cfg, opt, 1, path="sparse", precision="bfloat16"))(
         state, batching.packed_rows(csr, rows))
-    np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=3e-2)
+    np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=matmul_rtol("bfloat16"))
     with pytest.raises(ValueError):
-        core_step.make_train_step(cfg, opt, 1, path="sparse", dtype="float16")
+        core_step.make_train_step(cfg, opt, 1, path="sparse", precision="float16")
 
 
 def test_gather_packed_with_empty_rows_and_overflow():
@@ -199,10 +203,10 @@ def test_gather_packed_with_empty_rows_and_overflow():
     indptr = np.concatenate([[0], np.cumsum(counts)])
     csr = sp.csr_matrix((rng.integers(1, 6, indptr[-1]).astype(np.float32),
                          rng.integers(0, N_COLS, indptr[-1]), indptr), shape=(8, N_COLS))
-    data = sparse.DeviceRatings.from_csr(csr)
+    data = device_csr.DeviceRatings.from_csr(csr)
     rows = jnp.arange(8, dtype=jnp.int32)
     for width in (2, 1):  # 16 slots for 13 ratings; 8 slots: the last 5 are dropped
-        got = sparse.gather_packed(data, rows, width)
+        got = device_csr.gather_packed(data, rows, width)
         slot = np.arange(8 * width)
         ends = np.cumsum(counts)
         seg = np.minimum(np.searchsorted(ends, slot, side="right"), 7)
@@ -215,18 +219,27 @@ def test_gather_packed_with_empty_rows_and_overflow():
                                       np.where(valid, csr.data[src], 0.0))
 
 
-def lowered_for_cuda(path, layers="auto", aug_step=1):
-    """The MLIR text of a 2-iteration call of the resident runner, lowered for CUDA."""
+def lowered_for_cuda(path, layers="auto", aug_step=1, step_only=False):
+    """The MLIR text of a 2-iteration call of the resident runner (``step_only``: of one
+    training step), lowered for CUDA."""
     csr = random_csr(3)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = make_optimizer("momentum", 0.01, 0.0, 10)
-    runner = resident.ResidentEpochs(core_step.make_train_step(cfg, opt, aug_step, path=path,
-                                                        layers=layers),
+    ops = XLA
+    if path == "cpu_kernels":  # the CPU kernels' ops with their fused momentum updates
+        path, ops = "sparse", kernels.cpu_ops(*plain_momentum("momentum", 0.01, 0.0, 10)) or XLA
+    step = core_step.make_train_step(cfg, opt, aug_step, path=path, layers=layers, ops=ops)
+    runner = resident.ResidentEpochs(step,
                                   csr, BATCH, seed=0, steps_per_call=2)
-    rows, width = next(iter(runner.batches(0)))
+    rows, n, width = next(iter(runner.batches(0)))
     state = core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt)
+    if step_only:  # one iteration on a batch gathered beforehand: the step's own program
+        batch = jax.vmap(device_csr.gather_packed, in_axes=(None, 0, None))(runner.data,
+                                                                            rows[0], width)
+        return jax.export.export(jax.jit(step), platforms=["cuda"])(state,
+                                                                    batch).mlir_module()
     exported = jax.export.export(jax.jit(functools.partial(runner.scan, width=width)),
-                                 platforms=["cuda"])(state, runner.data, rows)
+                                 platforms=["cuda"])(state, runner.data, rows, n)
     return exported.mlir_module()
 
 
@@ -237,14 +250,15 @@ def n_wide_dots(text):
 
 @pytest.mark.parametrize("path,layers", [("sparse", "sparse"), ("sparse", "dense"),
                                          ("cpu_kernels", "auto")])
-def test_step_lowered_for_a_gpu_has_no_loop_but_the_scan(path, layers):
-    """The XLA path lowered for CUDA (jax.export, no GPU needed): the gather-sums and the output
-    at the observed items have no chunk loop (the only while loop is the scan over the call's
-    iterations), and the cpu_kernels path lowers to that same XLA path off the CPU: its kernel
-    branch is chosen at lowering time, for the CPU platform only (no custom call)."""
-    text = lowered_for_cuda(path, layers)
-    assert text.count("stablehlo.while") == 1
-    assert "custom_call" not in text
+def test_step_lowered_for_a_gpu_has_no_loop(path, layers):
+    """The XLA path lowered for CUDA (jax.export, no GPU needed): the training step (the
+    gather-sums, the output at the observed items) has no loop, such as a chunk loop over the
+    slots (the call's loop over its iterations, and whatever loops jax lowers the on-device
+    batch gathering to, are outside it), and the cpu_kernels path lowers to that same XLA path
+    off the CPU: its kernel branch is chosen at lowering time, for the CPU platform only (no
+    custom call)."""
+    assert "stablehlo.while" not in lowered_for_cuda(path, layers, step_only=True)
+    assert "custom_call" not in lowered_for_cuda(path, layers)
 
 
 def test_layers_auto_lowers_the_formulation_the_rule_picks():
@@ -263,3 +277,22 @@ def test_n_wide_layers_rule():
     sparse for very wide, very sparse rows (200,000 items, 16 ratings a row)."""
     assert sparse.n_wide_layers(128, 128 * 512, 17_768, 512) == "dense"
     assert sparse.n_wide_layers(128, 128 * 16, 200_000, 512) == "sparse"
+
+
+@pytest.mark.parametrize("layers", ["sparse", "dense"])
+def test_float32_step_and_evaluation_are_strict_float32_in_every_dot(layers):
+    """The training step (forward, gradients, re-feeding) and the evaluation at the default
+    precision state HIGHEST in every matmul (the result does not depend on jax's default
+    precision of the backend)."""
+    from test_model import dot_precisions
+    csr = random_csr(8)
+    cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
+    opt = optax.sgd(0.01, momentum=0.9)
+    state = core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt)
+    step = core_step.make_train_step(cfg, opt, 1, path="sparse", layers=layers)
+    assert dot_precisions(step, state, batching.packed_rows(csr, batch_rows(csr))) == {
+        "HIGHEST"}
+    batch = batching.packed_rows(csr, batch_rows(csr))
+    cols = jnp.zeros((BATCH, 4), jnp.int32)
+    assert dot_precisions(lambda p, b, c: predict_sparse_at(p, b, c, cfg), state.params,
+                          batch, cols) == {"HIGHEST"}

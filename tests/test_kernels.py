@@ -15,6 +15,7 @@ import pytest
 from deepae_jax import kernels
 from deepae_jax.core import model, optim
 from deepae_jax.core import step as core_step
+from deepae_jax.core.ops import XLA
 from deepae_jax import devices
 from deepae_jax.training import resident
 from deepae_jax.kernels import ffi, update
@@ -107,10 +108,11 @@ def test_sparse_path_same_with_and_without_kernels():
     opt = optax.sgd(0.01, momentum=0.9)
     state = core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt)
 
-    def run(path):
-        return jax.jit(core_step.make_train_step(cfg, opt, 1, path=path))(state, batch)
-    s_kernels, m_kernels = run("cpu_kernels")
-    s_xla, m_xla = run("sparse")
+    def run(ops):
+        return jax.jit(core_step.make_train_step(cfg, opt, 1, path="sparse", ops=ops))(state,
+                                                                                     batch)
+    s_kernels, m_kernels = run(kernels.cpu_ops())
+    s_xla, m_xla = run(XLA)
     np.testing.assert_allclose(m_kernels["loss"], m_xla["loss"], rtol=1e-6)
     assert_trees_close(s_kernels.params, s_xla.params, tol=1e-6)
 
@@ -127,8 +129,9 @@ def test_fused_momentum_step_matches_dense_optax_step(aug_step, drop_prob, const
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", drop_prob, constrained)
     fused_opt = optim.make_optimizer("momentum", 0.02, 0.0, updates_per_epoch=1)
     plain_opt = optax.sgd(optim.multistep_lr(0.02, 1), momentum=0.9)
-    assert isinstance(fused_opt, optim.SGDMomentum)
-    fused = jax.jit(core_step.make_train_step(cfg, fused_opt, aug_step, path="cpu_kernels"))
+    ops = kernels.cpu_ops(*optim.plain_momentum("momentum", 0.02, 0.0, updates_per_epoch=1))
+    assert ops.sparse_update is not None and ops.momentum_update is not None
+    fused = jax.jit(core_step.make_train_step(cfg, fused_opt, aug_step, path="sparse", ops=ops))
     dense = jax.jit(core_step.make_train_step(cfg, plain_opt, aug_step))
     s1 = s2 = core_step.create_train_state(jax.random.PRNGKey(3), cfg, plain_opt)
     for i in range(3):
@@ -144,17 +147,18 @@ def test_fused_momentum_step_matches_dense_optax_step(aug_step, drop_prob, const
 @pytest.mark.parametrize("aug_step", [0, 1])
 def test_fused_step_updates_weights_without_copies(aug_step):
     """The compiled sparse momentum step updates every weight matrix in place: XLA puts no copy
-    of one in front of its update (apply_gradients' ``after``; a copy of the two item-sized
+    of one in front of its update (the momentum update's ``after``; a copy of the two item-sized
     matrices cost ~15% of the step at the paper's sizes)."""
     csr = random_csr(6)
     cfg = model.ModelConfig((N_COLS, 16, 12), "selu", 0.5)
     opt = optim.make_optimizer("momentum", 0.02, 0.0, updates_per_epoch=1)
-    step = core_step.make_train_step(cfg, opt, aug_step, path="cpu_kernels")
+    ops = kernels.cpu_ops(*optim.plain_momentum("momentum", 0.02, 0.0, updates_per_epoch=1))
+    step = core_step.make_train_step(cfg, opt, aug_step, path="sparse", ops=ops)
     runner = resident.ResidentEpochs(step, csr, 8, seed=0, steps_per_call=2)
     state = devices.replicated_on(core_step.create_train_state(jax.random.PRNGKey(0), cfg, opt),
                                 runner.replicated)
-    rows, width = next(iter(runner.batches(0)))
-    hlo = runner._multi.lower(state, runner.data, rows, width).compile().as_text()
+    rows, n, width = next(iter(runner.batches(0)))
+    hlo = runner._multi.lower(state, runner.data, rows, n, width).compile().as_text()
     shapes = {f"f32[{a},{b}]" for a, b in [(N_COLS, 16), (16, N_COLS), (16, 12), (12, 16)]}
     copies = [line for line in hlo.splitlines()
               if " copy(" in line and line.split("=")[1].split("{")[0].strip() in shapes]
@@ -175,13 +179,14 @@ def test_sparse_rows_and_the_fused_update_match_optax():
     dense[1] = -2.0 * src[2]
     np.testing.assert_allclose(np.asarray(g.dense((9, 4))), dense, rtol=1e-6)
     opt = optim.make_optimizer("momentum", 0.1, 0.0, updates_per_epoch=1)
+    schedule, momentum = optim.plain_momentum("momentum", 0.1, 0.0, updates_per_epoch=1)
     state = opt.init(params)
     g_b = params["b"] * 2.0
     for _ in range(2):  # the second update reads the first's trace
         want, want_state = optim.apply_gradients(opt, {"w": jnp.asarray(dense), "b": g_b},
                                                  state, params)
-        got, got_state = jax.jit(lambda s, p: optim.apply_gradients(
-            opt, {"w": g, "b": g_b}, s, p, kernels=True))(state, params)
+        got, got_state = jax.jit(lambda s, p: update.apply_momentum(
+            schedule, momentum, {"w": g, "b": g_b}, s, p))(state, params)
         assert_trees_close(got, want, tol=1e-6)
         assert_trees_close(got_state, want_state, tol=1e-6)
         params, state = want, want_state

@@ -331,3 +331,31 @@ def test_good_model_config_accepted():
     cfg = model.ModelConfig((10, 4, 2), activation="lrelu", drop_prob=0.0, constrained=True,
                             last_layer_linear=True)
     assert hash(cfg) == hash(model.ModelConfig((10, 4, 2), "lrelu", 0.0, True, True))
+
+
+def dot_precisions(fn, *args) -> set[str]:
+    """The precision attributes of every dot_general of ``fn`` lowered under jax's default
+    matmul precision (so only precisions the code states itself show up as non-DEFAULT)."""
+    import re
+    with jax.default_matmul_precision("bfloat16"):  # jax's name of precision DEFAULT
+        text = jax.jit(fn).lower(*args).as_text()
+    dots = [l for l in text.splitlines() if "dot_general" in l]
+    assert dots
+    return {(re.search(r"precision = \[(\w+)", l) or [None, "DEFAULT"])[1] +
+            (":bf16" if "xbf16>" in l else "") for l in dots}
+
+
+@pytest.mark.parametrize("precision,want", [("float32", {"HIGHEST"}), ("tf32", {"HIGH"}),
+                                            ("bfloat16", {"DEFAULT:bf16"})])
+def test_matmul_precision_is_stated_in_every_dot(precision, want):
+    """--matmul_precision reaches every matmul of the forward pass explicitly (float32: strict
+    HIGHEST, not jax's backend-dependent default, which is TF32 on NVIDIA GPUs); the model's
+    default forward pass is the strict float32 one."""
+    cfg = model.ModelConfig((30, 8, 4), "selu", 0.0)
+    params = model.init(jax.random.PRNGKey(0), cfg.layer_sizes)
+    x = jnp.ones((3, 30))
+    dot = model.make_dot(precision)
+    assert dot_precisions(lambda p, x: model.apply(p, x, cfg, dot=dot), params, x) == want
+    assert dot_precisions(lambda p, x: model.apply(p, x, cfg), params, x) == {"HIGHEST"}
+    with pytest.raises(ValueError, match="matmul precision"):
+        model.make_dot("float16")

@@ -8,6 +8,12 @@ import pytest
 
 from deepae_jax.data.datasets import movielens, movielens_convert
 from deepae_jax.data.ratings import RatingMatrix, RatingsFormatError, read_ratings_text
+from deepae_jax.cli import data as cli_data
+
+def convert_main(argv):
+    """``deepae movielens`` in process (the command line of :mod:`movielens_convert`)."""
+    return cli_data.main(cli_data.MOVIELENS, argv)
+
 
 # (user, item, rating, timestamp)
 ROWS = [
@@ -77,7 +83,7 @@ def test_random_split(tmp_path):
 def test_convert_half_stars_end_to_end(tmp_path, split, capsys):
     src = write(tmp_path / "ml" / "ratings.csv", ROWS, "csv", crlf=True)
     out = tmp_path / "out"
-    assert movielens_convert.main([src, str(out), "--split", split, "--seed", "2"]) == 0
+    assert convert_main([src, str(out), "--split", split, "--seed", "2"]) == 0
     assert "| ML_TRAIN |" in capsys.readouterr().out
     stars = {(u, i): r for u, i, r, _ in ROWS}
     for part in ("TRAIN", "VALID", "TEST"):
@@ -135,7 +141,7 @@ def test_failed_conversion_leaves_nothing(tmp_path):
     path.write_text("1::2::3::4\n1::2::5::9\n")
     work = tmp_path / "work"
     work.mkdir()
-    assert movielens_convert.main([str(path), str(work / "out")]) == 1
+    assert convert_main([str(path), str(work / "out")]) == 1
     assert os.listdir(work) == []
 
 
@@ -206,8 +212,8 @@ def test_convert_any_ratings_table_with_string_ids(tmp_path):
         for u in range(12) for i in range(6)))
     out = tmp_path / "out"
     args = [str(src), str(out), "--split", "time70", "--columns", "who,what,stars"]
-    assert movielens_convert.main(args) == 1  # time70 without --timestamp_column
-    assert movielens_convert.main(args + ["--timestamp_column", "when"]) == 0
+    assert convert_main(args) == 1  # time70 without --timestamp_column
+    assert convert_main(args + ["--timestamp_column", "when"]) == 0
     train = RatingMatrix.load(str(out / "ML_TRAIN.npz"))
     assert train.row_ids.dtype.kind == "U" and train.row_ids[0] == "u0"
     assert set(train.col_ids.tolist()) == {f"item {i}" for i in range(4)}  # the earliest 4
@@ -218,5 +224,5 @@ def test_convert_table_errors_name_the_line(tmp_path, capsys):
     src = tmp_path / "mine.csv"
     src.write_text("u,i,r,t\n1,2,3,4\n1,2,5,6\n")
     args = [str(src), str(tmp_path / "out"), "--split", "random90", "--header", "true"]
-    assert movielens_convert.main(args) == 1
+    assert convert_main(args) == 1
     assert f"{src}:3: user 1 rated item 2 again (first at line 2)" in capsys.readouterr().err

@@ -10,6 +10,12 @@ import pytest
 
 from deepae_jax.data.datasets import netflix, netflix_convert
 from deepae_jax.data.ratings import RatingMatrix, RatingsFormatError, read_ratings_text
+from deepae_jax.cli import data as cli_data
+
+def convert_main(argv):
+    """``deepae netflix`` in process (the command line of :mod:`netflix_convert`)."""
+    return cli_data.main(cli_data.NETFLIX, argv)
+
 
 # (user, movie, stars, date). Comments say which window edge a rating sits on.
 RAW = [
@@ -117,7 +123,7 @@ def test_same_seed_same_split(tmp_path):
 
 def test_convert_writes_text_npz_and_stats(raw_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    assert netflix_convert.main([raw_dir, str(out), "--seed", "1"]) == 0
+    assert convert_main([raw_dir, str(out), "--seed", "1"]) == 0
     printed = capsys.readouterr().out
     assert "| NF | 1999-12-01 .. 2005-11-30 |" in printed
     assert "| N1Y | 2004-06-01 .. 2005-05-31 | 2005-06-01 .. 2005-06-30 | 2 | 4 | 4 |" in printed
@@ -191,7 +197,7 @@ def test_failed_conversion_leaves_nothing(tmp_path, capsys):
     folder = bad_case(tmp_path, b"9:\n123,4,2005-01-01\n124,4,2005-1-01\n")
     work = tmp_path / "work"
     work.mkdir()
-    assert netflix_convert.main([folder, str(work / "out")]) == 1
+    assert convert_main([folder, str(work / "out")]) == 1
     assert "mv_0000009.txt:3" in capsys.readouterr().err
     assert os.listdir(work) == []
 

@@ -97,19 +97,14 @@ def test_cli_mode_writes_a_tsv_and_stdout(trained, rec, tmp_path, capsys):
 
 
 def test_main_dispatches_recommend(trained, tmp_path, capsys):
-    from deepae_jax.cli import main as main_lib
+    from deepae_jax.cli import app, main as main_lib
     root, cfg = trained
     out = tmp_path / "all.tsv"
-    try:
-        main_lib.FLAGS(["deepae", "--mode=recommend", f"--logdir={cfg.logdir}",
-                        f"--path_to_train_data={cfg.path_to_train_data}", "--top_k=2",
-                        f"--recommendations_path={out}"])
-        assert main_lib.main([]) == 0
-        main_lib.FLAGS(["deepae", "--mode=recommend", f"--logdir={cfg.logdir}",
-                        f"--path_to_train_data={cfg.path_to_train_data}", "--users=999999"])
-        assert main_lib.main([]) == 2
-    finally:
-        main_lib.FLAGS.unparse_flags()
+    assert main_lib.main(["--mode=recommend", f"--logdir={cfg.logdir}",
+                          f"--path_to_train_data={cfg.path_to_train_data}", "--top_k=2",
+                          f"--recommendations_path={out}"]) == 0
+    assert app.main(["recommend", f"--logdir={cfg.logdir}",
+                     f"--path_to_train_data={cfg.path_to_train_data}", "--users=999999"]) == 2
     assert len(read_tsv(out)) == 2 * SPEC.n_users
     assert "unknown user" in capsys.readouterr().err
 
@@ -270,3 +265,18 @@ def test_string_ids_recommend_and_unknown_ids():
     assert e.value.ids == ["u_9"]
     x = rec.vector(["a"], [3.0])
     assert [i for i, _ in rec.recommend_vector(x, 2)] and rec.item_columns(["c"]).tolist() == [2]
+
+
+def test_recommend_clips_like_predict_when_the_run_clipped(rec):
+    """--clip_predictions: recommendations and user scores clipped to the training range, as
+    the predictions are (the ranking is unchanged: clipping keeps the order)."""
+    clipped = Recommender(rec.params, rec.model_cfg, rec.item_ids, rec.train, BATCH,
+                          major=rec.major, rating_range=(2.0, 3.0), clip=True)
+    plain, top = rec.recommend_users(None, k=5), clipped.recommend_users(None, k=5)
+    assert np.array_equal(plain.items, top.items)
+    finite = np.isfinite(plain.scores)
+    np.testing.assert_allclose(top.scores[finite], np.clip(plain.scores[finite], 2.0, 3.0))
+    assert (plain.scores[finite] > 3.0).any() or (plain.scores[finite] < 2.0).any()
+    users = rec.user_ids[:3]
+    np.testing.assert_allclose(clipped.user_scores(users),
+                               np.clip(rec.user_scores(users), 2.0, 3.0))

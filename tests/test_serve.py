@@ -344,15 +344,15 @@ def test_item_based_model_serves_training_users_and_refuses_new_ones():
     (["--checkpoint=x", "--prot=1"], "Unknown command line flag 'prot'"),
 ])
 def test_bad_flags_are_one_error_line_naming_the_flag(argv, needle, capsys):
-    from deepae_jax.serve import app
-    assert app.main(argv) == 2
+    from deepae_jax.cli import serve as serve_cli
+    assert serve_cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
 
 
 def test_help_lists_the_flags_generated_from_serve_config():
     from deepae_jax.serve.app import ServeConfig
-    proc = subprocess.run([sys.executable, "-m", "deepae_jax.serve", "--help"],
+    proc = subprocess.run([sys.executable, "-m", "deepae_jax", "serve", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for f in dataclasses.fields(ServeConfig):
@@ -361,9 +361,9 @@ def test_help_lists_the_flags_generated_from_serve_config():
 
 
 def test_flags_from_a_flagfile(tmp_path, capsys):
-    from deepae_jax.serve import app
+    from deepae_jax.cli import serve as serve_cli
     path = tmp_path / "app.flags"
     path.write_text(f"--checkpoint={tmp_path / 'no_run'}\n--port=0\n--max_k=5\n")
-    assert app.main([f"--flagfile={path}"]) == 2  # parsed, validated, then the run is missing
+    assert serve_cli.main([f"--flagfile={path}"]) == 2  # parsed, validated, then the run is missing
     err = capsys.readouterr().err
     assert err.startswith("error: no checkpoint in") and "no_run" in err and err.count("\n") == 1

@@ -8,6 +8,7 @@ import pytest
 from absl import flags
 
 from deepae_jax import settings
+from deepae_jax.cli.flags import Command, run_command
 from deepae_jax.settings import ConfigError
 
 
@@ -25,6 +26,9 @@ class ToolConfig:
         settings.check_choices(self)
         if not self.name:
             settings.bad_setting(self, "name", "required")
+
+
+TOOL = Command("tool", ToolConfig, lambda cfg, args: 0, "The tool.")
 
 
 def test_flags_of_any_dataclass_in_a_private_flag_values():
@@ -46,13 +50,22 @@ def test_flags_of_any_dataclass_in_a_private_flag_values():
 def test_tool_flags_errors_are_one_line_naming_the_flag(argv, needle, capsys):
     with pytest.raises(ConfigError, match=re.escape(needle)):
         settings.parse_tool_flags(ToolConfig, argv)
-    assert settings.tool_config(ToolConfig, argv, "doc", "tool") == 2
+    assert run_command(TOOL, argv, "tool") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err
 
 
 def test_tool_help_lists_the_flags(capsys):
-    assert settings.tool_config(ToolConfig, ["--help"], "The tool.", "tool") == 0
+    assert run_command(TOOL, ["--help"], "tool") == 0
     out = capsys.readouterr().out
-    assert out.startswith("The tool.") and "--count: How many." in out and "--[no]loud" in out
-    assert settings.tool_config(ToolConfig, ["--name", "x"], "", "tool") == ToolConfig("x")
+    assert out.startswith("usage: tool [flags]\n\nThe tool.") and "--count: How many." in out
+    assert "--[no]loud" in out
+    assert settings.parse_tool_flags(ToolConfig, ["--name", "x"]) == ToolConfig("x")
+
+
+def test_parse_flags_returns_positional_arguments_and_fixed_settings():
+    cfg, args = settings.parse_flags(ToolConfig, ["in.csv", "--name=a", "out"], "tool",
+                                     fixed={"level": "high"})
+    assert cfg == ToolConfig("a", level="high") and args == ["in.csv", "out"]
+    with pytest.raises(ConfigError, match=re.escape("--level='low': tool sets --level=high")):
+        settings.parse_flags(ToolConfig, ["--name=a", "--level=low"], "tool", {"level": "high"})

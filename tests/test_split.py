@@ -9,6 +9,12 @@ import pytest
 from deepae_jax.data import split
 from deepae_jax.data.ratings import RatingMatrix, read_ratings_text
 from deepae_jax.data.split_methods import METHODS, split_indices
+from deepae_jax.cli import data as cli_data
+
+def split_main(argv):
+    """``deepae split ARGV`` in process."""
+    return cli_data.main(cli_data.SPLIT, argv)
+
 
 
 def fake(n_users=40, seed=0):
@@ -132,7 +138,7 @@ def test_cli_writes_parts_and_stats(tmp_path):
     users, ts = fake()
     n = write_tsv(tmp_path / "r.tsv", users, ts)
     out = tmp_path / "out"
-    assert split.main(["split", str(tmp_path / "r.tsv"), str(out), "--method=user_temporal",
+    assert split_main([str(tmp_path / "r.tsv"), str(out), "--method=user_temporal",
                        "--test_share=0.2", "--valid_share=0.1", "--seed=2"]) == 0
     total = 0
     for part in ("TRAIN", "VALID", "TEST"):
@@ -142,7 +148,7 @@ def test_cli_writes_parts_and_stats(tmp_path):
         total += len(text)
     assert total == n and "user_temporal" in (out / "stats.md").read_text()
     folds = tmp_path / "folds"
-    assert split.main(["split", str(tmp_path / "r.tsv"), str(folds), "--method=kfold",
+    assert split_main([str(tmp_path / "r.tsv"), str(folds), "--method=kfold",
                        "--folds=3", "--valid_share=0"]) == 0
     assert sorted(os.listdir(folds)) == ["fold_0", "fold_1", "fold_2", "stats.md"]
     assert sorted(os.listdir(folds / "fold_1")) == ["TEST", "TEST.npz", "TRAIN", "TRAIN.npz"]
@@ -151,18 +157,18 @@ def test_cli_writes_parts_and_stats(tmp_path):
 def test_cli_errors(tmp_path, capsys):
     users, ts = fake()
     write_tsv(tmp_path / "three.tsv", users, ts, with_ts=False)
-    assert split.main(["split", str(tmp_path / "three.tsv"), str(tmp_path / "o"),
+    assert split_main([str(tmp_path / "three.tsv"), str(tmp_path / "o"),
                        "--method=temporal"]) == 1
     assert "needs timestamps" in capsys.readouterr().err
     (tmp_path / "bad.tsv").write_text("1\t2\t4\t100\n1\t3\tx\t101\n")
-    assert split.main(["split", str(tmp_path / "bad.tsv"), str(tmp_path / "o")]) == 1
+    assert split_main([str(tmp_path / "bad.tsv"), str(tmp_path / "o")]) == 1
     assert "bad.tsv:2" in capsys.readouterr().err
     (tmp_path / "badts.tsv").write_text("1\t2\t4\t100\n1\t3\t5\tlater\n")
-    assert split.main(["split", str(tmp_path / "badts.tsv"), str(tmp_path / "o")]) == 1
+    assert split_main([str(tmp_path / "badts.tsv"), str(tmp_path / "o")]) == 1
     assert "timestamp" in capsys.readouterr().err
-    assert split.main(["split", str(tmp_path / "three.tsv"), str(tmp_path / "o"),
+    assert split_main([str(tmp_path / "three.tsv"), str(tmp_path / "o"),
                        "--method=bogus"]) == 2
-    assert split.main(["split", str(tmp_path / "three.tsv")]) == 2
+    assert split_main([str(tmp_path / "three.tsv")]) == 2
     assert not (tmp_path / "o").exists()
 
 
@@ -183,7 +189,7 @@ def test_cli_reads_any_table_with_header_and_string_ids(tmp_path):
     src = tmp_path / "ratings.tsv.csv"
     src.write_bytes(("\r\n".join(lines) + "\r\n").encode())
     out = tmp_path / "out"
-    code = split.main(["split", str(src), str(out), "--method=temporal", "--test_share=0.2",
+    code = split_main([str(src), str(out), "--method=temporal", "--test_share=0.2",
                        "--valid_share=0", "--columns=uid,iid,stars", "--timestamp_column=ts"])
     assert code == 0
     train = read_ratings_text(str(out / "TRAIN"))
@@ -200,7 +206,7 @@ def test_timestamp_column_found_by_its_header_name(tmp_path):
     src = tmp_path / "ratings.csv"
     src.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
-    assert split.main(["split", str(src), str(out), "--method=temporal", "--test_share=0.1",
+    assert split_main([str(src), str(out), "--method=temporal", "--test_share=0.1",
                        "--valid_share=0"]) == 0
     test = read_ratings_text(str(out / "TEST"))
     assert len(test) == 20

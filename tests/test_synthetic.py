@@ -5,6 +5,12 @@ import numpy as np
 
 from deepae_jax.data import ratings
 from deepae_jax.data.datasets import synthetic
+from deepae_jax.cli import data as cli_data
+
+def synthetic_main(argv):
+    """``deepae synthetic`` in process (the command line of :mod:`synthetic`)."""
+    return cli_data.main(cli_data.SYNTHETIC, argv)
+
 
 SPEC = synthetic.SyntheticSpec(n_users=40, n_items=30, mean_ratings_per_user=8, seed=2)
 
@@ -28,7 +34,7 @@ def test_csv_holds_every_rating_and_reads_back_with_string_user_ids(tmp_path):
 
 def test_cli_writes_the_file_and_refuses_bad_flags(tmp_path, capsys):
     out = tmp_path / "r.csv"
-    assert synthetic.main([f"--out={out}", "--users=30", "--items=20"]) == 0
+    assert synthetic_main([f"--out={out}", "--users=30", "--items=20"]) == 0
     assert out.read_text().count("\n") > 30
-    assert synthetic.main(["--users=1", f"--out={out}"]) == 2
+    assert synthetic_main(["--users=1", f"--out={out}"]) == 2
     assert "--users=1: must be >= 2" in capsys.readouterr().err

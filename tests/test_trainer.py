@@ -11,9 +11,11 @@ import pytest
 
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax import inference
-from deepae_jax.training import trainer
+from deepae_jax import kernels
+from deepae_jax.training import backend, trainer
 from deepae_jax.cli.compute_rmse import rmse_of_predictions
 from deepae_jax.config import Config
+from deepae_jax.run.log import watch_compilations
 from deepae_jax.data.datasets import synthetic
 
 SPEC = synthetic.SyntheticSpec(n_users=300, n_items=80, mean_ratings_per_user=20, seed=3)
@@ -41,7 +43,8 @@ def params_of(logdir):
 
 
 def test_train_writes_outputs_and_learns(data_dir, tmp_path):
-    result = trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3))
+    result = trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=3,
+                                                 keep_checkpoints=0))
     assert result["epoch"] == 3 and np.isfinite(result["eval_rmse"])
     lines = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     assert [l["step"] for l in lines if l["kind"] == "epoch"] == [1, 2, 3]
@@ -163,22 +166,26 @@ def test_a_used_logdir_belongs_to_its_run(data_dir, tmp_path):
         "checkpoint_00001.msgpack"]
     run_id = json.load(open(tmp_path / "config.json"))["run_id"]
     rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-    assert [r["run_id"] for r in rows] == [run_id]
+    assert [r["run_id"] for r in rows if r["kind"] == "epoch"] == [run_id]
+    assert {r["run_id"] for r in rows} == {run_id}  # and the baselines' row
     assert ckpt.read_vocab(str(tmp_path))["run_id"] == run_id
     assert ckpt.restore(str(tmp_path)).run_id == run_id
     assert len([f for f in os.listdir(tmp_path) if f.startswith("events.out")]) == 1
 
 
-def test_eval_set_without_known_rows_writes_null_not_nan(data_dir, tmp_path, capsys):
+def test_eval_set_without_known_rows_writes_null_not_nan(data_dir, tmp_path, caplog):
     unknown = tmp_path / "unknown.tsv"
     unknown.write_text("999999\t1\t4\n999998\t2\t3\n")
     cfg = make_cfg(data_dir, tmp_path / "run", num_epochs=1, path_to_eval_data=str(unknown))
-    trainer.train_and_evaluate(cfg)
-    assert "eval RMSE n/a (no evaluation ratings of known rows)" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="deepae_jax.results"):  # the epoch line: stdout in the CLI
+        trainer.train_and_evaluate(cfg)
+    assert "eval RMSE n/a (no evaluation ratings of known rows)" in caplog.text
     text = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "NaN" not in text and json.loads(text)["eval_rmse"] is None
-    inference.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
-    assert "no evaluation ratings of known rows" in capsys.readouterr().out
+    caplog.clear()
+    with caplog.at_level("INFO", logger="deepae_jax.results"):
+        inference.run_evaluate(dataclasses.replace(cfg, mode="evaluate"))
+    assert "evaluation RMSE n/a: no evaluation ratings of known rows" in caplog.text
 
 
 def test_every_train_path_trains_to_the_same_parameters(data_dir, tmp_path, caplog):
@@ -188,11 +195,11 @@ def test_every_train_path_trains_to_the_same_parameters(data_dir, tmp_path, capl
     caplog.set_level(logging.INFO, logger="deepae_jax")
     params = {}
     for path in ("dense", "sparse", "cpu_kernels", "auto"):
-        if path == "cpu_kernels" and not trainer.kernels.available():
+        if path == "cpu_kernels" and not kernels.available():
             continue
         trainer.train_and_evaluate(make_cfg(data_dir, tmp_path / path, train_path=path,
                                            num_epochs=1, drop_prob=0.0))
-        assert f"training step: {trainer.resolve_train_path(path)} path" in caplog.text
+        assert f"training step: {backend.resolve_train_path(path)} path" in caplog.text
         params[path] = params_of(tmp_path / path)[1]
     for path, leaves in params.items():
         for a, b in zip(leaves, params["dense"]):
@@ -200,9 +207,25 @@ def test_every_train_path_trains_to_the_same_parameters(data_dir, tmp_path, capl
 
 
 def test_resolve_train_path():
-    assert trainer.resolve_train_path("sparse", 4) == "sparse"
-    assert trainer.resolve_train_path("auto", 4) == "sparse"
-    want = "cpu_kernels" if trainer.kernels.available() else "sparse"
-    assert trainer.resolve_train_path("auto", 1) == want
+    assert backend.resolve_train_path("sparse", 4) == "sparse"
+    assert backend.resolve_train_path("auto", 4) == "sparse"
+    want = "cpu_kernels" if kernels.available() else "sparse"
+    assert backend.resolve_train_path("auto", 1) == want
     with pytest.raises(ValueError, match="--train_path=cpu_kernels runs on one device"):
-        trainer.resolve_train_path("cpu_kernels", 2)
+        backend.resolve_train_path("cpu_kernels", 2)
+
+
+def test_a_run_compiles_each_step_once(data_dir, tmp_path, capsys):
+    """Four epochs (shuffled batches of varying packed width, 9 iterations an epoch: calls of 8
+    and a remainder of 1) compile the training call and the evaluation step once each, all in
+    the first epoch, whose line says so; later epochs compile nothing."""
+    compiles = watch_compilations()
+    jax.clear_caches()  # nothing compiled by earlier tests
+    start = len(compiles)
+    trainer.train_and_evaluate(make_cfg(data_dir, tmp_path, num_epochs=4, train_path="sparse"))
+    names = [name for name, _ in compiles[start:]]
+    assert names.count("jit(multi)") == 1, names
+    assert names.count("jit(predict_sparse_at)") == 1, names
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch ")]
+    assert len(lines) == 4 and "compiled" in lines[0], lines
+    assert not any("compiled" in l for l in lines[1:]), lines

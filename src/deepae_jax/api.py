@@ -3,8 +3,7 @@ save and load it, with the same settings as the command line (:class:`deepae_jax
 
     import pandas as pd
     from deepae_jax import api
-    model = api.fit(train_df, valid_df, test_df, logdir="runs/own",
-                    flagfile="experiments/recipes/rating_prediction.flags")
+    model = api.fit(train_df, valid_df, test_df, logdir="runs/own", recipe="rating_prediction")
     model.evaluate(test_df, metrics="rmse,mae,ndcg@10")      # {"rmse": ..., "ndcg@10": ...}
     model.predict(["u17", "u17"], [50, 172])                 # predicted ratings
     model.recommend(["u17"], k=10).to_frame()                # user, item, score, rank
@@ -12,7 +11,8 @@ save and load it, with the same settings as the command line (:class:`deepae_jax
 
 Data is a ratings file or folder (any format the trainer reads), a pandas DataFrame (its user,
 item and rating columns: ``columns=`` or the first of userId/movieId/rating, user/item/rating,
-or the first three columns) or :class:`~deepae_jax.data.ratings.Triples`. DataFrames and Triples
+or the first three columns; ``pip install 'deepae_jax[pandas]'``) or
+:class:`~deepae_jax.data.ratings.Triples`. DataFrames and Triples
 are written as ``.npz`` under ``LOGDIR/data/`` so that the run stays usable by every tool.
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ import numpy as np
 
 from deepae_jax.run import files
 from deepae_jax import config as config_lib
-from deepae_jax import settings
+from deepae_jax import recipes, settings
+from deepae_jax.extras import require
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
 
@@ -37,7 +38,7 @@ DATA_FOLDER = "data"
 
 
 def settings_of_flagfile(path: str) -> dict[str, Any]:
-    """The settings a flagfile (e.g. ``experiments/recipes/rating_prediction.flags``) sets, as
+    """The settings a flagfile (e.g. ``recipes.path("rating_prediction")``) sets, as
     Config field values; errors name the flag."""
     return settings.read_flagfile(Config, path)
 
@@ -64,6 +65,7 @@ def as_path(data, folder: str, name: str, columns: Sequence[str] | None = None) 
     if isinstance(data, ratings.Triples):
         triples = data
     elif hasattr(data, "columns"):
+        require("pandas", "pandas", f"{name}: a DataFrame as data")
         from deepae_jax.data.readers.arrow import triples_from_dataframe
         triples = triples_from_dataframe(data, *_columns(data, columns), source=f"{name} DataFrame")
     else:
@@ -75,19 +77,22 @@ def as_path(data, folder: str, name: str, columns: Sequence[str] | None = None) 
 
 
 def fit(train, valid=None, test=None, *, config: Config | None = None, flagfile: str = "",
-        columns: Sequence[str] | None = None, **settings) -> "Model":
+        recipe: str = "", columns: Sequence[str] | None = None, **settings) -> "Model":
     """Trains a model as ``python -m deepae_jax.main`` does and returns it.
 
     ``train``, ``valid`` (model selection, early stopping) and ``test`` (scored once at the end)
-    are data (see the module docstring). Settings: ``config`` (a Config), then the settings of
+    are data (see the module docstring). Settings: ``config`` (a Config), then those of
+    ``recipe`` (a recipe shipped with the package, e.g. ``"rating_prediction"``), then those of
     ``flagfile``, then ``settings`` (Config field names, e.g. ``hidden_layers=(500,)``,
     ``logdir="runs/x"``, ``overwrite=True``), each overriding the one before.
     """
     values = config.to_dict() if config is not None else vars(config_lib.defaults()).copy()
+    if recipe:
+        values.update(settings_of_flagfile(recipes.path(recipe)))
     if flagfile:
         values.update(settings_of_flagfile(flagfile))
     values.update(settings)
-    logdir = values.get("logdir") or "logs"
+    logdir = values.get("logdir") or config_lib.defaults().logdir
     folder = os.path.join(logdir, DATA_FOLDER)
     values.update(mode="train", path_to_train_data=as_path(train, folder, "train", columns),
                   path_to_eval_data=as_path(valid, folder, "valid", columns),

@@ -15,7 +15,7 @@ import math
 import types
 
 from deepae_jax.data.ratings import COLUMN_ORDERS, MAJORS, TableFormat
-from deepae_jax.core.model import ACTIVATIONS, ModelConfig
+from deepae_jax.core.model import ACTIVATIONS, PRECISIONS, ModelConfig
 from deepae_jax.core.optim import OPTIMIZERS
 from deepae_jax.evaluation.ranking import parse_metrics
 from deepae_jax.settings import ConfigError, bad_setting, check_choices, parse_int_list, setting
@@ -39,7 +39,8 @@ class Config:
         "", "Training ratings: a file, a directory of files, or a .npz cache.")
     path_to_eval_data: str = setting(
         "", "Evaluation ratings (same formats); empty: nothing is evaluated.")
-    logdir: str = setting("logs", "Checkpoints, metrics.jsonl and TensorBoard events of ONE run.")
+    logdir: str = setting("runs/default", "Checkpoints, metrics.jsonl, TensorBoard events, "
+                          "curves.png and report.md of ONE run.")
     hidden_layers: tuple[int, ...] = setting(
         (1024, 512, 512, 128),
         "Encoder hidden sizes, e.g. 512,512,1024 (the decoder mirrors them).")
@@ -57,6 +58,9 @@ class Config:
     summary_frequency: int = setting(100, "Iterations between training-RMSE summaries.")
     save_every: int = setting(
         3, "Checkpoint after 0-based epochs divisible by this, and after the last.")
+    keep_checkpoints: int = setting(
+        2, "Numbered checkpoints kept in --logdir: the newest N (0: all); best.msgpack, the "
+        "best validation epoch, is always kept.")
     seed: int = setting(0, "Seed of initialisation, shuffling and dropout.")
     major: str = setting("users", "Rows are users (U-AutoRec, default) or items (I-AutoRec).",
                          MAJORS)
@@ -77,9 +81,14 @@ class Config:
         False, "Write the deterministic synthetic data set to --path_to_train_data and "
         "--path_to_eval_data first if they do not exist (the quickstart).")
     dtype: str = setting(
-        "float32", "Matmul operands of the training step: float32 (exact, default) or bfloat16 "
-        "with float32 accumulation and float32 master weights (for GPUs).",
-        ("float32", "bfloat16"))
+        "float32", "Older name of --matmul_precision for its float32 and bfloat16 values "
+        "(bfloat16 here sets --matmul_precision=bfloat16).", ("float32", "bfloat16"))
+    matmul_precision: str = setting(
+        "float32", "Precision of the model's matmuls in training, evaluation and inference: "
+        "float32 (strict float32 on every backend, as the reference computes; the default), "
+        "tf32 (TF32 tensor cores on NVIDIA GPUs; float32 elsewhere) or bfloat16 (bfloat16 "
+        "operands, float32 accumulation). Weights, optimiser state and loss stay float32.",
+        PRECISIONS)
     noisy_refeed_target: bool = setting(
         False, "With --noise_prob: use the noised re-fed input as the target too, as the "
         "published run.py does (default: the clean output, as PAPER.md states).")
@@ -194,18 +203,18 @@ class Config:
         bad = functools.partial(bad_setting, self)
         check_choices(self, {"non_linearity_type": "unknown activation; ",
                              "optimizer": "unknown optimizer; "})
-        if not 0.0 <= self.drop_prob < 1.0:
-            bad("drop_prob", "must be in [0, 1)")
-        if not 0.0 <= self.noise_prob < 1.0:
-            bad("noise_prob", "must be in [0, 1)")
+        for flag in ("drop_prob", "noise_prob", "input_drop_prob"):
+            if not 0.0 <= getattr(self, flag) < 1.0:
+                bad(flag, "must be in [0, 1)")
         if not self.lr > 0:
             bad("lr", "must be positive")
-        if self.weight_decay < 0:
-            bad("weight_decay", "must be >= 0")
         for flag in ("batch_size", "num_epochs", "summary_frequency", "save_every",
-                     "eval_batch_size"):
+                     "eval_batch_size", "top_k"):
             if getattr(self, flag) < 1:
                 bad(flag, "must be >= 1")
+        for flag in ("weight_decay", "l2_weights", "keep_checkpoints"):
+            if getattr(self, flag) < 0:
+                bad(flag, "must be >= 0")
         if self.aug_step < -1:
             bad("aug_step", "must be >= 0 (-1, the reference's default, means 0)")
         if not self.hidden_layers or any(s < 1 for s in self.hidden_layers):
@@ -229,18 +238,15 @@ class Config:
         for flag in ("baseline_reg_user", "baseline_reg_item"):
             if getattr(self, flag) < 0 and getattr(self, flag) != -1:
                 bad(flag, "must be >= 0, or -1 to choose it on the evaluation data")
-        if not 0.0 <= self.input_drop_prob < 1.0:
-            bad("input_drop_prob", "must be in [0, 1)")
-        if self.l2_weights < 0:
-            bad("l2_weights", "must be >= 0")
         if self.early_stopping_patience < 0:
             bad("early_stopping_patience", "must be >= 0 (0: off)")
         if (self.path_to_test_data or self.early_stopping_patience) and (
                 self.mode == "train" and not self.path_to_eval_data):
             bad("path_to_eval_data", "model selection (--path_to_test_data, "
                 "--early_stopping_patience) needs validation data")
-        if self.top_k < 1:
-            bad("top_k", "must be >= 1")
+        if self.dtype == "bfloat16" and self.matmul_precision not in ("float32", "bfloat16"):
+            bad("dtype", f"--dtype=bfloat16 contradicts --matmul_precision="
+                f"{self.matmul_precision}; give only --matmul_precision")
         try:
             parse_metrics(self.metrics)
         except ValueError as e:
@@ -251,6 +257,11 @@ class Config:
             TableFormat.from_config(self)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    @property
+    def precision(self) -> str:
+        """The matmul precision (``--matmul_precision``, or ``--dtype=bfloat16``)."""
+        return "bfloat16" if self.dtype == "bfloat16" else self.matmul_precision
 
     @property
     def refeed_steps(self) -> int:

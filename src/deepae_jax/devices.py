@@ -6,6 +6,8 @@ See :mod:`deepae_jax.training.parallel` for what a data-parallel run does with t
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 
 from typing import Any
@@ -95,6 +97,21 @@ def check_batch_size(batch_size: int, n_devices: int, flag: str = "batch_size") 
         raise ValueError(f"--{flag}={batch_size} does not divide among {n_devices} devices "
                          f"(the global batch is split evenly); use a multiple of {n_devices}, "
                          f"e.g. {lower} or {lower + n_devices}, or change --num_devices")
+
+
+def keep_host_memory_mapped() -> bool:
+    """CPU only, optional: stop glibc from returning large freed blocks to the OS.
+
+    XLA:CPU allocates each step's large temporaries (e.g. 36 MB gradients) afresh; above glibc's
+    mmap threshold every allocation is a new mapping whose pages fault in again on every step.
+    Serving them from the heap instead (``mallopt(M_MMAP_MAX=0)``, no trimming) removes those
+    page faults. Process-wide; returns False where glibc is not available.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-4, 0) and libc.mallopt(-1, 2 ** 30))  # M_MMAP_MAX, M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 # --------------------------------------------------------------------------- host <-> devices

@@ -1,7 +1,8 @@
 """Export the inference network of a trained model: ONNX (via jax2onnx) and ``jax.export``.
 
-``python -m deepae_jax.export --checkpoint=LOGDIR --out=DIR`` writes to DIR (absl flags generated
-from :class:`ExportConfig`; ``--help`` lists them):
+``deepae export --checkpoint=LOGDIR --out=DIR`` (also ``python -m deepae_jax.export``) writes to DIR
+(flags generated from :class:`ExportConfig`; ``--help`` lists them; the command is
+:mod:`deepae_jax.cli.export`):
 
 * ``model.onnx``: input ``ratings`` float32[B, n_items] (a user's ratings, 0 = unrated), output
   ``predictions`` float32[B, n_items]; B is a dynamic batch dimension. Needs the ``export``
@@ -23,7 +24,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 from typing import Sequence
 
 import jax
@@ -97,13 +97,42 @@ def inference_fn(params: model.Params, model_cfg: model.ModelConfig):
     return predict
 
 
+JAX2ONNX_TESTED = "0.17.1"  # the newest jax2onnx, tested with jax 0.7-0.11; it fails on 0.12
+JAX_FOR_ONNX = "jax<0.12"
+
+
 def _import_jax2onnx():
+    """jax2onnx, or ExportError naming what to install: it is missing, or too old for this jax
+    (jax2onnx <= 0.17.1 reads ``jax._src.core.ClosedJaxpr``, which jax 0.12 removed)."""
     try:
         import jax2onnx  # noqa: F401
         import onnx  # noqa: F401
     except ImportError as e:
         raise ExportError(f"ONNX export needs jax2onnx and onnx ({e}); {EXTRA_HINT}") from None
+    from importlib import metadata
+    version = metadata.version("jax2onnx")
+    if not _jax_has_closed_jaxpr() and _version(version) <= _version(JAX2ONNX_TESTED):
+        raise ExportError(f"ONNX export: jax2onnx {version} does not run on jax {jax.__version__}"
+                          f" (it needs {JAX_FOR_ONNX}); install '{JAX_FOR_ONNX}' for ONNX "
+                          "export, or export --formats=jax (jax.export, any jax)")
     return jax2onnx
+
+
+def _jax_has_closed_jaxpr() -> bool:
+    """Whether this jax still has ``jax._src.core.ClosedJaxpr`` (what jax2onnx 0.17.1 reads)."""
+    from jax._src import core as jax_core
+    return hasattr(jax_core, "ClosedJaxpr")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """The leading numbers of a version string ("0.17.1" -> (0, 17, 1))."""
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits or not piece[0].isdigit():
+            break
+        parts.append(int(digits))
+    return tuple(parts)
 
 
 def _load_core_plugins_only() -> bool:
@@ -186,6 +215,8 @@ def export_model(logdir: str, out_dir: str, save_path: str = "",
                           "such models is not supported yet: use the JSON service, "
                           "python -m deepae_jax.serve)")
     row_ids, col_ids, major = restored.row_ids, restored.col_ids, restored.major
+    if "onnx" in formats:
+        _import_jax2onnx()  # its errors before anything is written
     os.makedirs(out_dir, exist_ok=True)
     written = {}
     if "onnx" in formats:
@@ -237,28 +268,6 @@ def remove_stale(out_dir: str, written: dict[str, str]) -> list[str]:
     return stale
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Exports as the flags in ``argv`` (default ``sys.argv[1:]``) say; returns 2 after one
-    ``error:`` line when a flag or the export is wrong."""
-    cfg = settings.tool_config(ExportConfig, argv, __doc__, "deepae_jax.export")
-    if isinstance(cfg, int):
-        return cfg
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        written = export_model(cfg.checkpoint, cfg.out, cfg.save_path, split_list(cfg.formats),
-                               split_list(cfg.platforms), cfg.opset)
-    except (ExportError, ckpt.CheckpointError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for what, path in written.items():
-        print(f"{what}\t{path}\t{os.path.getsize(path)} bytes")
-    return 0
-
-
-def cli() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # the command line lives in deepae_jax.cli (deepae export)
+    from deepae_jax.cli.export import run
+    run()

@@ -14,11 +14,11 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax import devices
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.evaluation import metrics as metrics_lib
-from deepae_jax.training import parallel
+from deepae_jax.training import backend, parallel
 from deepae_jax.evaluation import predictions
 from deepae_jax.config import Config
-from deepae_jax.evaluation.protocol import predict_eval_ratings
 from deepae_jax.run.files import atomic_write
+from deepae_jax.run.log import results
 from deepae_jax.run.run_config import ignored_flags
 from deepae_jax.training.run_data import (DEFAULTS, centre, evaluate_split, load_data,
     uses_predictions)
@@ -111,16 +111,16 @@ def run_evaluate(cfg: Config) -> predictions.Scores:
     if devices.is_main_process():
         dropped = values["eval_ratings_dropped"]
         if result.count == 0:
-            print(f"evaluation RMSE n/a: no evaluation ratings of known rows in "
-                  f"{cfg.path_to_eval_data}", flush=True)
+            results.info("evaluation RMSE n/a: no evaluation ratings of known rows in %s",
+                         cfg.path_to_eval_data)
         else:
-            print(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings"
-                  + (f" ({dropped} dropped: unknown to training)" if dropped else ""),
-                  flush=True)
+            results.info(f"evaluation RMSE {result.rmse:.6f} over {result.count} ratings"
+                         + (f" ({dropped} not scored: unknown to training, --unknown=drop)"
+                            if dropped else ""))
         extra = {k: v for k, v in values.items() if k not in
                  ("rmse", "eval_ratings", "eval_ratings_dropped")}
         if extra:
-            print(metrics_lib.format_metrics(extra), flush=True)
+            results.info(metrics_lib.format_metrics(extra))
         if cfg.metrics_path:
             metrics_lib.write_metrics_json(cfg.metrics_path, values)
     return result
@@ -132,7 +132,7 @@ def run_infer(cfg: Config) -> int:
     par = parallel.setup_from_config(cfg, train=False)
     cfg = inference_config(cfg)
     data, model_cfg, params, base = restore_for_inference(cfg)
-    run = par.predict_eval_ratings if par else predict_eval_ratings
+    run = backend.predict_fn(cfg, par)
     chunks = []
     if base is not None:  # every rating asked for, in the file's order (--unknown=drop: known)
         t = data.targets
@@ -153,5 +153,5 @@ def run_infer(cfg: Config) -> int:
         return text.count("\n")
     atomic_write(cfg.predictions_path, lambda fh: fh.write(text.encode()))
     lines = text.count("\n")
-    print(f"wrote {lines} predictions to {cfg.predictions_path}", flush=True)
+    results.info("wrote %d predictions to %s", lines, cfg.predictions_path)
     return lines

@@ -18,7 +18,6 @@ score new users (a new user is a new input column the model does not have).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 from typing import Sequence
@@ -32,6 +31,7 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.core import model
 from deepae_jax.evaluation import scoring
+from deepae_jax.extras import require
 from deepae_jax.data import ratings
 from deepae_jax.data.batching import bucket_length, dense_rows
 from deepae_jax.training.run_data import reindex
@@ -75,8 +75,9 @@ class TopK:
 
     def to_frame(self):
         """A pandas DataFrame with columns user, item, score, rank (rank 1 = best), one row per
-        recommendation (users with fewer unrated items have fewer rows)."""
-        import pandas as pd
+        recommendation (users with fewer unrated items have fewer rows); needs the pandas
+        extra (MissingExtraError naming it otherwise)."""
+        pd = require("pandas", "pandas", "TopK.to_frame")
         rows = [(np.asarray(user).item(), item, score, rank) for u, user in enumerate(self.users)
                 for rank, (item, score) in enumerate(self.for_user(u), start=1)]
         return pd.DataFrame(rows, columns=["user", "item", "score", "rank"])
@@ -118,7 +119,7 @@ class Recommender:
                  train: ratings.RatingMatrix | None = None, batch_size: int = 256,
                  checkpoint: str = "", major: str = "users",
                  rating_range: tuple[float, float] | None = None,
-                 base: baseline_lib.Baseline | None = None):
+                 base: baseline_lib.Baseline | None = None, clip: bool = False):
         n_inputs = len(item_ids) if major == "users" else (
             len(train.col_ids) if train is not None else -1)
         if major == "items" and (train is None or train.major != "items"):
@@ -138,6 +139,7 @@ class Recommender:
         self.major = major
         self._item_major_scores = None  # (n_users, n_items) on the device, computed once
         self.rating_range = rating_range  # (min, max) of the training ratings, when recorded
+        self.clip_range = rating_range if clip else None  # the run's --clip_predictions
         self.base = base if base is not None and base.kind != "none" else None
         # the model's input for the training users (residuals of the baseline, if any)
         self.inputs = (None if train is None else train.csr if self.base is None
@@ -149,10 +151,8 @@ class Recommender:
                     delimiter: str | None = None, column_order: str | None = None,
                     batch_size: int = 256, load_train: bool = True) -> "Recommender":
         """Loads the best (``best.msgpack``) else the latest checkpoint of ``logdir`` (or
-        ``save_path``), its ``vocab.npz`` and,
-        unless ``load_train`` is False, the training data: ``path_to_train_data``, else the
-        one recorded in ``logdir/config.json``. Without training data only new users (rating
-        vectors given at run time) can be scored."""
+        ``save_path``), its ``vocab.npz`` and, unless ``load_train`` is False, the training
+        data (default: as ``logdir/config.json`` says, as --clip_predictions)."""
         restored = ckpt.restore(logdir, save_path)
         path, row_ids, col_ids = restored.path, restored.row_ids, restored.col_ids
         major = restored.major
@@ -174,7 +174,7 @@ class Recommender:
         item_ids = col_ids if major == "users" else row_ids
         base = baseline_lib.load(os.path.dirname(os.path.abspath(path)))
         return cls(restored.params, restored.model_cfg, item_ids, train, batch_size, path, major,
-                   restored.spec.rating_range, base)
+                   restored.spec.rating_range, base, bool(saved.get("clip_predictions")))
 
     @property
     def n_items(self) -> int:
@@ -269,7 +269,7 @@ class Recommender:
             scores.append(np.asarray(s)[:len(chunk), :k])
         if not idx:
             return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
-        return np.concatenate(idx), np.concatenate(scores)
+        return np.concatenate(idx), scoring.clip_finite(np.concatenate(scores), self.clip_range)
 
     def _top_k_csr(self, csr: sp.csr_matrix, rows: np.ndarray, users: np.ndarray, k: int,
                    known: bool) -> TopK:
@@ -301,8 +301,9 @@ class Recommender:
         user- and item-based models alike (what a service calls for a known user)."""
         rows = self.user_rows(user_ids)
         full = self._full_scores() if self.major == "items" else None
-        return scoring.user_scores(self.params, self.model_cfg, self.inputs, self.major,
-                                   rows, self.batch_size, full, self.base)
+        return scoring.clip_finite(scoring.user_scores(
+            self.params, self.model_cfg, self.inputs, self.major, rows, self.batch_size, full,
+            self.base), self.clip_range)
 
     def _top_k_item_major(self, rows: np.ndarray, users: np.ndarray, k: int) -> TopK:
         """Top k of training users of an item-based model (columns of the reconstruction)."""
@@ -313,7 +314,7 @@ class Recommender:
                                             self.base)
         missing = "" if self.item_ids.dtype.kind == "U" else -1
         items = np.where(np.isfinite(scores), self.item_ids[idx], missing)
-        return TopK(np.asarray(users), items, scores)
+        return TopK(np.asarray(users), items, scoring.clip_finite(scores, self.clip_range))
 
     def recommend_users(self, user_ids: Sequence[int] | None, k: int) -> TopK:
         """Top k unrated items of training users (all of them when ``user_ids`` is None), for
@@ -358,7 +359,8 @@ class Recommender:
         out = [np.asarray(self._scores(self._padded(x[s:s + self.batch_size]), unknown)
                           )[:len(x[s:s + self.batch_size])]
                for s in range(0, x.shape[0], self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.n_items), np.float32)
+        return scoring.clip_finite(np.concatenate(out), self.clip_range) if out else np.zeros(
+            (0, self.n_items), np.float32)
 
     def warm_up(self, ks: Sequence[int] = (10,)) -> None:
         """Compiles the scoring functions (first requests are then fast)."""

@@ -4,19 +4,17 @@ A field made with :func:`setting` carries its default, the flag's help and, for 
 allowed values; :func:`define_flags` turns a dataclass into absl flags and
 :func:`config_from_flags` parses them back into a validated instance (``__post_init__`` checks,
 raising :class:`ConfigError` with the flag and the value). ``deepae_jax.config.Config`` is the
-run's settings; the small tools (``deepae_jax.serve``, ``deepae_jax.export``, the synthetic CSV
-writer) declare theirs the same way and parse them with :func:`tool_config`, in a private
-FlagValues (no clash with main.py's flags).
+run's settings; the other commands (serve, export, split, ...) declare theirs the same way.
+Every command parses its flags with :func:`parse_flags` in a private FlagValues (no global
+flags); :mod:`deepae_jax.cli` prints the help and the errors.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import Any, Mapping, Sequence, TypeVar
 
 T = TypeVar("T")
-HELP_ARGS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
 
 
 class ConfigError(ValueError):
@@ -159,41 +157,30 @@ def tool_flags(cls: type, prog: str = "deepae_jax"):
     return fv
 
 
-def wants_help(argv: Sequence[str]) -> bool:
-    """Whether the arguments (without the program name) ask for the help text."""
-    return any(a in HELP_ARGS for a in argv)
-
-
-def tool_help(cls: type, doc: str, prog: str = "deepae_jax") -> str:
-    """``doc`` followed by the flags of ``cls`` (names, help, defaults)."""
-    return f"{doc.rstrip()}\n\nflags:\n{tool_flags(cls, prog).get_help()}"
-
-
-def parse_tool_flags(cls: type[T], argv: Sequence[str], prog: str = "deepae_jax") -> T:
+def parse_flags(cls: type[T], argv: Sequence[str], prog: str = "deepae_jax",
+                fixed: Mapping[str, Any] | None = None) -> tuple[T, list[str]]:
     """Parses ``argv`` (without the program name; ``--flag=value``, ``--flag value`` and
-    ``--flagfile=FILE``) into a validated ``cls``; ConfigError (one line, naming the flag) for
-    an unknown flag, a bad value or a positional argument."""
+    ``--flagfile=FILE``, flags and positional arguments in any order) into (a validated
+    ``cls``, the positional arguments). ``fixed``: settings the caller decides (e.g. the mode of
+    ``deepae train``); a flag that sets one of them to another value is an error. Raises
+    ConfigError (one line, naming the flag) for an unknown flag or a bad value."""
     from absl import flags
     fv = tool_flags(cls, prog)
     try:
         rest = fv([prog, *argv])[1:]
     except flags.Error as e:
         raise ConfigError(" ".join(str(e).split())) from None
+    for name, value in (fixed or {}).items():
+        if fv[name].present and fv[name].value != value:
+            raise ConfigError(f"--{name}={fv[name].value!r}: {prog} sets --{name}={value}")
+        fv[name].value = value
+    return config_from_flags(cls, fv), list(rest)
+
+
+def parse_tool_flags(cls: type[T], argv: Sequence[str], prog: str = "deepae_jax") -> T:
+    """:func:`parse_flags` for a tool without positional arguments (one is a ConfigError)."""
+    cfg, rest = parse_flags(cls, argv, prog)
     if rest:
         raise ConfigError(f"unexpected argument(s) {rest}: every setting is a --flag "
                           "(see --help)")
-    return config_from_flags(cls, fv)
-
-
-def tool_config(cls: type[T], argv: Sequence[str] | None, doc: str, prog: str) -> T | int:
-    """A tool's settings from ``argv`` (default: ``sys.argv[1:]``), or its exit code: 0 after
-    printing the help for ``--help``, 2 after printing one ``error:`` line for bad flags."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if wants_help(argv):
-        print(tool_help(cls, doc, prog))
-        return 0
-    try:
-        return parse_tool_flags(cls, argv, prog)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cfg

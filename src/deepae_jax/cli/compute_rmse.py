@@ -1,17 +1,30 @@
 """RMSE of a predictions file (``user<TAB>item<TAB>prediction<TAB>actual``), as the reference's
-compute_RMSE.py: ``python -m deepae_jax.cli.compute_rmse --path_to_predictions=FILE [--round]``."""
+compute_RMSE.py: ``deepae compute-rmse --path_to_predictions=FILE [--round]`` (also
+``python -m deepae_jax.cli.compute_rmse`` and the ``deepae-compute-rmse`` script)."""
 from __future__ import annotations
 
+import dataclasses
 import sys
+from typing import Sequence
 
 import numpy as np
-from absl import app, flags
 
+from deepae_jax.cli.flags import Command, error, run_command
 from deepae_jax.data.ratings import RatingsFormatError
 from deepae_jax.data.readers.diagnostics import read_utf8
+from deepae_jax.settings import bad_setting, setting
 
-flags.DEFINE_string("path_to_predictions", "", "Predictions file written by --mode=infer.")
-flags.DEFINE_boolean("round", False, "Round predictions to the nearest integer first.")
+
+@dataclasses.dataclass(frozen=True)
+class ComputeRmseSettings:
+    """The flags of ``deepae compute-rmse`` (the reference's compute_RMSE.py's names)."""
+
+    path_to_predictions: str = setting("", "Predictions file written by deepae infer.")
+    round: bool = setting(False, "Round predictions to the nearest integer first.")
+
+    def __post_init__(self):
+        if not self.path_to_predictions:
+            bad_setting(self, "path_to_predictions", "a predictions file is required")
 
 
 def rmse_of_predictions(path: str, round_predictions: bool = False) -> tuple[float, int]:
@@ -45,19 +58,30 @@ def rmse_of_predictions(path: str, round_predictions: bool = False) -> tuple[flo
     return float(np.sqrt(np.mean((p - np.asarray(actual)) ** 2))), len(actual)
 
 
-def main(argv):
-    del argv
+def run_rmse(cfg: ComputeRmseSettings, args: Sequence[str] = ()) -> int:
+    """Prints ``RMSE: X over N predictions``; 2 after one ``error:`` line for a bad file."""
     try:
-        value, n = rmse_of_predictions(flags.FLAGS.path_to_predictions, flags.FLAGS.round)
+        value, n = rmse_of_predictions(cfg.path_to_predictions, cfg.round)
     except (OSError, RatingsFormatError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(e)
         return 2
     print(f"RMSE: {value:.6f} over {n} predictions")
     return 0
 
 
-def run():
-    app.run(lambda argv: sys.exit(main(argv)))
+COMMAND = Command("compute-rmse", ComputeRmseSettings, run_rmse,
+                  "RMSE of a predictions file (the reference's compute_RMSE.py)", __doc__)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m deepae_jax.cli.compute_rmse [flags]``; returns the exit code."""
+    return run_command(COMMAND, list(sys.argv[1:] if argv is None else argv),
+                       "deepae compute-rmse")
+
+
+def run() -> None:
+    """Console-script entry point (``deepae-compute-rmse``)."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -117,22 +117,37 @@ def dropout(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
 
 
 Dot = Callable[[jax.Array, jax.Array], jax.Array]
-DTYPES = ("float32", "bfloat16")
+PRECISIONS = ("float32", "tf32", "bfloat16")
+"""Matmul precisions (``--matmul_precision``): ``float32``, strict float32 on every backend (the
+reference's PyTorch keeps TF32 off for matmuls); ``tf32``, float32 operands rounded to TF32 on
+GPUs' tensor cores (the default of jax on NVIDIA GPUs; float32 elsewhere); ``bfloat16``,
+bfloat16 operands with float32 accumulation. Parameters, optimiser state and loss stay float32."""
+DTYPES = ("float32", "bfloat16")  # --dtype, the older name of two of the precisions
 
 
 def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
-    """The float32 matmul ``a @ b`` (the default of every forward pass)."""
-    return a @ b
+    """The strict float32 matmul ``a @ b`` (the default of every forward pass, on any backend:
+    not jax's default precision, which is TF32 on NVIDIA GPUs)."""
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
-def make_dot(dtype: str = "float32") -> Dot:
-    """``a @ b`` in float32, or with bfloat16 operands and float32 accumulation."""
-    if dtype == "float32":
-        return matmul
-    if dtype == "bfloat16":
-        return lambda a, b: jnp.dot(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
-                                    preferred_element_type=jnp.float32)
-    raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+def tf32_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` with float32 operands at TF32 precision where the hardware has it."""
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGH)
+
+
+def bf16_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` with bfloat16 operands and float32 accumulation."""
+    return jnp.dot(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16),
+                   preferred_element_type=jnp.float32)
+
+
+def make_dot(precision: str = "float32") -> Dot:
+    """The matmul of one of :data:`PRECISIONS`."""
+    dots = {"float32": matmul, "tf32": tf32_matmul, "bfloat16": bf16_matmul}
+    if precision not in dots:
+        raise ValueError(f"matmul precision must be one of {PRECISIONS}, got {precision!r}")
+    return dots[precision]
 
 
 def encode(params: Params, x: jax.Array | None, cfg: ModelConfig, train: bool = False,

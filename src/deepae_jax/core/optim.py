@@ -8,9 +8,9 @@
 
 ``weight_decay`` is PyTorch-style L2: ``decay * w`` is added to the gradient before the optimiser.
 
-:func:`apply_gradients` applies an optimiser's step to the parameters; for ``momentum`` without
-weight decay it is :class:`SGDMomentum` (plain ``optax.sgd`` that also records its schedule and
-momentum, for the CPU kernels' fused update: ``deepae_jax.kernels.update``).
+:func:`apply_gradients` applies an optimiser's step to the parameters. :func:`plain_momentum`
+says when an optimiser is exactly ``optax.sgd(schedule, momentum)``, and with which schedule: what
+a fused momentum update (e.g. the CPU kernels') needs to compute the same update.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 OPTIMIZERS = ("momentum", "adam", "adagrad", "rmsprop")
+MOMENTUM = 0.9  # of --optimizer=momentum (the reference's)
 MILESTONES = (24, 36, 48, 66, 72)
 
 
@@ -123,15 +124,15 @@ def make_optimizer(name: str, lr: float, weight_decay: float = 0.0,
     ``updates_per_epoch`` counts optimiser updates (iterations × (1 + aug_step)); it sets the
     epoch length of the schedules. ``l2_weights`` (beyond the paper): L2 on the weight matrices
     only, ``l2_weights * w`` added to their gradients (biases excluded), beside the reference's
-    ``weight_decay`` on every parameter. The fused momentum path (:class:`SGDMomentum`) is
-    used only without any decay and plateau.
+    ``weight_decay`` on every parameter.
     """
+    plain = plain_momentum(name, lr, weight_decay, updates_per_epoch, l2_weights=l2_weights,
+                           schedule=schedule, num_epochs=num_epochs)
+    if plain is not None:
+        return optax.sgd(*plain)
     rate = lr_schedule(schedule, name, lr, updates_per_epoch, num_epochs)
-    plain = not weight_decay and not l2_weights and schedule != "plateau"
     if name == "momentum":
-        if plain:
-            return SGDMomentum.create(rate if callable(rate) else (lambda _: rate), 0.9)
-        opt = optax.sgd(rate, momentum=0.9)
+        opt = optax.sgd(rate, momentum=MOMENTUM)
     elif name == "adam":
         opt = optax.adam(rate, b1=0.9, b2=0.999, eps=1e-8)
     elif name == "adagrad":
@@ -152,34 +153,25 @@ def make_optimizer(name: str, lr: float, weight_decay: float = 0.0,
     return opt
 
 
-class SGDMomentum(optax.GradientTransformationExtraArgs):
-    """``optax.sgd(schedule, momentum)`` (same state, same updates) that also knows its schedule
-    and momentum, so that the CPU kernels can update each array in one pass
-    (``deepae_jax.kernels.update.apply_momentum``)."""
-
-    @classmethod
-    def create(cls, schedule: optax.Schedule, momentum: float) -> "SGDMomentum":
-        inner = optax.sgd(schedule, momentum=momentum)
-        tx = cls(inner.init, inner.update)
-        tx.schedule, tx.momentum = schedule, float(momentum)
-        return tx
+def plain_momentum(name: str, lr: float, weight_decay: float = 0.0,
+                   updates_per_epoch: int = 1, *, l2_weights: float = 0.0,
+                   schedule: str = "reference", num_epochs: int = 100
+                   ) -> tuple[optax.Schedule, float] | None:
+    """(learning-rate schedule of the update count, momentum) when :func:`make_optimizer` with
+    the same arguments is exactly ``optax.sgd(schedule, momentum)`` (SGD with momentum, no
+    decay, no plateau), else None. The schedule is always a function, so the state keeps its
+    update count (as every checkpoint of such a run has)."""
+    if name != "momentum" or weight_decay or l2_weights or schedule == "plateau":
+        return None
+    rate = lr_schedule(schedule, name, lr, updates_per_epoch, num_epochs)
+    return (rate if callable(rate) else optax.constant_schedule(rate)), MOMENTUM
 
 
 def apply_gradients(optimizer: optax.GradientTransformation, grads, opt_state, params,
-                    after: Sequence[jax.Array] = (), value: jax.Array | None = None, *,
-                    kernels: bool = False):
+                    value: jax.Array | None = None):
     """(new params, new optimiser state) after one step of ``optimizer`` on ``grads``:
     ``optimizer.update`` followed by ``optax.apply_updates``. ``value``: the loss, for
-    :class:`PlateauOptimizer`.
-
-    ``kernels=True`` (the CPU-kernel branch of the step only) hands :class:`SGDMomentum`'s
-    update to the CPU kernels (``deepae_jax.kernels.update.apply_momentum``: the same update,
-    one pass per array, gradient leaves that may be scatters; ``after``: arrays each in-place
-    update waits for).
-    """
-    if kernels and isinstance(optimizer, SGDMomentum):
-        from deepae_jax.kernels.update import apply_momentum
-        return apply_momentum(optimizer, grads, opt_state, params, after)
+    :class:`PlateauOptimizer`."""
     extra = {"value": value} if isinstance(optimizer, PlateauOptimizer) else {}
     updates, opt_state = optimizer.update(grads, opt_state, params, **extra)
     return optax.apply_updates(params, updates), opt_state

@@ -88,6 +88,13 @@ def epoch_packed_width(csr: sp.csr_matrix, batch_size: int, seed: int, epoch: in
     return bucket_fine(-(-int(per.max()) // (batch_size // num_shards)))
 
 
+def run_packed_width(csr: sp.csr_matrix, batch_size: int, seed: int, epochs: range,
+                     num_shards: int = 1) -> int:
+    """One K for every batch of every epoch in ``epochs`` (one compiled shape for the run)."""
+    return max((epoch_packed_width(csr, batch_size, seed, e, num_shards) for e in epochs),
+               default=8)
+
+
 def packed_rows(csr: sp.csr_matrix, rows: np.ndarray, width: int | None = None,
                 num_shards: int = 1) -> dict[str, np.ndarray]:
     """Rows of ``csr`` packed: {"cols", "vals", "rows"}, each (len(rows), width).

@@ -1,8 +1,8 @@
 """Splits any rating data into TRAIN / VALID / TEST folders (text + ``.npz`` + stats.md).
 
-Usage::
+Usage (``deepae split --help`` lists every flag; ``python -m deepae_jax.data.split`` is the same)::
 
-    python -m deepae_jax.data.split INPUT OUT_DIR --method=M [--seed=S] [--test_share=0.1]
+    deepae split INPUT OUT_DIR --method=M [--seed=S] [--test_share=0.1]
         [--valid_share=0.1] [--folds=5] [--delimiter=auto] [--header=auto] [--columns=...]
         [--timestamp_column=...] [--name=PREFIX]
         [--duplicates=error|last] [--overwrite]
@@ -24,15 +24,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Sequence
 
 import numpy as np
 
-from deepae_jax.config import Config
 from deepae_jax.data.datasets import movielens
 from deepae_jax.data import split_io
 from deepae_jax.data.ratings import RatingMatrix, Triples, build_matrix
-from deepae_jax.data.split_methods import METHODS, split_indices
+from deepae_jax.data.split_methods import split_indices
 from deepae_jax.data.readers.table import TableFormat, read_table
 from deepae_jax.data.readers.table import layout as table_layout
 
@@ -148,53 +146,6 @@ def convert(input_path: str, out_dir: str, method: str, seed: int = 0, test_shar
     return table
 
 
-def _flags():
-    from absl import flags
-    fv = flags.FlagValues()  # private: no clash with deepae_jax.main's flags
-    flags.DEFINE_enum("method", "random", METHODS, "How to split.", flag_values=fv)
-    flags.DEFINE_integer("seed", 0, "Seed of every random choice.", flag_values=fv)
-    flags.DEFINE_float("test_share", 0.1, "Share of the ratings in TEST (per user for the "
-                       "user_* methods; unused by leave_one_out and kfold).", flag_values=fv)
-    flags.DEFINE_float("valid_share", 0.1, "Share of the TRAINING part set aside as VALID by "
-                       "the same method (0: no VALID; leave_one_out: any value > 0 takes each "
-                       "user's latest remaining rating; kfold: a random share).", flag_values=fv)
-    flags.DEFINE_integer("folds", 5, "kfold: number of folds.", flag_values=fv)
-    for field in dataclasses.fields(Config):  # the trainer's reading flags, one definition
-        if field.name in ("delimiter", "header", "columns", "timestamp_column", "column_order"):
-            flags.DEFINE_string(field.name, field.default, field.metadata["help"],
-                                flag_values=fv)
-    flags.DEFINE_string("name", "", "Prefix of the part folders (NAME_TRAIN, ...).",
-                        flag_values=fv)
-    flags.DEFINE_enum("duplicates", "error", ("error", "last"), "A (user, item) pair rated "
-                      "twice: fail naming it, or keep the last rating.", flag_values=fv)
-    flags.DEFINE_boolean("overwrite", False, "Replace a non-empty OUT_DIR.", flag_values=fv)
-    return fv
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from absl import flags
-    argv = list(sys.argv if argv is None else argv)
-    fv = _flags()
-    if any(a in ("-h", "--help", "-help") for a in argv[1:]):
-        print(__doc__ + "\n" + fv.get_help())
-        return 0
-    try:
-        args = fv(argv)[1:]
-    except flags.Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if len(args) != 2:
-        print(f"error: expected INPUT OUT_DIR, got {args} (see --help)", file=sys.stderr)
-        return 2
-    try:
-        fmt = TableFormat.from_config(fv)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return split_io.run_converter(lambda: convert(
-        args[0], args[1], fv.method, fv.seed, fv.test_share, fv.valid_share, fv.folds,
-        fmt, fv.name, fv.duplicates, fv.overwrite))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command line lives in deepae_jax.cli (deepae split)
+    from deepae_jax.cli import data as cli_data
+    sys.exit(cli_data.main(cli_data.SPLIT))

@@ -16,11 +16,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import tempfile
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
-from deepae_jax.data.ratings import RatingMatrix, RatingsFormatError, Triples, write_ratings_text
+from deepae_jax.data.ratings import RatingMatrix, Triples, write_ratings_text
 from deepae_jax.run.files import atomic_write_text
 
 
@@ -81,15 +80,3 @@ def write_stats(folder: str, title: str, table: str, notes: Sequence[str] = ()) 
     """Writes ``folder/stats.md``: a title, the table and notes."""
     text = f"# {title}\n\n{table}\n" + "".join(f"- {n}\n" for n in notes)
     atomic_write_text(os.path.join(folder, "stats.md"), text)
-
-
-def run_converter(convert_call: Callable[[], str]) -> int:
-    """Runs a converter CLI's work: prints its table (exit 0), or ``error: ...`` naming the bad
-    input on stderr (exit 1) instead of a traceback."""
-    try:
-        table = convert_call()
-    except (RatingsFormatError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(table)
-    return 0

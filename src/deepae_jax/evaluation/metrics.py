@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from deepae_jax.core import model
 from deepae_jax.evaluation import ranking, scoring
 from deepae_jax.baseline import Baseline
-from deepae_jax.evaluation.protocol import EvalResult, predict_eval_ratings
+from deepae_jax.evaluation.protocol import evaluate
 from deepae_jax.run.files import atomic_write_text
 
 
@@ -27,15 +27,8 @@ def pointwise(params: model.Params, model_cfg: model.ModelConfig, train_csr: sp.
               eval_csr: sp.csr_matrix, rows: np.ndarray, batch_size: int = 256
               ) -> dict[str, float]:
     """{"rmse", "mae", "eval_ratings"} over every held-out rating (PAPER.md's protocol)."""
-    sse, sae, count = 0.0, 0.0, 0
-    for _, _, pred, actual in predict_eval_ratings(params, model_cfg, train_csr, eval_csr,
-                                                   rows, batch_size):
-        err = pred.astype(np.float64) - actual
-        sse += float(np.sum(err ** 2))
-        sae += float(np.sum(np.abs(err)))
-        count += actual.size
-    return {"rmse": EvalResult(sse, count).rmse, "mae": sae / count if count else float("nan"),
-            "eval_ratings": count}
+    s = evaluate(params, model_cfg, train_csr, eval_csr, rows, batch_size)
+    return {"rmse": s.rmse, "mae": s.mae, "eval_ratings": s.count}
 
 
 def ranking_metrics(params: model.Params, model_cfg: model.ModelConfig,
@@ -84,7 +77,7 @@ def evaluate_metrics(params: model.Params, model_cfg: model.ModelConfig, data, c
     """Every ``--metrics`` entry on ``data.eval`` (a runner.Data), keyed by name (e.g.
     ``ndcg@10``), plus ranking_users / ranking_users_skipped when a ranking metric is asked for.
 
-    ``evaluation``: the scores already computed by the caller (an EvalResult or
+    ``evaluation``: the scores already computed by the caller (a Scores or
     predict.Scores; reused for ``rmse``, and for ``mae`` when it has one). ``base``: the run's
     baseline (then ``data.inputs`` is the model's input and the scores add it back)."""
     names = ranking.parse_metrics(cfg.metrics)

@@ -17,7 +17,7 @@ import numpy as np
 
 from deepae_jax import baseline as baseline_lib
 from deepae_jax.data import ratings
-from deepae_jax.evaluation.protocol import predict_eval_ratings
+from deepae_jax.evaluation.protocol import Scores, predict_eval_ratings
 
 UNKNOWN = ("drop", "baseline")
 
@@ -96,29 +96,11 @@ def predict_all(params, model_cfg, model_input_csr, base: baseline_lib.Baseline,
     return pred
 
 
-@dataclasses.dataclass(frozen=True)
-class Scores:
-    """RMSE and MAE over ``count`` scored ratings of ``total`` asked for."""
-
-    rmse: float
-    mae: float
-    count: int
-    total: int
-
-    def describe(self) -> str:
-        dropped = self.total - self.count
-        return (f"RMSE {self.rmse:.4f} over {self.count} ratings"
-                + (f" ({dropped} dropped: unknown to training)" if dropped else ""))
-
-
 def score(pred: np.ndarray, actual: np.ndarray) -> Scores:
     """Scores of the finite predictions (NaN = not predicted)."""
     ok = np.isfinite(pred)
     err = pred[ok] - np.asarray(actual, np.float64)[ok]
-    n = int(ok.sum())
-    rmse = float(np.sqrt(np.mean(err ** 2))) if n else float("nan")
-    mae = float(np.mean(np.abs(err))) if n else float("nan")
-    return Scores(rmse, mae, n, len(pred))
+    return Scores(float(np.sum(err ** 2)), float(np.sum(np.abs(err))), int(ok.sum()), len(pred))
 
 
 def baseline_scores(base: baseline_lib.Baseline, targets: EvalTargets,

@@ -18,8 +18,8 @@ import scipy.sparse as sp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from deepae_jax.core import model, sparse
+from deepae_jax.core.ops import XLA, StepOps, gather_sum_on_platform
 from deepae_jax.devices import AXIS, put_global, replicated_on
-from deepae_jax.kernels import ops as kernel_ops
 from deepae_jax.data.batching import bucket_fine, bucket_length, packed_rows, padded_rows
 from deepae_jax.core.losses import rmse_from_sums
 
@@ -33,34 +33,48 @@ def predict_at(params: model.Params, x: jax.Array, cols: jax.Array,
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalResult:
-    """Sum of squared errors, number of evaluation ratings, and their RMSE."""
+class Scores:
+    """The scores of predictions of evaluation ratings: sums of squared and absolute errors over
+    the ``count`` ratings predicted, of ``total`` asked for; RMSE and MAE from them. The one
+    result type of evaluation (the paper's protocol, every rating with a baseline, TEST)."""
 
     sse: float
+    sae: float
     count: int
+    total: int
 
     @property
     def rmse(self) -> float:
         return rmse_from_sums(self.sse, self.count)
 
+    @property
+    def mae(self) -> float:
+        return self.sae / self.count if self.count else float("nan")
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "dtype", "cpu_kernels"))
+    def describe(self) -> str:
+        unscored = self.total - self.count
+        return (f"RMSE {self.rmse:.4f} over {self.count} ratings"
+                + (f" ({unscored} dropped: unknown to training)" if unscored else ""))
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "precision", "ops"))
 def predict_sparse_at(params: model.Params, batch: dict, cols: jax.Array,
-                      model_cfg: model.ModelConfig, dtype: str = "float32",
-                      cpu_kernels: bool = True) -> jax.Array:
+                      model_cfg: model.ModelConfig, precision: str = "float32",
+                      ops: StepOps = XLA) -> jax.Array:
     """Like :func:`predict_at` for a sparse input batch (``deepae_jax.core.sparse`` layouts): the
     first layer is a gather-sum over the observed items and the output layer is evaluated only
-    at ``cols`` (B, L). Same numbers as the dense path up to float rounding. ``cpu_kernels``:
-    the gather-sum on the CPU kernels when lowered for the CPU (one device only)."""
-    dot = model.make_dot(dtype)
+    at ``cols`` (B, L). Same numbers as the dense path up to float rounding. ``ops``: the
+    gather-sum's on the CPU platform (one device only; e.g. the CPU kernels'), chosen when
+    lowered; ``precision``: of the matmuls (``model.PRECISIONS``)."""
+    dot = model.make_dot(precision)
     slots = sparse.Slots.from_batch(batch)
     h = sparse.hidden_sparse(params, slots, model_cfg, dot,  # (B, h)
-                             first_layer=(lambda w: kernel_ops.gather_sum_where_cpu(w, slots))
-                             if cpu_kernels else None)
+                             first_layer=lambda w: gather_sum_on_platform(ops, w, slots))
     w_rows = model.output_rows(params)  # (n, h)
     b, length = cols.shape
     w_at = jnp.take(w_rows, cols.reshape(-1), axis=0).reshape(b, length, w_rows.shape[1])
-    pre = jnp.einsum("bh,blh->bl", h, w_at) + jnp.take(params["decoder"][-1]["b"], cols)
+    pre = jnp.einsum("bh,blh->bl", h, w_at, precision=jax.lax.Precision.HIGHEST)
+    pre = pre + jnp.take(params["decoder"][-1]["b"], cols)
     return model.output_activation(model_cfg)(pre)
 
 
@@ -90,7 +104,8 @@ def _eval_batches(train_csr: sp.csr_matrix, eval_csr: sp.csr_matrix, rows: np.nd
 def predict_eval_ratings(params: model.Params, model_cfg: model.ModelConfig,
                          train_csr: sp.csr_matrix, eval_csr: sp.csr_matrix,
                          rows: np.ndarray | None = None, batch_size: int = 256,
-                         mesh: Mesh | None = None
+                         mesh: Mesh | None = None, *, ops: StepOps = XLA,
+                         precision: str = "float32"
                          ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Yields (rows, cols, predictions, actual) arrays for every stored rating of ``eval_csr``.
 
@@ -100,7 +115,8 @@ def predict_eval_ratings(params: model.Params, model_cfg: model.ModelConfig,
     processes), the same function runs under ``jax.jit`` with each batch split along its rows
     over the mesh's devices and the parameters replicated; ``batch_size`` is then rounded up to
     a multiple of the device count (the extra rows are padding whose targets are masked out) and
-    every process gets every prediction.
+    every process gets every prediction. ``ops``, ``precision``: see
+    :func:`predict_sparse_at` (``ops`` on one device only).
     """
     if rows is None:
         rows = np.flatnonzero(np.diff(eval_csr.indptr) > 0)
@@ -116,8 +132,8 @@ def predict_eval_ratings(params: model.Params, model_cfg: model.ModelConfig,
     for start, (x, cols, vals, real) in zip(
             range(0, len(rows), batch_size),
             _eval_batches(train_csr, eval_csr, rows, batch_size, groups)):
-        pred = predict_sparse_at(params, put(x), put(cols), model_cfg,
-                                 cpu_kernels=groups == 1)
+        pred = predict_sparse_at(params, put(x), put(cols), model_cfg, precision,
+                                 ops if groups == 1 else XLA)
         if pending is not None:
             yield _collect(*pending)
         pending = (pred, rows[start:start + real], cols, vals, real)
@@ -143,12 +159,16 @@ def gather(x: jax.Array) -> np.ndarray:
 
 def evaluate(params: model.Params, model_cfg: model.ModelConfig, train_csr: sp.csr_matrix,
              eval_csr: sp.csr_matrix, rows: np.ndarray | None = None,
-             batch_size: int = 256, mesh: Mesh | None = None) -> EvalResult:
-    """RMSE of the model on the evaluation ratings (PAPER.md's protocol), batched (on every
-    device of ``mesh``: see :func:`predict_eval_ratings`)."""
-    sse, count = 0.0, 0
+             batch_size: int = 256, mesh: Mesh | None = None, *, ops: StepOps = XLA,
+             precision: str = "float32") -> Scores:
+    """RMSE (and MAE) of the model on the evaluation ratings (PAPER.md's protocol), batched (on
+    every device of ``mesh``, with ``ops`` and ``precision``: see :func:`predict_eval_ratings`)."""
+    sse, sae, count = 0.0, 0.0, 0
     for _, _, pred, actual in predict_eval_ratings(params, model_cfg, train_csr, eval_csr,
-                                                   rows, batch_size, mesh):
-        sse += float(np.sum((pred.astype(np.float64) - actual) ** 2))
+                                                   rows, batch_size, mesh, ops=ops,
+                                                   precision=precision):
+        err = pred.astype(np.float64) - actual
+        sse += float(np.sum(err ** 2))
+        sae += float(np.sum(np.abs(err)))
         count += actual.size
-    return EvalResult(sse, count)
+    return Scores(sse, sae, count, count)

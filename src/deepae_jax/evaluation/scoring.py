@@ -127,3 +127,12 @@ def top_k_unrated(params: model.Params, model_cfg: model.ModelConfig, train_csr:
         idx.append(np.asarray(top_i)[:real, :k])
         scores.append(np.asarray(top_s)[:real, :k])
     return np.concatenate(idx), np.concatenate(scores)
+
+
+def clip_finite(scores, rating_range: tuple[float, float] | None):
+    """``scores`` clipped to ``rating_range`` (None: unchanged), as ``--clip_predictions``
+    clips predictions; -inf (no item left to recommend) stays -inf."""
+    if rating_range is None:
+        return scores
+    scores = np.asarray(scores)
+    return np.where(np.isfinite(scores), np.clip(scores, *rating_range), scores)

@@ -71,17 +71,3 @@ def _rowdot_bwd(res, g):
 
 
 rowdot.defvjp(_rowdot_fwd, _rowdot_bwd)
-
-
-def gather_sum_where_cpu(w: jax.Array, slots: Slots) -> jax.Array:
-    """:func:`deepae_jax.core.sparse.gather_sum`, on the kernels when lowered for the CPU platform
-    (where they are available; chosen at lowering time), as XLA's gather + segment sum
-    elsewhere. For inference (the kernels' gradient is the same scatter, not needed there)."""
-    from deepae_jax.core import sparse
-    if not ffi.available():
-        return sparse.gather_sum(w, slots)
-
-    def branch(fn):
-        return lambda w, c, v, r: fn(w, Slots(c, v, r, slots.rows_per_group))
-    return jax.lax.platform_dependent(w, slots.cols, slots.vals, slots.rows,
-                                      cpu=branch(gather_sum), default=branch(sparse.gather_sum))

@@ -5,7 +5,8 @@ gives dL/d(x W1) and dL/d(output) there, from which the kernels sum the gradient
 first and last layers themselves (``optim.SparseRows``): those (n, h) gradients are never stored.
 Untied, the output layer is updated first, and its kernel also returns the output layer's input
 gradient (it reads every old weight row anyway); the backward pass through the other layers then
-starts from there. SGD with momentum (``optim.SGDMomentum``), float32 only.
+starts from there. SGD with momentum (``optax.sgd(schedule, momentum)``'s update and state),
+float32 only.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import optax
 
 from deepae_jax.core import losses, model, sparse
 from deepae_jax.kernels import ffi, ops
-from deepae_jax.core.optim import SGDMomentum, apply_gradients
 
 FUSED_MIN_SIZE = 1 << 22  # arrays this large use the kernel (smaller: XLA fuses them well)
 _increment = getattr(optax, "safe_increment", None) or optax.safe_int32_increment
@@ -61,10 +61,9 @@ class Updated:
     trace: jax.Array
 
 
-def momentum_lr(optimizer: SGDMomentum, opt_state) -> jax.Array:
+def momentum_lr(schedule: optax.Schedule, opt_state) -> jax.Array:
     """The learning rate of the next update (float32): the schedule at optax's update count."""
-    return jnp.asarray(optimizer.schedule(optax.tree_utils.tree_get(opt_state, "count")),
-                       jnp.float32)
+    return jnp.asarray(schedule(optax.tree_utils.tree_get(opt_state, "count")), jnp.float32)
 
 
 def momentum_trace(opt_state):
@@ -72,9 +71,10 @@ def momentum_trace(opt_state):
     return optax.tree_utils.tree_get(opt_state, "trace")
 
 
-def apply_momentum(optimizer: SGDMomentum, grads, opt_state, params,
+def apply_momentum(schedule: optax.Schedule, momentum: float, grads, opt_state, params,
                    after: Sequence[jax.Array] = ()):
-    """``optimizer``'s update (trace = g + m * trace; p = p - lr * trace) in one pass per array,
+    """``optax.sgd(schedule, momentum)``'s update (trace = g + m * trace; p = p - lr * trace)
+    on its state ``opt_state``, in one pass per array,
     large float32 arrays by the multi-threaded kernel; a gradient leaf may be a
     :class:`SparseRows` (summed inside the update, never stored densely) or :class:`Updated`.
 
@@ -82,7 +82,7 @@ def apply_momentum(optimizer: SGDMomentum, grads, opt_state, params,
     pass's last gradient. XLA cannot always tell that the backward pass has read a weight before
     its update; it then copies the weight first (measured: ~15% of a sparse training step).
     """
-    lr, mu = momentum_lr(optimizer, opt_state), optimizer.momentum
+    lr, mu = momentum_lr(schedule, opt_state), momentum
 
     def leaf(p, t, g):
         if isinstance(g, Updated):
@@ -105,10 +105,12 @@ def apply_momentum(optimizer: SGDMomentum, grads, opt_state, params,
 
 
 def fused_sparse_update(params: model.Params, opt_state: Any, slots: sparse.Slots,
-                        rng: jax.Array, cfg: model.ModelConfig, optimizer, refeed: bool,
-                        dot: Callable = model.matmul) -> tuple:
-    """(params, opt_state, loss, re-feeding input or None) of one update on the sparse batch:
-    the same numbers as the XLA path's update up to float rounding."""
+                        rng: jax.Array, cfg: model.ModelConfig, refeed: bool,
+                        dot: Callable = model.matmul, *, schedule: optax.Schedule,
+                        momentum: float) -> tuple:
+    """(params, opt_state, loss, re-feeding input or None) of one update on the sparse batch
+    with ``optax.sgd(schedule, momentum)``: the same numbers as the XLA path's update up to
+    float rounding."""
     stop = jax.lax.stop_gradient
     cols, vals, rows = ops.flat(slots)
     active = slots.mask.reshape(-1)
@@ -143,7 +145,7 @@ def fused_sparse_update(params: model.Params, opt_state: Any, slots: sparse.Slot
         # the output layer's update waits for the re-feeding input, which reads its weight
         w_new, trace_new, dh = ffi.sparse_momentum_grad(
             w_rows, momentum_trace(opt_state)["decoder"][-1]["w"], h, rows, cols, g_out,
-            momentum_lr(optimizer, opt_state), optimizer.momentum,
+            momentum_lr(schedule, opt_state), momentum,
             after=() if outputs is None else (outputs,))
         grads, g_first = backward(dh)
         grads["encoder"][0]["w"] = SparseRows(g_first, rows, cols, vals)
@@ -151,6 +153,5 @@ def fused_sparse_update(params: model.Params, opt_state: Any, slots: sparse.Slot
     # g_first is the backward pass's last result: after it (and after the re-feeding input),
     # every weight has been read
     after = (g_first,) if outputs is None else (g_first, outputs)
-    params, opt_state = apply_gradients(optimizer, grads, opt_state, params, after=after,
-                                        kernels=True)
+    params, opt_state = apply_momentum(schedule, momentum, grads, opt_state, params, after)
     return params, opt_state, loss, outputs

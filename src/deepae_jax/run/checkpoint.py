@@ -51,6 +51,17 @@ def list_checkpoints(directory: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def keep_latest(directory: str, keep: int) -> list[str]:
+    """Removes all but the ``keep`` newest numbered checkpoints (0: keeps every one); call it
+    after a save, which is complete (renamed) by then. ``best.msgpack`` is not a numbered
+    checkpoint: the best epoch is always kept. Returns the removed paths."""
+    found = list_checkpoints(directory)
+    removed = [path for _, path in found[:-keep]] if keep > 0 else []
+    for path in removed:
+        os.unlink(path)
+    return removed
+
+
 def latest_checkpoint(directory: str) -> str | None:
     """The checkpoint file with the most finished epochs in ``directory`` (by name), or None."""
     found = list_checkpoints(directory)

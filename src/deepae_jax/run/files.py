@@ -19,6 +19,8 @@ BASELINE_FILE = "baseline.npz"  # the baseline the model learned residuals of
 BEST_FILE = "best.msgpack"  # the best epoch's checkpoint (deepae_jax.training.selection)
 BEST_INFO_FILE = "best.json"  # which epoch that is, and its validation score
 SUMMARY_FILE = "summary.json"  # the run's outcome: best epoch, TEST scores
+CURVES_FILE = "curves.png"  # learning curves drawn at the end (deepae_jax.run.curves)
+REPORT_FILE = "report.md"  # the run in words, written at the end (deepae_jax.training.report)
 LOCK_FILE = ".lock"  # held by the process that writes the folder (deepae_jax.run.logdir)
 CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)\.msgpack$")  # one per saved epoch
 

@@ -1,16 +1,23 @@
 """Run outputs a user reads: the per-epoch line, metrics.jsonl and TensorBoard event files."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 from typing import Any
 
+import jax
+
 from deepae_jax.run import files
 from deepae_jax.run.files import OutputError, atomic_write_text
 
 log = logging.getLogger("deepae_jax")
+RESULTS_LOGGER = "deepae_jax.results"
+results = logging.getLogger(RESULTS_LOGGER)
+"""The lines that are a run's output (epoch lines, scores, files written): the command line
+shows them on standard output, the other log lines on standard error."""
 
 
 
@@ -119,4 +126,28 @@ def format_epoch_line(epoch: int, num_epochs: int, values: dict[str, Any]) -> st
         parts.append(values["eval_metrics"])
     parts.append(f"time {values['epoch_time_s']:.1f} s")
     parts.append(f"{values['rows_per_s']:,.0f} {values.get('row_name', 'users')}/s")
+    if values.get("compiled"):
+        parts.append(f"compiled {values['compiled']} program(s) in {values['compile_s']:.1f} s")
     return "  ".join(parts)
+
+
+_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_compiles: list[tuple[str, float]] = []  # (function name, seconds) of every XLA compilation
+
+
+@functools.cache
+def watch_compilations() -> list[tuple[str, float]]:
+    """The process's list of (function name, seconds) of every XLA compilation from now on
+    (``jax.monitoring``'s compile events; the listener is registered once)."""
+    def listen(event: str, duration: float, **kwargs) -> None:
+        if event == _COMPILE_EVENT:
+            _compiles.append((str(kwargs.get("fun_name", "")), float(duration)))
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    return _compiles
+
+
+def compiled_since(start: int) -> dict[str, Any]:
+    """{"compiled": programs compiled since ``start`` (an earlier ``len(watch_compilations())``),
+    "compile_s": their seconds}: what the epoch line reports."""
+    new = watch_compilations()[start:]
+    return {"compiled": len(new), "compile_s": sum(s for _, s in new)}

@@ -1,3 +1,4 @@
-from deepae_jax.serve.app import cli
+"""``python -m deepae_jax.serve``: the same as ``deepae serve`` (:mod:`deepae_jax.cli.serve`)."""
+from deepae_jax.cli.serve import run
 
-cli()
+run()

@@ -1,7 +1,8 @@
 """A small HTTP JSON service over a trained model (FastAPI on uvicorn; ``pip install .[serve]``).
 
-``python -m deepae_jax.serve --checkpoint=LOGDIR [--port=8000] [--host=127.0.0.1]`` (absl flags
-generated from :class:`ServeConfig`; ``--help`` lists them, ``--flagfile=FILE`` reads them)
+``deepae serve --checkpoint=LOGDIR [--port=8000] [--host=127.0.0.1]`` (also ``python -m
+deepae_jax.serve``; flags generated from :class:`ServeConfig`: ``--help`` lists them,
+``--flagfile=FILE`` reads them; the command is :mod:`deepae_jax.cli.serve`)
 
 LOGDIR is the ``--logdir`` of a training run (checkpoints + vocab.npz). Known users are scored from
 their TRAINING ratings, so the service loads the training data: ``--path_to_train_data``, by default
@@ -36,9 +37,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import socket
-import sys
-from typing import Sequence
 
 import numpy as np
 
@@ -224,48 +222,3 @@ def new_user_vector(rec: Recommender, req: schema.UserOrRatings) -> np.ndarray:
     schema.model_ids(items, rec.item_ids, "item",
                      [f"ratings.{j}.item" for j in range(len(items))])
     return rec.vector(items, values)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the service until it is stopped; ``argv``: the flags (default ``sys.argv[1:]``).
-    Returns 2 after one ``error:`` line for bad flags, a model that does not load or an address
-    it cannot listen on."""
-    cfg = settings.tool_config(ServeConfig, argv, __doc__, "deepae_jax.serve")
-    if isinstance(cfg, int):
-        return cfg
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(message)s")
-    import uvicorn
-    try:
-        rec = Recommender.from_logdir(cfg.checkpoint, cfg.path_to_train_data or None,
-                                      cfg.save_path, cfg.delimiter or None,
-                                      cfg.column_order or None, cfg.batch_size)
-        rec.warm_up()
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    app = create_app(rec, cfg.max_body_bytes, cfg.max_k)
-    family = socket.AF_INET6 if ":" in cfg.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((cfg.host, cfg.port))
-    except OSError as e:
-        print(f"error: cannot listen on {cfg.host}:{cfg.port} ({e})", file=sys.stderr)
-        return 2
-    sock.listen(2048)  # connections made from now on wait for uvicorn instead of failing
-    port = sock.getsockname()[1]
-    print(f"serving {rec.checkpoint} ({len(rec.user_ids)} users, {rec.n_items} items, "
-          f"{rec.major[:-1]}-based) on http://{cfg.host}:{port}", flush=True)
-    config = uvicorn.Config(app, log_level=cfg.log_level, access_log=False,
-                            timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0
-
-
-def cli() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
-
-
-if __name__ == "__main__":
-    cli()

@@ -143,22 +143,24 @@ class DataParallel:
 
     def predict_eval_ratings(self, params, model_cfg: model.ModelConfig,
                              train_csr: sp.csr_matrix, eval_csr: sp.csr_matrix,
-                             rows: np.ndarray | None = None, batch_size: int = 256
+                             rows: np.ndarray | None = None, batch_size: int = 256,
+                             precision: str = "float32"
                              ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """:func:`deepae_jax.evaluation.protocol.predict_eval_ratings` on all devices (every process gets
         every prediction). ``batch_size`` is rounded up to a multiple of the device count (the
         extra rows are padding whose targets are masked out)."""
         from deepae_jax.evaluation.protocol import predict_eval_ratings
         return predict_eval_ratings(params, model_cfg, train_csr, eval_csr, rows, batch_size,
-                                    self.mesh)
+                                    self.mesh, precision=precision)
 
     def evaluate(self, params, model_cfg: model.ModelConfig, train_csr: sp.csr_matrix,
                  eval_csr: sp.csr_matrix, rows: np.ndarray | None = None,
-                 batch_size: int = 256):
+                 batch_size: int = 256, precision: str = "float32"):
         """:func:`deepae_jax.evaluation.protocol.evaluate` on all devices (the same number on every
         process)."""
         from deepae_jax.evaluation.protocol import evaluate
-        return evaluate(params, model_cfg, train_csr, eval_csr, rows, batch_size, self.mesh)
+        return evaluate(params, model_cfg, train_csr, eval_csr, rows, batch_size, self.mesh,
+                        precision=precision)
 
 
 def agree(value: np.ndarray, what: str) -> None:

@@ -15,12 +15,11 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax.config import Config, defaults
 from deepae_jax.data import ratings
 from deepae_jax.evaluation import predictions
-from deepae_jax.evaluation.protocol import evaluate, predict_eval_ratings
 from deepae_jax.run import checkpoint as ckpt
+from deepae_jax.training import backend
 
 log = logging.getLogger("deepae_jax")
 DEFAULTS = defaults()
-AUTO_LOG_MAX_RATINGS = 5_000_000  # larger: the logged bias baseline uses fixed lambdas
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +54,12 @@ def load_data(cfg: Config, vocab: tuple[np.ndarray, np.ndarray] | None = None) -
         if split.nnz == 0:
             log.warning("warning: %s: no evaluation ratings of known rows (every rating's "
                         "user or item is unknown to the training data)", cfg.path_to_eval_data)
-        log.info("evaluation data %s: %d ratings of %d rows kept; dropped %d ratings of rows and "
-                 "%d of columns unknown to training", cfg.path_to_eval_data, split.nnz,
-                 len(split.rows), split.dropped_unknown_rows, split.dropped_unknown_cols)
+        unknown = split.dropped_unknown_rows + split.dropped_unknown_cols
+        log.info("evaluation data %s: %d ratings of %d %s known to training%s",
+                 cfg.path_to_eval_data, split.nnz, len(split.rows), cfg.major, "" if not unknown
+                 else f"; {unknown} of unknown {cfg.major} or columns are " + (
+                     "predicted by the baseline (--unknown=baseline)" if cfg.unknown ==
+                     "baseline" else "not scored (--unknown=drop, the paper's protocol)"))
     return Data(train, split, targets)
 
 
@@ -80,21 +82,6 @@ def centre(cfg: Config, data: Data, fitted: baseline_lib.Baseline | None = None
     train = dataclasses.replace(data.train, csr=baseline_lib.residual_csr(base, data.train.csr))
     return dataclasses.replace(data, train=train,
                                inputs=baseline_lib.input_csr(base, train.csr)), base
-
-
-def log_baselines(cfg: Config, data: Data) -> None:
-    """Logs the eval RMSE of the global mean and of the bias baseline (lambdas chosen on the
-    evaluation data up to AUTO_LOG_MAX_RATINGS training ratings, else baseline.DEFAULT_REG)."""
-    if data.targets is None:
-        return
-    regs = ((-1.0, -1.0) if data.train.nnz <= AUTO_LOG_MAX_RATINGS else
-            baseline_lib.row_col_regs(cfg.major, *baseline_lib.DEFAULT_REG))
-    for kind in ("global", "bias"):
-        base = baseline_lib.fit(data.train.csr, kind, *regs, eval_csr=data.eval.csr)
-        s = predictions.baseline_scores(base, data.targets, cfg.clip_predictions, cfg.unknown)
-        log.info("baseline: %s gives eval %s (unknown rows/columns: mean + known bias)",
-                 "the global mean %.4f" % base.mean if kind == "global"
-                 else "user + item biases", s.describe())
 
 
 def table_options(cfg: Config) -> dict:
@@ -132,14 +119,14 @@ def evaluate_split(params, model_cfg, cfg: Config, data: Data, par=None,
     if data.eval is None:
         return None
     if base is None:
-        run = par.evaluate if par else evaluate  # par: all devices (parallel.DataParallel)
+        run = backend.evaluate_fn(cfg, par)  # par: all devices (parallel.DataParallel)
         r = run(params, model_cfg, data.train.csr, data.eval.csr, data.eval.rows,
                 cfg.eval_batch_size)
-        return predictions.Scores(r.rmse, float("nan"), r.count, len(data.targets.actual))
+        return dataclasses.replace(r, total=len(data.targets.actual))
     inputs = data.inputs if data.inputs is not None else data.train.csr
     pred = predictions.predict_all(params, model_cfg, inputs, base, data.targets,
                                cfg.eval_batch_size, cfg.clip_predictions, cfg.unknown,
-                               par.predict_eval_ratings if par else predict_eval_ratings)
+                               backend.predict_fn(cfg, par))
     return predictions.score(pred, data.targets.actual)
 
 

@@ -13,17 +13,18 @@ from deepae_jax import baseline as baseline_lib
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.evaluation import metrics as metrics_lib
 from deepae_jax.run import logdir as logdir_lib
-from deepae_jax import devices, kernels
+from deepae_jax import devices
 from deepae_jax.core import memory
-from deepae_jax.training import parallel
+from deepae_jax.training import backend, parallel
 from deepae_jax.evaluation import predictions
-from deepae_jax.training import selection
+from deepae_jax.training import report, selection
 from deepae_jax.training.run_data import (Data, centre, evaluate_split, load_data, load_targets,
-                                          log_baselines, run_meta, uses_predictions)
+                                          run_meta, uses_predictions)
 from deepae_jax.config import Config
 from deepae_jax.data.batching import dense_batches, num_batches
 from deepae_jax.run.run_config import save_run_config
-from deepae_jax.run.log import MetricsLogger, format_epoch_line
+from deepae_jax.run.log import (MetricsLogger, compiled_since, format_epoch_line, results,
+                                watch_compilations)
 from deepae_jax.core.optim import learning_rate_at_epoch, make_optimizer
 from deepae_jax.training.resident import ResidentEpochs
 from deepae_jax.core.step import (TrainingDivergedError, create_train_state, jit_train_step,
@@ -60,7 +61,8 @@ def _begin_run(cfg: Config, data: Data, state, meta: dict, main: bool):
         raise
 
 
-def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shift: float = 0.0):
+def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shift: float = 0.0,
+                   epochs: range = range(1)):
     """(step_fn, epoch_batches) of ``--train_path``; ``epoch_batches(epoch)`` gives (the epoch's
     batches or multi-step calls, how many).
 
@@ -69,14 +71,17 @@ def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shif
     takes host-built dense batches, sharded over the devices with ``par``.
     """
     n_devices = par.num_devices if par else 1
-    path = resolve_train_path(cfg.train_path, n_devices)
-    log.info("training step: %s path (--train_path=%s) on %d %s device(s)", path,
-             cfg.train_path, n_devices, jax.default_backend())
-    step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob, path=path,
-                           layers=cfg.train_layers, dtype=cfg.dtype,
-                           noisy_target=cfg.noisy_refeed_target,
-                           input_drop_prob=cfg.input_drop_prob, input_shift=input_shift)
+    path = backend.resolve_train_path(cfg.train_path, n_devices)
+    log.info("training step: %s path (--train_path=%s) on %d %s device(s), matmul precision "
+             "%s: %s", path, cfg.train_path, n_devices, jax.default_backend(), cfg.precision,
+             PATH_WORDS[path])
     n = num_batches(train_csr.shape[0], cfg.batch_size)
+    step = make_train_step(model_cfg, optimizer, cfg.refeed_steps, cfg.noise_prob,
+                           path="dense" if path == "dense" else "sparse",
+                           layers=cfg.train_layers, precision=cfg.precision,
+                           noisy_target=cfg.noisy_refeed_target,
+                           input_drop_prob=cfg.input_drop_prob, input_shift=input_shift,
+                           ops=backend.train_ops(path, cfg, n * (1 + cfg.refeed_steps)))
     if path == "dense" and par:
         return par.train_step(step), lambda epoch: (
             par.batches(train_csr, cfg.batch_size, cfg.seed, epoch, builder="dense"), n)
@@ -86,21 +91,17 @@ def _training_path(cfg: Config, model_cfg, optimizer, train_csr, par, input_shif
     if par:
         par.check_same_data(train_csr, cfg.seed)
     resident = ResidentEpochs(step, train_csr, cfg.batch_size, cfg.seed,
-                              mesh=par.mesh if par else None)
+                              mesh=par.mesh if par else None, epochs=epochs)
     return resident.step_fn, lambda epoch: (resident.batches(epoch), resident.num_calls(epoch))
 
 
-def resolve_train_path(requested: str, n_devices: int = 1) -> str:
-    """``--train_path`` made explicit: ``auto`` is ``cpu_kernels`` where the kernels are built
-    and the run is on one CPU device, else ``sparse``. Raises ValueError for ``cpu_kernels`` on
-    several devices (the kernels are custom calls XLA cannot split across devices)."""
-    if requested == "cpu_kernels" and n_devices > 1:
-        raise ValueError(f"--train_path=cpu_kernels runs on one device, not {n_devices}; use "
-                         "--train_path=sparse (or auto) for several devices")
-    if requested != "auto":
-        return requested
-    on_cpu = jax.default_backend() == "cpu"
-    return "cpu_kernels" if n_devices == 1 and on_cpu and kernels.available() else "sparse"
+PATH_WORDS = {
+    "dense": "every item of a batch's rows goes through the n-wide first and output layers, as in "
+             "the reference",
+    "sparse": "the n-wide first and output layers are computed only at the items each batch's "
+              "rows rated",
+    "cpu_kernels": "the n-wide first and output layers are computed only at the items each "
+                   "batch's rows rated, by the CPU kernels"}
 
 
 def _optimizer(cfg: Config, n_rows: int):
@@ -126,10 +127,14 @@ def _centre_for_run(cfg: Config, data: Data, main: bool):
 
 
 def _epoch_result(cfg: Config, epoch: int, losses, evaluation, extra: dict,
-                  epoch_time: float, rows: int) -> dict:
+                  epoch_time: float, rows: int, base: baseline_lib.Baseline | None) -> dict:
     """What an epoch records in metrics.jsonl (and returns): 1-based epoch, train and eval RMSE
-    (with the count of scored ratings), speed, learning rate and the ``--metrics``."""
-    return {"epoch": epoch + 1, "train_rmse": float(np.sqrt(np.mean(losses))),
+    in rating units (with a baseline, the training loss is on residuals divided by
+    ``base.scale``: its RMSE times the scale; ``train_residual_rmse`` keeps the loss's own),
+    the count of scored ratings, speed, learning rate and the ``--metrics``."""
+    residual = float(np.sqrt(np.mean(losses)))
+    return {"epoch": epoch + 1, "train_rmse": residual * (base.scale if base else 1.0),
+            **({"train_residual_rmse": residual} if base else {}),
             "eval_rmse": evaluation.rmse if evaluation else None,
             "eval_count": evaluation.count if evaluation else None,
             "epoch_time_s": epoch_time, "rows_per_s": rows / max(epoch_time, 1e-9),
@@ -149,31 +154,34 @@ def _selector(cfg: Config, data: Data) -> selection.Selector | None:
     return selection.Selector(cfg.early_stopping_patience)
 
 
-def _train_epoch(cfg: Config, state, step_fn, epoch_batches, epoch: int, base_step: int,
+def _train_epoch(cfg: Config, state, step_fn, epoch_batches, epoch: int, steps_per_epoch: int,
                  logger: MetricsLogger):
     """(state, per-iteration losses) after one epoch, its parameters computed (not queued)."""
     batches, n_calls = epoch_batches(epoch)
+    base_step = epoch * steps_per_epoch
     state, losses = train_epoch(
         state, step_fn, batches, n_calls, epoch, cfg.summary_frequency,
         on_summary=lambda i, r: logger.scalar("train/rmse_recent", r, base_step + i),
-        progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.num_epochs}")
+        progress=cfg.progress, desc=f"epoch {epoch + 1}/{cfg.num_epochs}",
+        n_iterations=steps_per_epoch)
     jax.block_until_ready(state.params)
     return state, losses
 
 
 def train_and_evaluate(cfg: Config) -> dict:
     """Trains for ``--num_epochs`` (resuming from ``--logdir`` with ``--resume``); returns the
-    last epoch's metrics. Writes checkpoints, ``vocab.npz``, ``metrics.jsonl`` and TensorBoard
-    events to ``--logdir``."""
+    last epoch's metrics. Writes checkpoints, ``vocab.npz``, ``metrics.jsonl``, TensorBoard
+    events and at the end ``curves.png`` and ``report.md`` to ``--logdir``."""
     par = parallel.setup_from_config(cfg)  # None: one device; else all devices, all processes
     main = devices.is_main_process()  # only process 0 writes files and logs
     cfg = cfg if main else dataclasses.replace(cfg, progress=False)
+    record = report.RunRecord(cfg.logdir)
     data = load_data(cfg)
-    if main:
-        if data.eval is None:
-            log.info("no --path_to_eval_data: nothing will be evaluated (no eval RMSE, no model "
-                     "selection)")
-        log_baselines(cfg, data)
+    if main and data.eval is None:
+        log.info("no --path_to_eval_data: nothing will be evaluated (no eval RMSE, no selection)")
+    elif main:
+        record.baselines = report.baseline_scores(cfg, data.train.csr, data.targets,
+                                                  data.eval.csr)
     model_cfg = cfg.model_config(data.train.shape[1])
     steps_per_epoch, optimizer = _optimizer(cfg, data.train.shape[0])
     memory.check_fits(model_cfg, optimizer, cfg.optimizer)
@@ -181,7 +189,8 @@ def train_and_evaluate(cfg: Config) -> dict:
     extras = {"baseline": cfg.baseline} if uses_predictions(cfg) else {}
     run, state, start_epoch, meta = _begin_run(cfg, data, state, run_meta(cfg, data, extras),
                                                main)
-    latest = run.resume_from[0] if run.resume_from else None
+    record.checkpoint = run.resume_from[0] if run.resume_from else None
+    record.data = report.describe_data(cfg, data)
     state = par.replicate(state) if par else state
     try:
         data, base = _centre_for_run(cfg, data, main)
@@ -189,46 +198,75 @@ def train_and_evaluate(cfg: Config) -> dict:
         run.release()
         raise
     step_fn, epoch_batches = _training_path(cfg, model_cfg, optimizer, data.train.csr, par,
-                                            base.input_shift if base else 0.0)
+                                            base.input_shift if base else 0.0,
+                                            range(start_epoch, cfg.num_epochs))
     logger = MetricsLogger(cfg.logdir, enabled=main, run_id=run.run_id)
+    report.record_baselines(logger, record.baselines, resumed=cfg.resume)
     selector = _selector(cfg, data)
-    last_good = latest if cfg.resume else None
-    result: dict = {}
+    ctx = _EpochContext(cfg, model_cfg, data, par, base, meta, logger, steps_per_epoch, main)
     try:
         for epoch in range(start_epoch, cfg.num_epochs):
-            t0 = time.time()
+            t0, compiles = time.time(), len(watch_compilations())
             try:
                 state, losses = _train_epoch(cfg, state, step_fn, epoch_batches, epoch,
-                                             epoch * steps_per_epoch, logger)
+                                             steps_per_epoch, logger)
             except TrainingDivergedError as e:
                 raise TrainingDivergedError(
-                    f"{e}; stopped. Last good checkpoint: {last_good or 'none written yet'}"
+                    f"{e}; stopped. Last good checkpoint: {record.checkpoint or 'none written yet'}"
                 ) from None
-            epoch_time = time.time() - t0
-            evaluation = evaluate_split(state.params, model_cfg, cfg, data, par, base)
-            extra = metrics_lib.evaluate_metrics(devices.to_host(state.params) if par else
-                                                 state.params, model_cfg, data, cfg,
-                                                 evaluation, base) if cfg.metrics else {}
-            result = _epoch_result(cfg, epoch, losses, evaluation, extra, epoch_time,
-                                   steps_per_epoch * cfg.batch_size)
-            if main:
-                print(format_epoch_line(epoch, cfg.num_epochs,
-                                        {**result, "row_name": cfg.major,
-                                         "eval_metrics": metrics_lib.format_metrics(extra)}),
-                      flush=True)
-            logger.record("epoch", {k: v for k, v in result.items() if v is not None}, epoch + 1)
-            if main and (epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1):
-                last_good = ckpt.save_checkpoint(cfg.logdir, devices.to_host(state), epoch + 1,
-                                                 meta)
+            record.last, evaluation = _end_epoch(ctx, state, epoch, losses, time.time() - t0,
+                                                 record, compiles)
             if selector is not None and _select(cfg, selector, state, epoch, meta, evaluation,
                                                 main):
                 break
         if selector is not None and main:
-            result["summary"] = _finish_selection(cfg, data, model_cfg, base, selector, logger)
+            record.last["summary"] = record.summary = _finish_selection(
+                cfg, data, model_cfg, base, selector, logger)
     finally:
         logger.close()
         run.release()
-    return result
+    if main:
+        report.finish_run(cfg, record)
+    return record.last
+
+
+@dataclasses.dataclass(frozen=True)
+class _EpochContext:
+    """What the end of every epoch needs (:func:`_end_epoch`)."""
+
+    cfg: Config
+    model_cfg: object
+    data: Data
+    par: object
+    base: baseline_lib.Baseline | None
+    meta: dict
+    logger: MetricsLogger
+    steps_per_epoch: int
+    main: bool
+
+
+def _end_epoch(ctx: _EpochContext, state, epoch: int, losses, epoch_time: float,
+               record: report.RunRecord, compiles: int) -> tuple[dict, predictions.Scores | None]:
+    """Evaluates the epoch's model, logs the epoch line (both RMSEs in rating units), records
+    metrics.jsonl and saves the checkpoint when due (keeping ``--keep_checkpoints``); returns
+    (the epoch's metrics, its evaluation scores)."""
+    cfg, par = ctx.cfg, ctx.par
+    evaluation = evaluate_split(state.params, ctx.model_cfg, cfg, ctx.data, par, ctx.base)
+    extra = metrics_lib.evaluate_metrics(devices.to_host(state.params) if par else
+                                         state.params, ctx.model_cfg, ctx.data, cfg,
+                                         evaluation, ctx.base) if cfg.metrics else {}
+    result = _epoch_result(cfg, epoch, losses, evaluation, extra, epoch_time,
+                           ctx.steps_per_epoch * cfg.batch_size, ctx.base)
+    if ctx.main:
+        results.info(format_epoch_line(epoch, cfg.num_epochs, {
+            **result, **compiled_since(compiles), "row_name": cfg.major,
+            "eval_metrics": metrics_lib.format_metrics(extra)}))
+    ctx.logger.record("epoch", {k: v for k, v in result.items() if v is not None}, epoch + 1)
+    if ctx.main and (epoch % cfg.save_every == 0 or epoch == cfg.num_epochs - 1):
+        record.checkpoint = ckpt.save_checkpoint(cfg.logdir, devices.to_host(state),
+                                                 epoch + 1, ctx.meta)
+        ckpt.keep_latest(cfg.logdir, cfg.keep_checkpoints)
+    return result, evaluation
 
 
 def _select(cfg: Config, selector: selection.Selector, state, epoch: int, meta: dict,
@@ -264,6 +302,6 @@ def _finish_selection(cfg: Config, data: Data, model_cfg, base, selector: select
             summary.update(test_baseline_rmse=b.rmse, baseline=base.kind)
         logger.record("test", {k: summary[k] for k in ("test_rmse", "test_count")},
                       selector.best_epoch)
-        print(f"test (best epoch {selector.best_epoch}): {scores.describe()}", flush=True)
+        results.info("test (best epoch %d): %s", selector.best_epoch, scores.describe())
     selection.write_summary(cfg.logdir, summary)
     return summary

@@ -1,9 +1,9 @@
 """Fetches a GroupLens MovieLens archive, verifies its checksum, unpacks and converts it.
 
-Usage::
+Usage (``deepae download --help`` lists every flag)::
 
-    python -m deepae_jax.data.datasets.download NAME [--cache_dir DIR] [--base_url URL] [--sha256 HEX]
-        [--split time70] [--seed 0] [--out_dir DIR] [--no_convert]
+    deepae download NAME [--cache_dir=DIR] [--base_url=URL] [--sha256=HEX]
+        [--split=time70] [--seed=0] [--out_dir=DIR] [--no_convert]
 
 NAME is one of 100k, 1m, 10m, 20m, 25m, 32m, latest-small. The archive is fetched from
 ``BASE_URL/<archive>`` (default https://files.grouplens.org/datasets/movielens/, or the
@@ -19,9 +19,9 @@ when complete, so a failed or corrupted download leaves nothing half-written.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
+import logging
 import os
 import shutil
 import sys
@@ -29,9 +29,9 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from typing import Callable, Sequence
+from typing import Callable
 
-from deepae_jax.data.datasets import movielens, movielens_convert
+from deepae_jax.data.datasets import movielens_convert
 from deepae_jax.data.ratings import RatingsFormatError
 
 DEFAULT_BASE_URL = "https://files.grouplens.org/datasets/movielens/"
@@ -80,7 +80,7 @@ def sha256_of(path: str) -> str:
 
 
 def fetch(name: str, cache_dir: str, base_url: str | None = None, sha256: str | None = None,
-          log: Callable[[str], None] = print) -> str:
+          log: Callable[[str], None] | None = None) -> str:
     """Downloads archive NAME into ``cache_dir`` (or reuses a verified copy); returns its path.
 
     Raises :class:`ChecksumError` (and deletes the download) when the SHA-256 differs from
@@ -88,6 +88,7 @@ def fetch(name: str, cache_dir: str, base_url: str | None = None, sha256: str | 
     """
     if name not in ARCHIVES:
         raise ValueError(f"unknown data set {name!r}; choose from {list(ARCHIVES)}")
+    log = log or logging.getLogger("deepae_jax").info
     expected = (sha256 or ARCHIVES[name].sha256 or "").lower() or None
     url = archive_url(name, base_url)
     final = os.path.join(cache_dir, ARCHIVES[name].file)
@@ -145,8 +146,9 @@ def unpack(archive: str, cache_dir: str, folder: str) -> str:
 
 def download(name: str, cache_dir: str | None = None, base_url: str | None = None,
              sha256: str | None = None, split: str | None = "time70", seed: int = 0,
-             out_dir: str | None = None, log: Callable[[str], None] = print) -> str:
+             out_dir: str | None = None, log: Callable[[str], None] | None = None) -> str:
     """Fetch, verify, unpack and (when ``split``) convert; returns the output or unpacked folder."""
+    log = log or logging.getLogger("deepae_jax").info
     cache_dir = cache_dir or default_cache_dir()
     archive = fetch(name, cache_dir, base_url, sha256, log)
     folder = unpack(archive, cache_dir, ARCHIVES[name].folder)
@@ -159,27 +161,6 @@ def download(name: str, cache_dir: str | None = None, base_url: str | None = Non
     return out_dir
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deepae_jax.data.datasets.download",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("name", choices=list(ARCHIVES))
-    p.add_argument("--cache_dir", default=None, help="default $DEEPAE_CACHE or ~/.cache/deepae_jax")
-    p.add_argument("--base_url", default=None,
-                   help=f"default $DEEPAE_MOVIELENS_URL or {DEFAULT_BASE_URL}")
-    p.add_argument("--sha256", default=None, help="expected SHA-256 of the archive")
-    p.add_argument("--split", choices=movielens.SPLITS, default="time70")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out_dir", default=None)
-    p.add_argument("--no_convert", action="store_true", help="only fetch and unpack")
-    a = p.parse_args(argv)
-    try:
-        download(a.name, a.cache_dir, a.base_url, a.sha256, None if a.no_convert else a.split,
-                 a.seed, a.out_dir)
-    except (ChecksumError, RatingsFormatError, urllib.error.URLError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command line lives in deepae_jax.cli
+    from deepae_jax.cli import data as cli_data
+    sys.exit(cli_data.main(cli_data.DOWNLOAD))

@@ -1,9 +1,9 @@
 """Converts MovieLens ratings into TRAIN / VALID / TEST folders (text + ``.npz``).
 
-Usage::
+Usage (``deepae convert movielens --help`` lists every flag)::
 
-    python -m deepae_jax.data.datasets.movielens_convert INPUT OUT_DIR --split time70|random90|u1..u5|ua|ub
-        [--seed S] [--valid_share F] [--name ML] [--duplicates error|last] [--overwrite]
+    deepae convert movielens INPUT OUT_DIR --split=time70|random90|u1..u5|ua|ub
+        [--seed=S] [--valid_share=F] [--name=ML] [--duplicates=error|last] [--overwrite]
 
 INPUT is a ratings file (``u.data``, ``ratings.dat``, ``ratings.csv``) or an unpacked MovieLens
 folder; the predefined ``u1``..``ub`` splits need the ML-100K folder. With any of ``--delimiter
@@ -18,9 +18,7 @@ selection never sees TEST (``--valid_share 0`` keeps TRAIN whole and writes TEST
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Sequence
 
 from deepae_jax.data.datasets import movielens
 from deepae_jax.data import split_io
@@ -92,37 +90,6 @@ def convert(input_path: str, out_dir: str, split: str, seed: int = 0, name: str 
     return table
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deepae_jax.data.datasets.movielens_convert",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("input", help="ratings file or unpacked MovieLens folder")
-    p.add_argument("out_dir")
-    p.add_argument("--split", choices=movielens.SPLITS, default="time70")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--valid_share", type=float, default=0.1,
-                   help="random90 and u1..ub: share of the training ratings set aside as VALID "
-                        "(0: VALID is a copy of TEST)")
-    p.add_argument("--name", default="ML", help="prefix of the part folders (ML_TRAIN, ...)")
-    p.add_argument("--duplicates", choices=("error", "last"), default="error",
-                   help="a (user, item) pair rated twice: fail naming file+line, or keep the "
-                        "rating that comes last in the file")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
-    p.add_argument("--delimiter", default="auto", help="other ratings tables: field separator "
-                   "(auto, tab, comma, semicolon, pipe, space or the characters)")
-    p.add_argument("--header", choices=("auto", "true", "false"), default="auto",
-                   help="other ratings tables: header line (auto: detected)")
-    p.add_argument("--columns", default="", help="other ratings tables: user,item,rating "
-                   "columns by header name or 0-based position (default: the first three)")
-    p.add_argument("--timestamp_column", default="", help="other ratings tables: the timestamp "
-                   "column (needed by --split time70)")
-    a = p.parse_args(argv)
-
-    def run():
-        fmt = TableFormat(a.delimiter, a.header, a.columns, a.timestamp_column)
-        return convert(a.input, a.out_dir, a.split, a.seed, a.name, a.duplicates, a.overwrite,
-                       a.valid_share, fmt)
-    return split_io.run_converter(run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command line lives in deepae_jax.cli
+    from deepae_jax.cli import data as cli_data
+    sys.exit(cli_data.main(cli_data.MOVIELENS))

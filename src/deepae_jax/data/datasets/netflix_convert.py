@@ -1,9 +1,9 @@
 """Converts the Netflix Prize ``training_set`` into the paper's four time splits.
 
-Usage::
+Usage (``deepae convert netflix --help`` lists every flag)::
 
-    python -m deepae_jax.data.datasets.netflix_convert TRAINING_SET_DIR OUT_DIR [--seed S]
-        [--splits NF,N3M,N6M,N1Y] [--duplicates error|last] [--no_text] [--overwrite]
+    deepae convert netflix TRAINING_SET_DIR OUT_DIR [--seed=S]
+        [--splits=NF,N3M,N6M,N1Y] [--duplicates=error|last] [--no_text] [--overwrite]
 
 Writes ``OUT_DIR/{NF,N3M,N6M,N1Y}_{TRAIN,VALID,TEST}/`` in the reference's text format
 (``nf.train.txt`` …, original ids) plus ``OUT_DIR/<PART>.npz`` (a :class:`RatingMatrix` the trainer
@@ -13,10 +13,10 @@ The conversion is staged in a temporary folder beside OUT_DIR and renamed at the
 """
 from __future__ import annotations
 
-import argparse
+import logging
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from deepae_jax.data.datasets import netflix
 from deepae_jax.data import split_io
@@ -50,8 +50,10 @@ def write_split(folder: str, data: netflix.NetflixRatings, split: netflix.TimeSp
 
 def convert(training_dir: str, out_dir: str, seed: int = 0,
             splits: Sequence[str] = tuple(netflix.SPLITS), duplicates: str = "error",
-            write_text: bool = True, overwrite: bool = False, log=print) -> str:
-    """Reads ``training_dir``, writes every requested split into ``out_dir``; returns the table."""
+            write_text: bool = True, overwrite: bool = False, log: Callable[[str], None] | None = None) -> str:
+    """Reads ``training_dir``, writes every requested split into ``out_dir``; returns the table.
+    ``log``: where the progress lines go (default: the package's logger)."""
+    log = log or logging.getLogger("deepae_jax").info
     unknown = [s for s in splits if s not in netflix.SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; choose from {list(netflix.SPLITS)}")
@@ -84,24 +86,6 @@ def convert(training_dir: str, out_dir: str, seed: int = 0,
     return table
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deepae_jax.data.datasets.netflix_convert",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("training_set_dir", help="folder of the Netflix Prize mv_*.txt files")
-    p.add_argument("out_dir", help="output folder (created; must be empty unless --overwrite)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the VALID/TEST coin")
-    p.add_argument("--splits", default=",".join(netflix.SPLITS),
-                   help="comma-separated subset of NF,N3M,N6M,N1Y")
-    p.add_argument("--duplicates", choices=("error", "last"), default="error",
-                   help="a (user, movie) pair rated twice: fail naming file+line, or keep the "
-                        "rating read last (counted)")
-    p.add_argument("--no_text", action="store_true", help="write only the .npz files")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
-    a = p.parse_args(argv)
-    return split_io.run_converter(lambda: convert(
-        a.training_set_dir, a.out_dir, a.seed, a.splits.split(","), a.duplicates, not a.no_text,
-        a.overwrite))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command line lives in deepae_jax.cli
+    from deepae_jax.cli import data as cli_data
+    sys.exit(cli_data.main(cli_data.NETFLIX))

@@ -9,11 +9,12 @@ are a random share of the ratings of a random half of the users, as in a held-ou
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 
 import numpy as np
 
-from deepae_jax.settings import bad_setting, setting, tool_config
+from deepae_jax.settings import bad_setting, setting
 from deepae_jax.data.ratings import Triples, write_ratings_text
 
 
@@ -75,8 +76,9 @@ def ensure_dataset(train_path: str, eval_path: str, spec: SyntheticSpec = Synthe
     write_ratings_text(os.path.join(train_path, "ratings.tsv"), train)
     if eval_path:
         write_ratings_text(os.path.join(eval_path, "ratings.tsv"), held_out)
-    print(f"wrote synthetic data: {len(train)} training ratings to {train_path}, "
-          f"{len(held_out)} evaluation ratings to {eval_path}", flush=True)
+    logging.getLogger("deepae_jax").info(
+        "wrote synthetic data: %d training ratings to %s, %d evaluation ratings to %s",
+        len(train), train_path, len(held_out), eval_path)
 
 
 def write_csv(path: str, spec: SyntheticSpec = SyntheticSpec()) -> int:
@@ -101,7 +103,8 @@ def write_csv(path: str, spec: SyntheticSpec = SyntheticSpec()) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class CsvSettings:
-    """The settings of ``python -m deepae_jax.data.datasets.synthetic`` (absl flags made from them)."""
+    """The flags of ``deepae synthetic --out=OUT.csv`` (also ``python -m
+    deepae_jax.data.datasets.synthetic``)."""
 
     out: str = setting("", "The CSV file to write; required.")
     users: int = setting(SyntheticSpec.n_users, "Number of users.")
@@ -116,16 +119,6 @@ class CsvSettings:
             bad_setting(self, "items", "must be >= 6")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m deepae_jax.data.datasets.synthetic --out=OUT.csv [--users=N --items=M]``: writes
-    :func:`write_csv`'s file."""
-    cfg = tool_config(CsvSettings, argv, write_csv.__doc__, "deepae_jax.data.datasets.synthetic")
-    if isinstance(cfg, int):
-        return cfg
-    n = write_csv(cfg.out, SyntheticSpec(n_users=cfg.users, n_items=cfg.items))
-    print(f"wrote {n} ratings to {cfg.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # the command line lives in deepae_jax.cli (deepae synthetic)
+    from deepae_jax.cli import data as cli_data
+    raise SystemExit(cli_data.main(cli_data.SYNTHETIC))
