@@ -271,7 +271,6 @@ def test_a_pipe_is_refused_by_name(tmp_path):
 
 # ---- property: what is written reads back exactly, or fails naming the file and line -----
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-import re  # noqa: E402
 
 _ID = st.one_of(st.integers(0, 10 ** 12).map(str),
                 st.text(st.sampled_from("abcXYZ_-.é0123"), min_size=1, max_size=6))

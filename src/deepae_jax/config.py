@@ -240,13 +240,7 @@ class Config:
         self._check_bounds()  # and the outputs
         if not self.hidden_layers or any(s < 1 for s in self.hidden_layers):
             bad("hidden_layers", "expected positive layer sizes")
-        if self.num_devices < 0:
-            bad("num_devices", "must be >= 0 (0: all local devices, 1: one device)")
-        if self.num_processes < 0:
-            bad("num_processes", "must be >= 1, or 0 to detect it from the cluster (SLURM, ...)")
-        if self.process_id < -1 or 0 < self.num_processes <= self.process_id:
-            bad("process_id", f"must be in 0..{max(0, self.num_processes - 1)} "
-                "(or -1 to detect it from the cluster)")
+        self._check_devices()
         if self.mode == "train" and not self.path_to_train_data:
             bad("path_to_train_data", "a training data path is required")
         if self.mode in ("evaluate", "infer") and not self.path_to_eval_data:
@@ -281,6 +275,17 @@ class Config:
             TableFormat.from_config(self)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def _check_devices(self) -> None:
+        """The device and process settings of multi-device and multi-host runs."""
+        bad = functools.partial(bad_setting, self)
+        if self.num_devices < 0:
+            bad("num_devices", "must be >= 0 (0: all local devices, 1: one device)")
+        if self.num_processes < 0:
+            bad("num_processes", "must be >= 1, or 0 to detect it from the cluster (SLURM, ...)")
+        if self.process_id < -1 or 0 < self.num_processes <= self.process_id:
+            bad("process_id", f"must be in 0..{max(0, self.num_processes - 1)} "
+                "(or -1 to detect it from the cluster)")
 
     def _check_bounds(self) -> None:
         """The limits past which a setting would hang, overflow or exhaust memory (the

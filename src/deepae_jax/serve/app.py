@@ -152,13 +152,8 @@ class _BodyLimit:
         return await self.app(scope, limited_receive, send)
 
 
-def create_app(rec: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_k: int =
-               DEFAULT_MAX_K, max_items: int = DEFAULT_MAX_ITEMS, body_timeout: float = 30.0):
-    """The FastAPI application serving ``rec`` (see the module docstring)."""
-    app = FastAPI(title="deepae_jax", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(_BodyLimit, max_bytes=max_body_bytes, timeout=body_timeout)
-    k_max = min(max_k, rec.n_items)
-
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as JSON ``{"error": MESSAGE}`` with its 4xx status (500 for a bug, logged)."""
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         status, message = schema.validation_message(exc)
@@ -183,6 +178,16 @@ def create_app(rec: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, m
     async def _internal(request: Request, exc: Exception):  # logged, answered, service goes on
         log.exception("internal error on %s", request.url.path)
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, 500)
+
+
+def create_app(rec: Recommender, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_k: int =
+               DEFAULT_MAX_K, max_items: int = DEFAULT_MAX_ITEMS, body_timeout: float = 30.0):
+    """The FastAPI application serving ``rec`` (see the module docstring)."""
+    app = FastAPI(title="deepae_jax", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_BodyLimit, max_bytes=max_body_bytes, timeout=body_timeout)
+    k_max = min(max_k, rec.n_items)
+
+    _add_error_handlers(app)
 
     @app.get("/healthz")
     def healthz():
