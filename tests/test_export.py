@@ -151,8 +151,7 @@ def test_help_lists_the_flags_generated_from_export_config():
     assert "--mode" not in proc.stdout  # the trainer's flags are not the exporter's
 
 
-@pytest.mark.skipif(bool(MISSING_EXTRA), reason=f"the export extra is not installed (missing "
-                    f"{', '.join(MISSING_EXTRA)}): pip install 'deepae_jax[export]'")
+@pytest.mark.skipif(bool(onnx_export_unsupported()), reason=onnx_export_unsupported())
 @pytest.mark.parametrize("opset", [7, 29])  # invalid to onnx's checker / refused by onnxruntime
 def test_an_opset_the_converter_cannot_honour_writes_nothing(trained, tmp_path, opset, capsys):
     """Issue 23, class 8: such a model was written (exit 0) and onnxruntime then refused it."""

@@ -460,8 +460,10 @@ def test_slow_body_gets_408_and_connections_are_capped():
     with guarded_server(body_timeout=0.5, max_connections=2) as port:
         conn = socket.create_connection(("127.0.0.1", port), timeout=5)
         conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12")
+        started = time.time()
         answer = closed_within(conn, 5) or b""
         assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"connection: close" in answer.lower() and time.time() - started < 4  # not kept
         conn.close()
         held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
         time.sleep(0.2)

@@ -125,7 +125,11 @@ class _BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_large = HTTPException(413, f"request body over the limit of {self.max_bytes} bytes")
+        # the rest of the body stays unread, so the connection cannot carry another request:
+        # "Connection: close" makes uvicorn close it right after the answer
+        close = {"Connection": "close"}
+        too_large = HTTPException(413, f"request body over the limit of {self.max_bytes} bytes",
+                                  headers=close)
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -133,7 +137,7 @@ class _BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    response = JSONResponse({"error": too_large.detail}, 413)
+                    response = JSONResponse({"error": too_large.detail}, 413, headers=close)
                     return await response(scope, receive, send)
         seen = 0
 
@@ -143,7 +147,7 @@ class _BodyLimit:
                 message = await asyncio.wait_for(receive(), self.timeout)
             except asyncio.TimeoutError:
                 raise HTTPException(408, f"request body not received within {self.timeout:g} "
-                                    "s") from None
+                                    "s", headers=close) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
