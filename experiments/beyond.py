@@ -40,10 +40,11 @@ import numpy as np
 
 from deepae_jax import baseline as baseline_lib
 from deepae_jax import inference
-from deepae_jax.evaluation import blend, predictions
+from deepae_jax.evaluation import predictions
 from deepae_jax.training import trainer
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
+from deepae_jax.run import files
 from experiments import data as data_lib
 from experiments.flagfiles import parse_flagfile
 from experiments.run import commit, machine
@@ -98,7 +99,10 @@ def train_member(cfg: Config) -> dict:
     path = os.path.join(cfg.logdir, "summary.json")
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            summary = json.load(fh)
+        if not cfg.refit or "refit_logdir" in summary:
+            return summary
+        cfg = dataclasses.replace(cfg, overwrite=True)  # trained before without its refit
     os.makedirs(cfg.logdir, exist_ok=True)
     t0 = time.time()
     with open(os.path.join(cfg.logdir, "train.log"), "w", encoding="utf-8") as log, \
@@ -120,58 +124,16 @@ def member_predictions(cfg: Config, path: str) -> tuple[np.ndarray, np.ndarray]:
     return pred, targets.actual
 
 
-def refit(split: data_lib.Split, first: Config, summary: dict, logdir: str, both: str
-          ) -> tuple[dict, Config]:
-    """The first run's choices (epochs = its best epoch, the bias lambdas it chose on VALID)
-    retrained on TRAIN + VALID (written to the folder ``both``), then scored once on TEST (the
-    last epoch's checkpoint). Returns (the row, the refit run's Config)."""
-    for part, path in (("train", split.train), ("valid", split.valid)):
-        dst = os.path.join(both, f"{part}.tsv")
-        if not os.path.isfile(dst):
-            ratings.write_ratings_text(dst, ratings.load_triples(path))
-    base = baseline_lib.load(first.logdir)
-    user, item = baseline_lib.row_col_regs(first.major, base.reg_row, base.reg_col)
-    cfg = dataclasses.replace(first, path_to_train_data=both, path_to_eval_data="",
-                              path_to_test_data="", early_stopping_patience=0,
-                              num_epochs=int(summary["best_epoch"]), baseline_reg_user=user,
-                              baseline_reg_item=item, final_predictor="model",
-                              logdir=logdir)
-    done = os.path.join(cfg.logdir, "test.json")
-    if not os.path.isfile(done):
-        t0 = time.time()
-        os.makedirs(cfg.logdir, exist_ok=True)
-        with open(os.path.join(cfg.logdir, "train.log"), "w", encoding="utf-8") as log, \
-                contextlib.redirect_stdout(log):
-            trainer.train_and_evaluate(cfg)
-        keep_final_predictor(cfg.logdir, summary)
-        pred, actual = member_predictions(cfg, split.test)
-        s = predictions.score(pred, actual)
-        with open(done, "w", encoding="utf-8") as fh:
-            json.dump({"test_rmse": s.rmse, "test_count": s.count,
-                       "wall_s": time.time() - t0}, fh)
-    with open(done, encoding="utf-8") as fh:
-        result = json.load(fh)
-    return {"kind": "refit", "name": "recipe, refit on TRAIN+VALID for its best epoch count",
-            "seed": first.seed, "valid_rmse": float("nan"), "epochs": cfg.num_epochs,
-            **result}, cfg
-
-
-def keep_final_predictor(logdir: str, summary: dict) -> None:
-    """The final predictor chosen on VALID (its shrinkage a and k's, summary.json) applied to
-    a refit run's baseline, the gains from the refit's own training counts."""
-    chosen = [c for c in summary.get("final_predictor_candidates", [])
-              if c["name"] == summary.get("final_predictor")]
-    if not chosen:
-        return
-    from deepae_jax.run import checkpoint as ckpt
-    restored = ckpt.restore(logdir)
-    base = baseline_lib.load(logdir)
-    with open(os.path.join(logdir, "config.json"), encoding="utf-8") as fh:
-        recorded = json.load(fh)
-    train = trainer.load_data(Config.from_dict(recorded, mode="train"),
-                              vocab=(restored.row_ids, restored.col_ids)).train
-    counts = blend.training_counts(train.csr)
-    baseline_lib.save(logdir, blend.apply(base, blend.Candidate(**chosen[0]), *counts))
+def refit(summary: dict, first: Config) -> tuple[dict, Config]:
+    """The row of a recipe run's ``--refit`` (the library's: training/refit.py, trained by
+    :func:`train_member` with the run) and the Config that predicts with the refit model."""
+    row = {"kind": "refit", "name": "recipe, refit on TRAIN+VALID for its best epoch count",
+           "seed": first.seed, "valid_rmse": float("nan"), "epochs": summary["refit_epochs"],
+           "test_rmse": summary["refit_test_rmse"], "test_count": summary["refit_test_count"],
+           "wall_s": None}
+    return row, dataclasses.replace(first, logdir=summary["refit_logdir"], refit=False,
+                                    path_to_train_data=os.path.join(summary["refit_logdir"],
+                                                                    files.TRAIN_VALID_FILE))
 
 
 def stack_weights(y: np.ndarray, base: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
@@ -197,9 +159,34 @@ def baseline_predictions(split: data_lib.Split, paths: dict, train_path: str = "
     return out, (base.reg_row, base.reg_col), (base.rating_min, base.rating_max)
 
 
+def glocal_member(data_dir: str, split_name: str, seed: int, work: str, smoke: bool = False
+                  ) -> dict[str, np.ndarray]:
+    """GLocal-K (``experiments/glocal.py``: its fine-tuning epoch chosen on VALID, then refit on
+    TRAIN + VALID) with ``seed`` on the same split (the same VALID carve): its predictions of
+    every rating of VALID, TEST and, after the refit, TEST again, in the files' order."""
+    from experiments import glocal
+    argv = ["--data_dir", data_dir, "--split", split_name, "--seed", str(seed), "--refit",
+            "--out", os.path.join(work, "glocal")] + (["--smoke"] if smoke else [])
+    folder = os.path.join(work, "glocal", f"{split_name}_seed{seed}" + ("_smoke" if smoke
+                                                                        else ""))
+    names = {"valid": "valid_predictions.tsv", "test": "test_predictions.tsv",
+             "refit": "test_predictions_refit.tsv"}
+    if not all(os.path.isfile(os.path.join(folder, f)) for f in names.values()):
+        with contextlib.redirect_stdout(io.StringIO()):
+            glocal.run(glocal.parse_flags(argv))
+    out = {}
+    for part, f in names.items():  # columns: user, item, rating, prediction
+        table = np.loadtxt(os.path.join(folder, f), delimiter="\t", skiprows=1, usecols=(2, 3),
+                           ndmin=2)
+        out[part], out[part + "_actual"] = table[:, 1], table[:, 0]
+    return out
+
+
 def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users: int,
-             recipe: str = RECIPE, refit_both: str = "") -> list[dict]:
-    """Trains the members of ensemble ``seed`` and scores their averaged predictions."""
+             recipe: str = RECIPE, with_refit: bool = False,
+             kernel: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Trains the members of ensemble ``seed`` and scores their stacked predictions;
+    ``kernel``: a GLocal-K member's predictions (:func:`glocal_member`), a group of its own."""
     members = [("items", seed * 100 + j) for j in range(n_items)]
     members += [("users", seed * 100 + 50 + j) for j in range(n_users)]
     preds = {(part, major): [] for part in ("valid", "test", "refit")
@@ -207,21 +194,28 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
     actual, wall = {}, 0.0
     for major, s in members:
         cfg = member_config(split, os.path.join(work, f"{major}_seed{s}"), s, recipe,
-                            major=major)
-        wall += train_member(cfg).get("wall_s", 0.0)
+                            major=major, refit=with_refit)
+        summary = train_member(cfg)
+        wall += summary.get("wall_s", 0.0)
         for part, path in (("valid", split.valid), ("test", split.test)):
             p, actual[part] = member_predictions(cfg, path)
             preds[part, major].append(p)
-        if refit_both:  # the member retrained on TRAIN + VALID, scored on TEST
-            _, again = refit(split, cfg, train_member(cfg),
-                             os.path.join(work, f"{major}_seed{s}_refit"), refit_both)
+        if with_refit:  # the member retrained on TRAIN + VALID, scored on TEST
+            _, again = refit(summary, cfg)
             preds["refit", major].append(member_predictions(again, split.test)[0])
+            both = os.path.join(summary["refit_logdir"], files.TRAIN_VALID_FILE)
 
     base, regs, bounds = baseline_predictions(split, {"valid": split.valid, "test": split.test})
-    if refit_both:
-        base["refit"] = baseline_predictions(split, {"refit": split.test}, refit_both,
+    if with_refit:
+        base["refit"] = baseline_predictions(split, {"refit": split.test}, both,
                                              regs)[0]["refit"]
-    groups = [major for major in ("items", "users") if preds["valid", major]]
+    if kernel is not None:
+        for part in ("valid", "test", "refit"):
+            if not np.allclose(kernel[part + "_actual"], actual["test" if part == "refit"
+                                                                else part]):
+                raise ValueError(f"GLocal-K's {part} ratings are not this split's, in order")
+            preds[part, "glocal"] = [kernel[part]]
+    groups = [g for g in ("items", "users", "glocal") if preds.get(("valid", g))]
 
     def stacked(part, w):  # b + sum_g w_g (mean of group g - b), clipped to the rating range
         pred = base[part] + sum(wg * (np.mean(preds[part, g], axis=0) - base[part])
@@ -230,13 +224,14 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
     w = stack_weights(actual["valid"], base["valid"],
                       [np.mean(preds["valid", g], axis=0) for g in groups])
     scores = {part: predictions.score(stacked(part, w), actual[part]) for part in ("valid", "test")}
-    name = f"ensemble {n_items} items + {n_users} users, stacked with the baseline"
+    name = (f"ensemble {n_items} items + {n_users} users" + (" + GLocal-K" if kernel else "")
+            + ", stacked with the baseline")
     weights = dict(zip(groups, (float(x) for x in w)))
     rows = [{"kind": "ensemble", "name": name,
              "seed": seed, "members": [f"{m}:{s}" for m, s in members], "weights": weights,
              "valid_rmse": scores["valid"].rmse, "test_rmse": scores["test"].rmse,
              "test_count": scores["test"].count, "wall_s": wall}]
-    if refit_both:
+    if with_refit:
         s = predictions.score(stacked("refit", w), actual["test"])
         rows.append({**rows[0], "kind": "ensemble_refit", "valid_rmse": float("nan"),
                      "name": name + ", each refit on TRAIN+VALID (weights from VALID)",
@@ -295,6 +290,10 @@ def main(argv=None) -> int:
     ap.add_argument("--recipe", default=RECIPE, help="the flagfile of every run")
     ap.add_argument("--best", action="store_true",
                     help="the best recipe: ensembles stacked on VALID, every run refit")
+    ap.add_argument("--glocal", action="store_true",
+                    help="add a GLocal-K member (experiments/glocal.py, refit included) to each "
+                    "ensemble, stacked as a group of its own (with --best: on)")
+    ap.add_argument("--no_glocal", action="store_true", help="--best without GLocal-K")
     ap.add_argument("--smoke", action="store_true",
                     help="CI: a corner of MovieLens-100K and 2 epochs per run")
     ap.add_argument("--rating_factor", type=float, default=1.0,
@@ -304,7 +303,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.best:
-        args.refit, args.no_ensemble = True, False
+        args.refit, args.no_ensemble, args.glocal = True, False, not args.no_glocal
+    if args.glocal and args.rating_factor != 1:
+        ap.error("--glocal: GLocal-K runs on the split's own ratings (no --rating_factor)")
     SMOKE.clear()
     SMOKE.update({"num_epochs": 2} if args.smoke else {})
     started = commit()  # the code that runs (HEAD may move while the runs go)
@@ -312,6 +313,7 @@ def main(argv=None) -> int:
         t0 = time.time()
         split = data_lib.movielens_split(args.data_dir, split_name,
                                          os.path.join(args.work_dir, "data"), smoke=args.smoke)
+        base_name = split_name
         if args.rating_factor != 1:
             split_name = f"{split_name}_x{args.rating_factor:g}"
             split = scaled_split(split, args.rating_factor,
@@ -319,11 +321,10 @@ def main(argv=None) -> int:
         if os.path.abspath(args.recipe) != RECIPE:
             split_name += "_" + os.path.splitext(os.path.basename(args.recipe))[0]
         work = os.path.join(args.work_dir, split_name)
-        both = os.path.join(work, "TRAIN+VALID")
         rows = baselines(split)
         for seed in seeds:
             cfg = member_config(split, os.path.join(work, f"recipe_seed{seed}"), seed,
-                                args.recipe)
+                                args.recipe, refit=args.refit)
             s = train_member(cfg)
             rows.append({"kind": "recipe", "name": f"recipe ({os.path.basename(args.recipe)})",
                          "seed": seed, "valid_rmse": s["valid_rmse"], "test_rmse": s["test_rmse"],
@@ -332,14 +333,15 @@ def main(argv=None) -> int:
                          "wall_s": s.get("wall_s")})
             print(json.dumps(rows[-1]), flush=True)
             if args.refit:
-                rows.append(refit(split, cfg, s, os.path.join(work, f"refit_seed{seed}"),
-                                  both)[0])
+                rows.append(refit(s, cfg)[0])
                 print(json.dumps(rows[-1]), flush=True)
         if not args.no_ensemble:
             for seed in seeds:
+                kernel = (glocal_member(args.data_dir, base_name, seed, work, args.smoke)
+                          if args.glocal else None)
                 rows += ensemble(split, os.path.join(work, f"ensemble{seed}"), seed,
                                  args.ensemble_items, args.ensemble_users, args.recipe,
-                                 both if args.refit else "")
+                                 args.refit, kernel)
                 print(json.dumps(rows[-1]), flush=True)
         meta = {"command": "python -m experiments.beyond " + " ".join(argv or sys.argv[1:]),
                 "split": split.description, "machine": machine(), "commit": started,

@@ -51,7 +51,7 @@ def write_predictions(path: str, targets: predictions.EvalTargets, pred: np.ndar
     atomic_write_text(path, "".join(lines))
 
 
-def _flags(argv):
+def parse_flags(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data_dir", default="../shared/data/movielens-100k")
     ap.add_argument("--split", default="u1", choices=data_lib.SMALL_SPLITS)
@@ -196,7 +196,7 @@ def table(out: str, split: str = "u1") -> str:
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    args = _flags(argv)
+    args = parse_flags(argv)
     if args.table:
         print(table(args.out, args.split))
         return 0

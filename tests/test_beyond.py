@@ -12,13 +12,14 @@ def test_beyond_smoke(shared_data, tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     assert beyond.main(["--data_dir", str(shared_data / "movielens-100k"), "--splits", "u1",
                         "--seeds", "1", "--ensemble_items", "1", "--ensemble_users", "1",
-                        "--smoke", "--refit", "--out", str(out), "--work_dir", str(work)]) == 0
+                        "--smoke", "--refit", "--glocal", "--out", str(out), "--work_dir", str(work)]) == 0
     rows = [json.loads(line) for line in (out / "u1" / "results.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in rows] == ["baseline", "baseline", "recipe", "refit", "ensemble",
                                          "ensemble_refit"]
     n_test = rows[0]["test_count"]
     assert all(r["test_count"] == n_test for r in rows)  # every rating, every method
-    assert set(rows[4]["weights"]) == {"items", "users"} and rows[5]["test_rmse"] > 0
+    assert set(rows[4]["weights"]) == {"items", "users", "glocal"} and rows[5]["test_rmse"] > 0
+    assert "+ GLocal-K" in rows[4]["name"]
     bias = rows[1] if rows[1]["name"] == "bias" else rows[0]
     assert rows[4]["valid_rmse"] <= bias["valid_rmse"] + 1e-9  # stacked with the baseline
     assert rows[3]["epochs"] == rows[2]["best_epoch"]

@@ -205,6 +205,11 @@ class Config:
         "with the lowest validation RMSE: never worse there than the baseline). Saved with the "
         "run (baseline.npz, summary.json): evaluate, infer, recommend, serve and the API use it.",
         ("model", "auto", "blend", "baseline"))
+    refit: bool = setting(
+        False, "After training, train again on the training and validation ratings together "
+        "(beyond the paper): the best epoch count, the baseline's lambdas and the final "
+        "predictor chosen on validation, nothing chosen again; in LOGDIR/refit, scored once on "
+        "--path_to_test_data (summary.json: refit_test_rmse). Needs --path_to_eval_data.")
     # training step
     train_path: str = setting(
         "auto", "The training step's variant, fixed once per run and logged: dense (the dense "
@@ -260,6 +265,9 @@ class Config:
             bad("path_to_eval_data", "model selection (--path_to_test_data, "
                 "--early_stopping_patience) needs validation data")
         self._check_final_predictor()
+        if self.refit and self.mode == "train" and not self.path_to_eval_data:
+            bad("refit", "needs --path_to_eval_data (the epochs and lambdas it keeps are "
+                "chosen there)")
         if self.dtype == "bfloat16" and self.matmul_precision not in ("float32", "bfloat16"):
             bad("dtype", f"--dtype=bfloat16 contradicts --matmul_precision="
                 f"{self.matmul_precision}; give only --matmul_precision")

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from deepae_jax.data.readers.table import TableFormat, read_ratings_text, read_table
 from deepae_jax.data.readers.text_format import (COLUMN_ORDERS, RatingsFormatError, Triples,
-    format_ratings_lines, list_rating_files, unify_ids, write_ratings_text)
+    concat_triples, format_ratings_lines, list_rating_files, unify_ids, write_ratings_text)
 from deepae_jax.run.files import atomic_write
 
 MAJORS = ("users", "items")
@@ -27,7 +27,7 @@ MAJORS = ("users", "items")
 __all__ = ["MAJORS", "COLUMN_ORDERS", "RatingsFormatError", "Triples", "RatingMatrix", "EvalSplit",
            "TableFormat", "build_matrix", "align_eval", "check_csr_parts", "dense_ids",
            "lookup_ids", "load_matrix", "load_triples", "from_dataframe", "read_table", "read_ratings_text", "write_ratings_text",
-           "format_ratings_lines", "list_rating_files", "unify_ids"]
+           "format_ratings_lines", "list_rating_files", "unify_ids", "concat_triples"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,8 @@ SUMMARY_FILE = "summary.json"  # the run's outcome: best epoch, TEST scores
 CURVES_FILE = "curves.png"  # learning curves drawn at the end (deepae_jax.run.curves)
 REPORT_FILE = "report.md"  # the run in words, written at the end (deepae_jax.training.report)
 LOCK_FILE = ".lock"  # held by the process that writes the folder (deepae_jax.run.logdir)
+REFIT_DIR = "refit"  # the --refit run on TRAIN + VALID (deepae_jax.training.refit)
+TRAIN_VALID_FILE = "train_valid.npz"  # that run's training ratings
 CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)\.msgpack$")  # one per saved epoch
 
 

@@ -79,6 +79,10 @@ def summary_lines(record: RunRecord, seconds: float) -> list[str]:
         lines.append(f"test RMSE {s['test_rmse']:.4f} over {s['test_count']} ratings"
                      + (f" (the model's own baseline: {s['test_baseline_rmse']:.4f})"
                         if s.get("test_baseline_rmse") is not None else ""))
+    if "refit_logdir" in s:
+        lines.append(f"refit on training + validation ratings ({s['refit_epochs']} epochs): "
+                     f"{s['refit_logdir']}" + (f", test RMSE {s['refit_test_rmse']:.4f}"
+                                               if "refit_test_rmse" in s else ""))
     if record.last.get("eval_rmse") is not None:
         lines.append(f"last eval RMSE {record.last['eval_rmse']:.4f}"
                      + (f" (user + item bias baseline: {base.rmse:.4f})" if base else ""))
@@ -107,7 +111,7 @@ def report_text(cfg, record: RunRecord, seconds: float) -> str:
             if k.startswith("eval_") and k not in ("eval_rmse", "eval_count")
             and isinstance(v, float)]
     for k, v in (record.summary or {}).items():
-        if k.startswith("test_") and isinstance(v, (int, float)):
+        if k.startswith(("test_", "refit_")) and isinstance(v, (int, float)):
             out.append(f"- {k}: {v:.4f}" if isinstance(v, float) else f"- {k}: {v}")
     out += ["", "## Files", "", f"- checkpoints: the newest {cfg.keep_checkpoints or 'all'} "
             "`checkpoint_*.msgpack`" + (", `best.msgpack`" if record.summary else ""),

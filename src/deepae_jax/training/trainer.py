@@ -17,7 +17,7 @@ from deepae_jax import devices
 from deepae_jax.core import memory
 from deepae_jax.training import backend, parallel
 from deepae_jax.evaluation import blend, predictions
-from deepae_jax.training import report, selection
+from deepae_jax.training import refit, report, selection
 from deepae_jax.training.run_data import (Data, centre, evaluate_split, load_data, load_targets,
                                           run_meta, uses_predictions)
 from deepae_jax.config import Config
@@ -181,14 +181,12 @@ def train_and_evaluate(cfg: Config) -> dict:
     events and at the end ``curves.png`` and ``report.md`` to ``--logdir``."""
     par = parallel.setup_from_config(cfg)  # None: one device; else all devices, all processes
     main = devices.is_main_process()  # only process 0 writes files and logs
+    refit.check_refit(cfg, jax.process_count())
     cfg = cfg if main else dataclasses.replace(cfg, progress=False)
     record = report.RunRecord(cfg.logdir)
     data = load_data(cfg)
-    if main and data.eval is None:
-        log.info("no --path_to_eval_data: nothing will be evaluated (no eval RMSE, no selection)")
-    elif main:
-        record.baselines = report.baseline_scores(cfg, data.train.csr, data.targets,
-                                                  data.eval.csr)
+    raw_train = data.train  # before the baseline is subtracted: what a refit adds VALID to
+    record.baselines = _baseline_scores(cfg, data) if main else {}
     model_cfg = cfg.model_config(data.train.shape[1])
     steps_per_epoch, optimizer = _optimizer(cfg, data.train.shape[0])
     memory.check_fits(model_cfg, optimizer, cfg.optimizer)
@@ -233,8 +231,41 @@ def train_and_evaluate(cfg: Config) -> dict:
         logger.close()
         run.release()
     if main:
-        report.finish_run(cfg, record)
+        _finish_run(cfg, record, raw_train)
     return record.last
+
+
+def _baseline_scores(cfg: Config, data: Data) -> dict:
+    """The baselines' scores on the evaluation data, printed at the start of a run."""
+    if data.eval is None:
+        log.info("no --path_to_eval_data: nothing will be evaluated (no eval RMSE, no selection)")
+        return {}
+    return report.baseline_scores(cfg, data.train.csr, data.targets, data.eval.csr)
+
+
+def _finish_run(cfg: Config, record: report.RunRecord, raw_train) -> None:
+    """The refit (--refit, when a best epoch was kept), then curves.png and report.md."""
+    if cfg.refit and record.summary and record.summary.get("best_epoch"):
+        record.last["summary"] = record.summary = _refit(cfg, raw_train, record.summary)
+    report.finish_run(cfg, record)
+
+
+def _refit(cfg: Config, raw_train, summary: dict) -> dict:
+    """Trains the refit run (training.refit) in LOGDIR/refit, scores it on the test data and
+    adds what it did to summary.json; returns the summary."""
+    base = baseline_lib.load(cfg.logdir)
+    train_path = refit.write_train_valid(cfg, raw_train)
+    refit_cfg = refit.refit_config(cfg, summary, base, train_path)
+    results.info("refit on the training + validation ratings for %d epochs, in %s",
+                 refit_cfg.num_epochs, refit_cfg.logdir)
+    train_and_evaluate(refit_cfg)
+    base = refit.keep_final_predictor(refit_cfg.logdir, summary)
+    scores = refit.score_test(cfg, refit_cfg, base) if cfg.path_to_test_data else None
+    if scores is not None:
+        results.info("test after the refit: %s", scores.describe())
+    summary = {**summary, **refit.record(refit_cfg, scores, base)}
+    selection.write_summary(cfg.logdir, summary)
+    return summary
 
 
 @dataclasses.dataclass(frozen=True)
