@@ -2,9 +2,11 @@
 
     python -m experiments.beyond --data_dir ../shared/data/movielens-100k [--splits u1,time70]
         [--seeds 1,2,3] [--ensemble_items 4 --ensemble_users 2] [--out experiments/results/beyond]
+    python -m experiments.beyond --train TRAIN --valid VALID --test TEST --name NAME --best
 
-For each MovieLens-100K setting of ``experiments/data.py`` (VALID carved from the training part,
-TEST scored once, over ALL its ratings: unknown users/items get the baseline's prediction):
+For each MovieLens-100K setting of ``experiments/data.py`` (VALID carved from the training part),
+or for your own TRAIN / VALID / TEST files (``--train``, any format the library reads), TEST
+scored once, over ALL its ratings (unknown users/items get the baseline's prediction):
 
 * the baselines: global mean, and user + item biases (lambdas chosen on VALID);
 * the recipe ``experiments/recipes/rating_prediction.flags`` unchanged, once per seed (the
@@ -19,8 +21,10 @@ TEST scored once, over ALL its ratings: unknown users/items get the baseline's p
   for its best epoch count with the bias lambdas and the final predictor (shrinkage) it chose
   on VALID (no choice made on the larger set), scored once on TEST; refit ensembles keep the
   weights chosen on VALID, with the baseline refit on TRAIN + VALID (same lambdas).
-* ``--best``: the best recipe in one command: ``--refit`` with the ensembles (5 item- and 2
-  user-based members per seed unless told otherwise).
+* ``--glocal``: each ensemble also stacks a GLocal-K member (``experiments/glocal.py`` on the
+  same files, its epoch chosen on VALID, refit included) as a third group, weight fitted on VALID.
+* ``--best``: the best recipe in one command: ``--refit`` and ``--glocal`` with the ensembles (5
+  item- and 2 user-based members per seed unless told otherwise).
 
 Writes ``results.jsonl`` (one row per run and per ensemble), ``table.md`` and ``meta.json`` to
 ``--out``; runs go to ``--work_dir`` (reused when their ``summary.json`` exists).
@@ -159,16 +163,16 @@ def baseline_predictions(split: data_lib.Split, paths: dict, train_path: str = "
     return out, (base.reg_row, base.reg_col), (base.rating_min, base.rating_max)
 
 
-def glocal_member(data_dir: str, split_name: str, seed: int, work: str, smoke: bool = False
+def glocal_member(split: data_lib.Split, seed: int, work: str, smoke: bool = False
                   ) -> dict[str, np.ndarray]:
     """GLocal-K (``experiments/glocal.py``: its fine-tuning epoch chosen on VALID, then refit on
-    TRAIN + VALID) with ``seed`` on the same split (the same VALID carve): its predictions of
-    every rating of VALID, TEST and, after the refit, TEST again, in the files' order."""
+    TRAIN + VALID) with ``seed`` on the split's own files: its predictions of every rating of
+    VALID, TEST and, after the refit, TEST again, in the files' order (and those ratings)."""
     from experiments import glocal
-    argv = ["--data_dir", data_dir, "--split", split_name, "--seed", str(seed), "--refit",
-            "--out", os.path.join(work, "glocal")] + (["--smoke"] if smoke else [])
-    folder = os.path.join(work, "glocal", f"{split_name}_seed{seed}" + ("_smoke" if smoke
-                                                                        else ""))
+    argv = ["--train", split.train, "--valid", split.valid, "--test", split.test, "--name",
+            "split", "--seed", str(seed), "--refit", "--out", os.path.join(work, "glocal")]
+    argv += ["--smoke"] if smoke else []
+    folder = os.path.join(work, "glocal", f"split_seed{seed}" + ("_smoke" if smoke else ""))
     names = {"valid": "valid_predictions.tsv", "test": "test_predictions.tsv",
              "refit": "test_predictions_refit.tsv"}
     if not all(os.path.isfile(os.path.join(folder, f)) for f in names.values()):
@@ -279,8 +283,13 @@ def write_outputs(out: str, split: str, rows: list[dict], meta: dict) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data_dir", required=True)
+    ap.add_argument("--data_dir", help="the MovieLens-100K folder (its --splits)")
     ap.add_argument("--splits", default="u1,time70")
+    ap.add_argument("--train", default="", help="your own data instead: TRAIN, --valid and "
+                    "--test ratings (any format the library reads), the split named --name")
+    ap.add_argument("--valid", default="")
+    ap.add_argument("--test", default="")
+    ap.add_argument("--name", default="custom")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--ensemble_items", type=int, default=5)
     ap.add_argument("--ensemble_users", type=int, default=2)
@@ -302,6 +311,12 @@ def main(argv=None) -> int:
     ap.add_argument("--work_dir", default="runs/beyond")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.train and not (args.valid and args.test):
+        ap.error("--train needs --valid and --test")
+    if not args.train and not args.data_dir:
+        ap.error("give --data_dir (MovieLens-100K) or --train, --valid and --test")
+    if args.train:
+        args.splits = args.name
     if args.best:
         args.refit, args.no_ensemble, args.glocal = True, False, not args.no_glocal
     if args.glocal and args.rating_factor != 1:
@@ -311,9 +326,13 @@ def main(argv=None) -> int:
     started = commit()  # the code that runs (HEAD may move while the runs go)
     for split_name in args.splits.split(","):
         t0 = time.time()
-        split = data_lib.movielens_split(args.data_dir, split_name,
-                                         os.path.join(args.work_dir, "data"), smoke=args.smoke)
-        base_name = split_name
+        if args.train:
+            split = data_lib.Split(split_name, args.train, args.valid, args.test,
+                                   f"{split_name}: TRAIN {args.train}, VALID {args.valid}, "
+                                   f"TEST {args.test}")
+        else:
+            split = data_lib.movielens_split(args.data_dir, split_name, os.path.join(
+                args.work_dir, "data"), smoke=args.smoke)
         if args.rating_factor != 1:
             split_name = f"{split_name}_x{args.rating_factor:g}"
             split = scaled_split(split, args.rating_factor,
@@ -337,8 +356,8 @@ def main(argv=None) -> int:
                 print(json.dumps(rows[-1]), flush=True)
         if not args.no_ensemble:
             for seed in seeds:
-                kernel = (glocal_member(args.data_dir, base_name, seed, work, args.smoke)
-                          if args.glocal else None)
+                kernel = (glocal_member(split, seed, work, args.smoke) if args.glocal
+                          else None)
                 rows += ensemble(split, os.path.join(work, f"ensemble{seed}"), seed,
                                  args.ensemble_items, args.ensemble_users, args.recipe,
                                  args.refit, kernel)

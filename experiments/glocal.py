@@ -57,6 +57,11 @@ def parse_flags(argv):
     ap.add_argument("--split", default="u1", choices=data_lib.SMALL_SPLITS)
     ap.add_argument("--seed", type=int, default=0, help="seed of the initialisation")
     ap.add_argument("--split_seed", type=int, default=0, help="seed of the VALID carve")
+    ap.add_argument("--train", default="", help="your own split instead of MovieLens-100K's: "
+                    "TRAIN ratings (any format the library reads); with --valid and --test")
+    ap.add_argument("--valid", default="")
+    ap.add_argument("--test", default="")
+    ap.add_argument("--name", default="custom", help="the name of that split (output folders)")
     ap.add_argument("--out", default="runs/glocal")
     ap.add_argument("--hidden", default="500,500")
     ap.add_argument("--kernel_dim", type=int, default=5)
@@ -108,8 +113,14 @@ def refit(split: data_lib.Split, cfg: kernel_model.KernelConfig,
 def _setup(args):
     """(split, TRAIN matrix (rows: items), VALID and TEST targets, bias baseline, model
     config, schedule, output folder)."""
-    split = data_lib.movielens_split(args.data_dir, args.split,
-                                     os.path.join(args.out, "data"), args.split_seed, args.smoke)
+    if args.train:
+        split = data_lib.Split(args.name, args.train, args.valid, args.test,
+                               f"{args.name}: TRAIN {args.train}, VALID {args.valid}, TEST "
+                               f"{args.test}")
+        args.split = args.name
+    else:
+        split = data_lib.movielens_split(args.data_dir, args.split, os.path.join(
+            args.out, "data"), args.split_seed, args.smoke)
     train_m = ratings.load_matrix(split.train, major="items")
     valid = predictions.align_targets(train_m, ratings.load_triples(split.valid))
     test = predictions.align_targets(train_m, ratings.load_triples(split.test))
@@ -197,6 +208,9 @@ def table(out: str, split: str = "u1") -> str:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args = parse_flags(argv)
+    if args.train and not (args.valid and args.test):
+        print("error: --train needs --valid and --test", file=sys.stderr)
+        return 2
     if args.table:
         print(table(args.out, args.split))
         return 0
