@@ -125,11 +125,7 @@ class _BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        # the rest of the body stays unread, so the connection cannot carry another request:
-        # "Connection: close" makes uvicorn close it right after the answer
-        close = {"Connection": "close"}
-        too_large = HTTPException(413, f"request body over the limit of {self.max_bytes} bytes",
-                                  headers=close)
+        too_large = HTTPException(413, f"request body over the limit of {self.max_bytes} bytes")
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -137,7 +133,7 @@ class _BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > self.max_bytes:
-                    response = JSONResponse({"error": too_large.detail}, 413, headers=close)
+                    response = JSONResponse({"error": too_large.detail}, 413)
                     return await response(scope, receive, send)
         seen = 0
 
@@ -145,9 +141,10 @@ class _BodyLimit:
             nonlocal seen
             try:
                 message = await asyncio.wait_for(receive(), self.timeout)
-            except asyncio.TimeoutError:
+            except asyncio.TimeoutError:  # the client stalls: its connection is closed after
+                # the answer ("Connection: close"), not held for the keep-alive timeout
                 raise HTTPException(408, f"request body not received within {self.timeout:g} "
-                                    "s", headers=close) from None
+                                    "s", headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
