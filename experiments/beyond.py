@@ -45,7 +45,7 @@ import numpy as np
 from deepae_jax import baseline as baseline_lib
 from deepae_jax import inference
 from deepae_jax.evaluation import predictions
-from deepae_jax.training import trainer
+from deepae_jax.training import search
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
 from deepae_jax.run import files
@@ -111,7 +111,7 @@ def train_member(cfg: Config) -> dict:
     t0 = time.time()
     with open(os.path.join(cfg.logdir, "train.log"), "w", encoding="utf-8") as log, \
             contextlib.redirect_stdout(log):
-        trainer.train_and_evaluate(cfg)
+        search.train(cfg)
     with open(path, encoding="utf-8") as fh:
         summary = json.load(fh)
     summary["wall_s"] = time.time() - t0

@@ -159,8 +159,8 @@ def fit(train, valid=None, test=None, *, config: Config | None = None, flagfile:
                                                  keep_existing=bool(values.get("resume")))
                                    for flag, (name, d) in data.items()})
     cfg = Config.from_dict(values)
-    from deepae_jax.training import trainer
-    trainer.train_and_evaluate(cfg)
+    from deepae_jax.training import search
+    search.train(cfg)
     return Model(cfg.logdir)
 
 

@@ -210,6 +210,12 @@ class Config:
         "(beyond the paper): the best epoch count, the baseline's lambdas and the final "
         "predictor chosen on validation, nothing chosen again; in LOGDIR/refit, scored once on "
         "--path_to_test_data (summary.json: refit_test_rmse). Needs --path_to_eval_data.")
+    time_budget: float = setting(
+        0.0, "Seconds for a search on validation before the run (beyond the paper; 0: none): "
+        "trials of settings drawn around the given ones (hidden widths, lr, L2, dropouts), "
+        "each trained without the test data in LOGDIR/search; the lowest validation RMSE wins "
+        "and is trained as the run (search.json lists the trials). Needs "
+        "--path_to_eval_data.")
     # training step
     train_path: str = setting(
         "auto", "The training step's variant, fixed once per run and logged: dense (the dense "
@@ -265,9 +271,11 @@ class Config:
             bad("path_to_eval_data", "model selection (--path_to_test_data, "
                 "--early_stopping_patience) needs validation data")
         self._check_final_predictor()
-        if self.refit and self.mode == "train" and not self.path_to_eval_data:
-            bad("refit", "needs --path_to_eval_data (the epochs and lambdas it keeps are "
-                "chosen there)")
+        for flag in ("refit", "time_budget"):  # what they keep is chosen on validation
+            if getattr(self, flag) and self.mode == "train" and not self.path_to_eval_data:
+                bad(flag, "needs --path_to_eval_data (its choices are made there)")
+        if self.time_budget < 0:
+            bad("time_budget", "must be >= 0 seconds (0: no search)")
         if self.dtype == "bfloat16" and self.matmul_precision not in ("float32", "bfloat16"):
             bad("dtype", f"--dtype=bfloat16 contradicts --matmul_precision="
                 f"{self.matmul_precision}; give only --matmul_precision")

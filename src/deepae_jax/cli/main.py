@@ -30,7 +30,7 @@ def run_mode(cfg: config_lib.Config, args: Sequence[str] = ()) -> int:
     settings, data, checkpoints or files)."""
     del args
     from deepae_jax import inference
-    from deepae_jax.training import trainer  # heavy imports (jax) after flag parsing
+    from deepae_jax.training import search  # heavy imports (jax) after flag parsing
     from deepae_jax.run.checkpoint import CheckpointError
     from deepae_jax.data.ratings import RatingsFormatError
     from deepae_jax.core.step import TrainingDivergedError
@@ -43,7 +43,7 @@ def run_mode(cfg: config_lib.Config, args: Sequence[str] = ()) -> int:
             from deepae_jax.data.datasets import synthetic
             synthetic.ensure_dataset(cfg.path_to_train_data, cfg.path_to_eval_data)
         if cfg.mode == "train":
-            trainer.train_and_evaluate(cfg)
+            search.train(cfg)
         elif cfg.mode == "evaluate":
             inference.run_evaluate(cfg)
         elif cfg.mode == "recommend":
