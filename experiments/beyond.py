@@ -188,9 +188,10 @@ def glocal_member(split: data_lib.Split, seed: int, work: str, smoke: bool = Fal
 
 def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users: int,
              recipe: str = RECIPE, with_refit: bool = False,
-             kernel: dict[str, np.ndarray] | None = None) -> list[dict]:
+             kernels: list[dict[str, np.ndarray]] = ()) -> list[dict]:
     """Trains the members of ensemble ``seed`` and scores their stacked predictions;
-    ``kernel``: a GLocal-K member's predictions (:func:`glocal_member`), a group of its own."""
+    ``kernels``: GLocal-K members' predictions (:func:`glocal_member`), averaged into a group
+    of their own."""
     members = [("items", seed * 100 + j) for j in range(n_items)]
     members += [("users", seed * 100 + 50 + j) for j in range(n_users)]
     preds = {(part, major): [] for part in ("valid", "test", "refit")
@@ -213,12 +214,12 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
     if with_refit:
         base["refit"] = baseline_predictions(split, {"refit": split.test}, both,
                                              regs)[0]["refit"]
-    if kernel is not None:
+    for kernel in kernels:
         for part in ("valid", "test", "refit"):
             if not np.allclose(kernel[part + "_actual"], actual["test" if part == "refit"
                                                                 else part]):
                 raise ValueError(f"GLocal-K's {part} ratings are not this split's, in order")
-            preds[part, "glocal"] = [kernel[part]]
+            preds.setdefault((part, "glocal"), []).append(kernel[part])
     groups = [g for g in ("items", "users", "glocal") if preds.get(("valid", g))]
 
     def stacked(part, w):  # b + sum_g w_g (mean of group g - b), clipped to the rating range
@@ -228,8 +229,8 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
     w = stack_weights(actual["valid"], base["valid"],
                       [np.mean(preds["valid", g], axis=0) for g in groups])
     scores = {part: predictions.score(stacked(part, w), actual[part]) for part in ("valid", "test")}
-    name = (f"ensemble {n_items} items + {n_users} users" + (" + GLocal-K" if kernel else "")
-            + ", stacked with the baseline")
+    name = (f"ensemble {n_items} items + {n_users} users"
+            + (f" + {len(kernels)} GLocal-K" if kernels else "") + ", stacked with the baseline")
     weights = dict(zip(groups, (float(x) for x in w)))
     rows = [{"kind": "ensemble", "name": name,
              "seed": seed, "members": [f"{m}:{s}" for m, s in members], "weights": weights,
@@ -303,6 +304,9 @@ def main(argv=None) -> int:
                     help="add a GLocal-K member (experiments/glocal.py, refit included) to each "
                     "ensemble, stacked as a group of its own (with --best: on)")
     ap.add_argument("--no_glocal", action="store_true", help="--best without GLocal-K")
+    ap.add_argument("--glocal_members", type=int, default=1,
+                    help="GLocal-K members per ensemble (seeds: the ensemble's, then "
+                    "100 x it + 90 + j), averaged")
     ap.add_argument("--smoke", action="store_true",
                     help="CI: a corner of MovieLens-100K and 2 epochs per run")
     ap.add_argument("--rating_factor", type=float, default=1.0,
@@ -356,11 +360,13 @@ def main(argv=None) -> int:
                 print(json.dumps(rows[-1]), flush=True)
         if not args.no_ensemble:
             for seed in seeds:
-                kernel = (glocal_member(split, seed, work, args.smoke) if args.glocal
-                          else None)
+                kernel_seeds = [seed] + [seed * 100 + 90 + j
+                                         for j in range(1, args.glocal_members)]
+                kernels = [glocal_member(split, s, work, args.smoke)
+                           for s in kernel_seeds] if args.glocal else []
                 rows += ensemble(split, os.path.join(work, f"ensemble{seed}"), seed,
                                  args.ensemble_items, args.ensemble_users, args.recipe,
-                                 args.refit, kernel)
+                                 args.refit, kernels)
                 print(json.dumps(rows[-1]), flush=True)
         meta = {"command": "python -m experiments.beyond " + " ".join(argv or sys.argv[1:]),
                 "split": split.description, "machine": machine(), "commit": started,

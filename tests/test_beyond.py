@@ -19,7 +19,7 @@ def test_beyond_smoke(shared_data, tmp_path):
     n_test = rows[0]["test_count"]
     assert all(r["test_count"] == n_test for r in rows)  # every rating, every method
     assert set(rows[4]["weights"]) == {"items", "users", "glocal"} and rows[5]["test_rmse"] > 0
-    assert "+ GLocal-K" in rows[4]["name"]
+    assert "+ 1 GLocal-K" in rows[4]["name"]
     bias = rows[1] if rows[1]["name"] == "bias" else rows[0]
     assert rows[4]["valid_rmse"] <= bias["valid_rmse"] + 1e-9  # stacked with the baseline
     assert rows[3]["epochs"] == rows[2]["best_epoch"]
