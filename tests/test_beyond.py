@@ -12,7 +12,7 @@ def test_beyond_smoke(shared_data, tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     assert beyond.main(["--data_dir", str(shared_data / "movielens-100k"), "--splits", "u1",
                         "--seeds", "1", "--ensemble_items", "1", "--ensemble_users", "1",
-                        "--smoke", "--refit", "--glocal", "--out", str(out), "--work_dir", str(work)]) == 0
+                        "--smoke", "--refit", "--glocal", "--glocal_members", "1", "--out", str(out), "--work_dir", str(work)]) == 0
     rows = [json.loads(line) for line in (out / "u1" / "results.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in rows] == ["baseline", "baseline", "recipe", "refit", "ensemble",
                                          "ensemble_refit"]
