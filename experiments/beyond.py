@@ -14,9 +14,11 @@ scored once, over ALL its ratings (unknown users/items get the baseline's predic
 * an ensemble per seed s: ``--ensemble_items`` item-based recipe runs and ``--ensemble_users``
   user-based ones (``--major=users``), each with its own training seed, stacked on VALID with
   the bias baseline b: prediction = b + w_i * (mean(item-based) - b) + w_u * (mean(user-based)
-  - b), (w_i, w_u) the least-squares fit on VALID (:func:`stack_weights`), so that the
-  ensemble's VALID error is at most the baseline's and each group's (before clipping)
-  (``inference.predict_ratings`` gives every member's prediction of every rating).
+  - b), (w_i, w_u) the least-squares fit on VALID, so that the ensemble's VALID error is at
+  most the baseline's and each group's (before clipping); the weights may also differ by the
+  item's (user's) activity tercile, the form chosen by cross-validation on VALID
+  (``experiments/stacking.py``; ``inference.predict_ratings`` gives every member's prediction
+  of every rating).
 * with ``--refit``: each recipe run and each ensemble member again, trained on TRAIN + VALID
   for its best epoch count with the bias lambdas and the final predictor (shrinkage) it chose
   on VALID (no choice made on the larger set), scored once on TEST; refit ensembles keep the
@@ -52,6 +54,7 @@ from deepae_jax.config import Config
 from deepae_jax.data import ratings
 from deepae_jax.run import files
 from experiments import data as data_lib
+from experiments import stacking
 from experiments.flagfiles import parse_flagfile
 from experiments.run import commit, machine
 
@@ -142,13 +145,6 @@ def refit(summary: dict, first: Config) -> tuple[dict, Config]:
                                                                     files.TRAIN_VALID_FILE))
 
 
-def stack_weights(y: np.ndarray, base: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
-    """Least-squares weights w of ``y - base ~ sum_g w_g (groups[g] - base)`` (the stacking
-    step; w = 0 is the baseline, so VALID is never worse than the baseline before clipping)."""
-    x = np.stack([g - base for g in groups], axis=1)
-    return np.linalg.lstsq(x, y - base, rcond=None)[0]
-
-
 def baseline_predictions(split: data_lib.Split, paths: dict, train_path: str = "",
                          regs: tuple[float, float] | None = None) -> tuple[dict, tuple, tuple]:
     """({part: bias-baseline prediction of every rating of paths[part]}, (reg_user, reg_item),
@@ -188,6 +184,20 @@ def glocal_member(split: data_lib.Split, seed: int, work: str, smoke: bool = Fal
     return out
 
 
+def stacking_bins(split: data_lib.Split) -> dict[str, dict[str, np.ndarray | None]]:
+    """{form: {part: bins}} for :mod:`experiments.stacking`: VALID and TEST binned by their
+    item's (user's) activity in TRAIN, the refit's TEST by its activity in TRAIN + VALID."""
+    train, valid, test = (ratings.load_triples(p) for p in (split.train, split.valid,
+                                                            split.test))
+    out: dict = {"plain": {"valid": None, "test": None, "refit": None}}
+    for form, of in (("item_bins", lambda t: t.items), ("user_bins", lambda t: t.users)):
+        both = np.concatenate(ratings.unify_ids(of(train), of(valid)))
+        out[form] = {"valid": stacking.activity_bins(of(valid), of(train)),
+                     "test": stacking.activity_bins(of(test), of(train)),
+                     "refit": stacking.activity_bins(of(test), both)}
+    return out
+
+
 def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users: int,
              recipe: str = RECIPE, with_refit: bool = False,
              kernels: list[dict[str, np.ndarray]] = ()) -> list[dict]:
@@ -224,22 +234,28 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
             preds.setdefault((part, "glocal"), []).append(kernel[part])
     groups = [g for g in ("items", "users", "glocal") if preds.get(("valid", g))]
 
-    def stacked(part, w):  # b + sum_g w_g (mean of group g - b), clipped to the rating range
-        pred = base[part] + sum(wg * (np.mean(preds[part, g], axis=0) - base[part])
-                                for wg, g in zip(w, groups))
-        return np.clip(pred, *bounds)
-    w = stack_weights(actual["valid"], base["valid"],
-                      [np.mean(preds["valid", g], axis=0) for g in groups])
-    scores = {part: predictions.score(stacked(part, w), actual[part]) for part in ("valid", "test")}
+    means = {part: [np.mean(preds[part, g], axis=0) for g in groups]
+             for part in ("valid", "test", "refit") if preds.get((part, groups[0]))}
+    bins = stacking_bins(split)
+    form, cv = stacking.choose_form(actual["valid"], base["valid"], means["valid"],
+                                    {f: b["valid"] for f, b in bins.items()}, bounds)
+    w = stacking.fit(actual["valid"], base["valid"], means["valid"], bins[form]["valid"])
+
+    def stacked(part):  # b + sum_g w_g (mean of group g - b), clipped to the rating range
+        return stacking.predict(w, base[part], means[part], bins[form][part], bounds)
+    scores = {part: predictions.score(stacked(part), actual[part]) for part in ("valid", "test")}
     name = (f"ensemble {n_items} items + {n_users} users"
             + (f" + {len(kernels)} GLocal-K" if kernels else "") + ", stacked with the baseline")
-    weights = dict(zip(groups, (float(x) for x in w)))
+    labels = [g if form == "plain" else f"{g}:{form[:4]}{k}" for k in
+              range(1 if form == "plain" else stacking.N_BINS) for g in groups]
+    weights = dict(zip(labels, (float(x) for x in w)))
     rows = [{"kind": "ensemble", "name": name,
              "seed": seed, "members": [f"{m}:{s}" for m, s in members], "weights": weights,
+             "stack_form": form, "stack_cv_rmse": cv,
              "valid_rmse": scores["valid"].rmse, "test_rmse": scores["test"].rmse,
              "test_count": scores["test"].count, "wall_s": wall}]
     if with_refit:
-        s = predictions.score(stacked("refit", w), actual["test"])
+        s = predictions.score(stacked("refit"), actual["test"])
         rows.append({**rows[0], "kind": "ensemble_refit", "valid_rmse": float("nan"),
                      "name": name + ", each refit on TRAIN+VALID (weights from VALID)",
                      "test_rmse": s.rmse, "test_count": s.count, "wall_s": None})
