@@ -140,6 +140,8 @@ def refit(summary: dict, first: Config) -> tuple[dict, Config]:
            "seed": first.seed, "valid_rmse": float("nan"), "epochs": summary["refit_epochs"],
            "test_rmse": summary["refit_test_rmse"], "test_count": summary["refit_test_count"],
            "wall_s": None}
+    if summary.get("refit_skipped"):  # the run kept its baseline: it is its own refit
+        return row, first
     return row, dataclasses.replace(first, logdir=summary["refit_logdir"], refit=False,
                                     path_to_train_data=os.path.join(summary["refit_logdir"],
                                                                     files.TRAIN_VALID_FILE))
@@ -208,7 +210,7 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
     members += [("users", seed * 100 + 50 + j) for j in range(n_users)]
     preds = {(part, major): [] for part in ("valid", "test", "refit")
              for major in ("items", "users")}
-    actual, wall = {}, 0.0
+    actual, wall, both = {}, 0.0, ""
     for major, s in members:
         cfg = member_config(split, os.path.join(work, f"{major}_seed{s}"), s, recipe,
                             major=major, refit=with_refit)
@@ -220,12 +222,13 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
         if with_refit:  # the member retrained on TRAIN + VALID, scored on TEST
             _, again = refit(summary, cfg)
             preds["refit", major].append(member_predictions(again, split.test)[0])
-            both = os.path.join(summary["refit_logdir"], files.TRAIN_VALID_FILE)
+            if not summary.get("refit_skipped"):
+                both = os.path.join(summary["refit_logdir"], files.TRAIN_VALID_FILE)
 
     base, regs, bounds = baseline_predictions(split, {"valid": split.valid, "test": split.test})
-    if with_refit:
-        base["refit"] = baseline_predictions(split, {"refit": split.test}, both,
-                                             regs)[0]["refit"]
+    if with_refit:  # the baseline refit as the members were (none refit: the run's own)
+        base["refit"] = (baseline_predictions(split, {"refit": split.test}, both,
+                                              regs)[0]["refit"] if both else base["test"])
     for kernel in kernels:
         for part in ("valid", "test", "refit"):
             if not np.allclose(kernel[part + "_actual"], actual["test" if part == "refit"

@@ -104,3 +104,20 @@ def test_refit_needs_validation_data_and_one_process():
     refit.check_refit(cfg, 1)
     with pytest.raises(ValueError, match="--refit: runs in one process"):
         refit.check_refit(cfg, 2)
+
+
+def test_a_run_that_keeps_the_baseline_is_not_refit(tmp_path):
+    """The floor stays exact: the answer is the baseline the run printed, not one refit."""
+    root = tmp_path / "data"
+    synthetic.ensure_dataset(str(root / "train"), str(root / "valid"), SPEC)
+    cfg = Config(path_to_train_data=str(root / "train"), path_to_eval_data=str(root / "valid"),
+                 path_to_test_data=str(root / "valid"), logdir=str(tmp_path / "run"),
+                 hidden_layers=(8,), optimizer="adam", lr=0.01, batch_size=8, num_epochs=2,
+                 seed=1, progress=False, baseline="bias", unknown="baseline",
+                 final_predictor="baseline", save_every=100, refit=True)
+    trainer.train_and_evaluate(cfg)
+    summary = json.loads((tmp_path / "run" / files.SUMMARY_FILE).read_text())
+    assert summary["refit_logdir"] == cfg.logdir and summary["refit_epochs"] == 0
+    assert summary["refit_test_rmse"] == summary["test_rmse"] == pytest.approx(
+        summary["test_baseline_rmse"])
+    assert not (tmp_path / "run" / files.REFIT_DIR).exists()

@@ -7,6 +7,8 @@ set. The refit run is a complete run folder, ``LOGDIR/refit``: its training rati
 (``train_valid.npz``: the training ratings, then the validation ratings), checkpoint, baseline
 with the final predictor's gains folded in (their counts from the refit's own training data),
 config.json and report. Point evaluate, infer, recommend, serve or export at it to use it.
+When validation chose the bias baseline alone, nothing is refit: the answer stays the baseline
+the run printed, the floor exactly (:func:`kept_as_is`).
 :func:`deepae_jax.training.trainer.train_and_evaluate` trains it after the selected run.
 """
 from __future__ import annotations
@@ -101,6 +103,20 @@ def record(refit_cfg: Config, scores: predictions.Scores | None,
                    refit_test_count=scores.count)
     if base is not None:
         out["refit_baseline_lambdas"] = [base.reg_row, base.reg_col]  # (rows, columns)
+    return out
+
+
+def kept_as_is(cfg: Config, summary: dict) -> dict | None:
+    """What summary.json says when there is nothing to refit (else None): validation chose the
+    bias baseline alone as the final predictor, so the answer stays the baseline the run printed
+    (fitted on the training ratings; the floor, exactly), not one refit on more ratings."""
+    if summary.get("final_predictor") != "baseline":
+        return None
+    out = {"refit_logdir": cfg.logdir, "refit_epochs": 0,
+           "refit_skipped": "the final predictor is the run's bias baseline: kept as it is"}
+    if "test_rmse" in summary:
+        out.update(refit_test_rmse=summary["test_rmse"], refit_test_mae=summary["test_mae"],
+                   refit_test_count=summary["test_count"])
     return out
 
 

@@ -79,7 +79,9 @@ def summary_lines(record: RunRecord, seconds: float) -> list[str]:
         lines.append(f"test RMSE {s['test_rmse']:.4f} over {s['test_count']} ratings"
                      + (f" (the model's own baseline: {s['test_baseline_rmse']:.4f})"
                         if s.get("test_baseline_rmse") is not None else ""))
-    if "refit_logdir" in s:
+    if "refit_skipped" in s:
+        lines.append(f"no refit: {s['refit_skipped']}")
+    elif "refit_logdir" in s:
         lines.append(f"refit on training + validation ratings ({s['refit_epochs']} epochs): "
                      f"{s['refit_logdir']}" + (f", test RMSE {s['refit_test_rmse']:.4f}"
                                                if "refit_test_rmse" in s else ""))

@@ -253,6 +253,12 @@ def _finish_run(cfg: Config, record: report.RunRecord, raw_train) -> None:
 def _refit(cfg: Config, raw_train, summary: dict) -> dict:
     """Trains the refit run (training.refit) in LOGDIR/refit, scores it on the test data and
     adds what it did to summary.json; returns the summary."""
+    unchanged = refit.kept_as_is(cfg, summary)
+    if unchanged is not None:
+        results.info("no refit: %s", unchanged["refit_skipped"])
+        summary = {**summary, **unchanged}
+        selection.write_summary(cfg.logdir, summary)
+        return summary
     base = baseline_lib.load(cfg.logdir)
     train_path = refit.write_train_valid(cfg, raw_train)
     refit_cfg = refit.refit_config(cfg, summary, base, train_path)
