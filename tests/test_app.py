@@ -143,3 +143,12 @@ def test_train_plot_and_recommend_through_deepae(tmp_path):
 def test_the_earlier_module_entry_points_are_the_same_commands(module, needle):
     proc = run("-m", module, "--help")
     assert proc.returncode == 0 and proc.stdout.startswith(needle), proc.stderr[-2000:]
+
+
+def test_the_search_recipe_is_the_recipe_plus_a_time_budget():
+    from deepae_jax.config import Config
+    from deepae_jax.settings import read_flagfile
+    plain = read_flagfile(Config, recipes.path("rating_prediction"))
+    search = read_flagfile(Config, recipes.path("rating_prediction_search"))
+    assert search.pop("time_budget") > 0 and plain.pop("logdir") != search.pop("logdir")
+    assert search == plain
