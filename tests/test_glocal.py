@@ -117,7 +117,7 @@ def test_i_autorec_recipe_is_one_hidden_item_based_layer():
 
 def test_experiment_smoke_writes_the_predictions_it_scores(shared_data, tmp_path):
     from experiments import glocal as experiment
-    args = experiment._flags(["--data_dir", str(shared_data / "movielens-100k"), "--smoke",
+    args = experiment.parse_flags(["--data_dir", str(shared_data / "movielens-100k"), "--smoke",
                               "--out", str(tmp_path), "--seed", "3", "--refit"])
     s = experiment.run(args)
     with open(os.path.join(s["folder"], "summary.json"), encoding="utf-8") as fh:
