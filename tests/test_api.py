@@ -1,6 +1,9 @@
 """api.py: fit from DataFrames or paths, evaluate, predict, recommend, save and load."""
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -166,3 +169,17 @@ def test_resume_with_other_dataframes_is_refused_before_writing(fitted):
         api.fit(train.iloc[:60], valid, logdir=model.logdir, resume=True, num_epochs=4,
                 progress=False)
     assert hashlib.sha256(open(path, "rb").read()).hexdigest() == digest
+
+
+def test_the_refit_model_of_a_run(fitted, tmp_path):
+    model, train, valid, test = fitted
+    assert model.refit is None  # trained without --refit
+    again = api.fit(train, valid, test, logdir=str(tmp_path / "run"), hidden_layers=(8,),
+                    optimizer="adam", lr=0.01, batch_size=8, num_epochs=2, progress=False,
+                    baseline="bias", unknown="baseline", final_predictor="blend", refit=True)
+    refit = again.refit
+    assert refit is not None and refit.logdir.endswith("refit")
+    summary = json.loads(open(os.path.join(again.logdir, "summary.json")).read())
+    scores = refit.evaluate(test, metrics="rmse")
+    assert scores["rmse"] == pytest.approx(summary["refit_test_rmse"], rel=1e-6)
+    assert np.isfinite(refit.predict(["u1"], [1])).all()

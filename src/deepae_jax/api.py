@@ -187,6 +187,15 @@ class Model:
     def _settings(self, **overrides) -> Config:
         return dataclasses.replace(self.config, **overrides)
 
+    @property
+    def refit(self) -> "Model | None":
+        """The model refit on the training and validation ratings (``--refit``: its folder
+        ``LOGDIR/refit``), or None when the run has none (no ``--refit``, or it kept its
+        baseline: then this model is the answer)."""
+        from deepae_jax.run import files
+        folder = os.path.join(self.logdir, files.REFIT_DIR)
+        return Model(folder) if os.path.isfile(os.path.join(folder, files.CONFIG_FILE)) else None
+
     def evaluate(self, data, metrics: str = "rmse,mae", columns: Sequence[str] | None = None,
                  relevance_threshold: float = 0.0) -> dict[str, Any]:
         """Every metric of ``metrics`` (the ``--metrics`` syntax) on ``data``, with

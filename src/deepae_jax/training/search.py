@@ -135,12 +135,10 @@ def train_with_search(cfg: Config) -> dict:
     results.info("search: trial %d of %d wins (validation RMSE %.4f; trial 0, the settings as "
                  "given: %.4f); training it as the run", best["trial"], len(records),
                  best["valid_rmse"], records[0]["valid_rmse"])
-    winner = dataclasses.replace(cfg, **settings, time_budget=0.0)
-    last = trainer.train_and_evaluate(winner)
     files.atomic_write_text(os.path.join(cfg.logdir, SEARCH_FILE), json.dumps(
         {"time_budget_s": cfg.time_budget, "winner": best["trial"], "trials": records},
-        indent=2))
-    return last
+        indent=2))  # before the winner's run: the trials stay on record if it fails
+    return trainer.train_and_evaluate(dataclasses.replace(cfg, **settings, time_budget=0.0))
 
 
 def train(cfg: Config) -> dict:
