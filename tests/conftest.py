@@ -46,6 +46,24 @@ TINY_SPEC = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_us
 """The synthetic ratings of :func:`tiny_model`."""
 
 
+SMALL_SPEC = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_user=15, seed=5)
+"""The synthetic ratings of :func:`bias_run_config`."""
+
+
+def bias_run_config(tmp_path, **settings):
+    """The Config of a small run learning residuals of the bias baseline on SMALL_SPEC's TRAIN
+    and VALID (written under ``tmp_path/data``; VALID is also the test data), logdir
+    ``tmp_path/run``; ``settings`` replace or add to the defaults below."""
+    from deepae_jax.config import Config
+    root = tmp_path / "data"
+    synthetic.ensure_dataset(str(root / "train"), str(root / "valid"), SMALL_SPEC)
+    values = dict(path_to_train_data=str(root / "train"), path_to_eval_data=str(root / "valid"),
+                  path_to_test_data=str(root / "valid"), logdir=str(tmp_path / "run"),
+                  optimizer="adam", batch_size=8, seed=1, progress=False, baseline="bias",
+                  unknown="baseline", save_every=100)
+    return Config(**{**values, **settings})
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """(root, Config) of a tiny model trained once per test session on TINY_SPEC (tied decoder,

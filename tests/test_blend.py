@@ -12,12 +12,12 @@ import scipy.sparse as sp
 from deepae_jax import baseline as bl
 from deepae_jax import inference
 from deepae_jax.config import Config
-from deepae_jax.data.datasets import synthetic
 from deepae_jax.evaluation import blend, scoring
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.settings import ConfigError
 from deepae_jax.run import files
 from deepae_jax.training import trainer
+from conftest import bias_run_config
 
 
 def residuals(n=400, noise=1.0, signal=0.5, seed=0, n_rows=30, n_cols=20):
@@ -119,17 +119,9 @@ def test_final_predictor_needs_the_bias_baseline_and_validation():
            final_predictor="auto")
 
 
-SPEC = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_user=15, seed=5)
-
-
 def test_a_bad_autoencoder_ends_no_worse_than_the_baseline_everywhere(tmp_path):
-    root = tmp_path / "data"
-    synthetic.ensure_dataset(str(root / "train"), str(root / "valid"), SPEC)
-    cfg = Config(path_to_train_data=str(root / "train"), path_to_eval_data=str(root / "valid"),
-                 path_to_test_data=str(root / "valid"), logdir=str(tmp_path / "run"),
-                 hidden_layers=(64,), optimizer="adam", lr=0.3, batch_size=8, num_epochs=2,
-                 seed=1, progress=False, baseline="bias", unknown="baseline",
-                 clip_predictions=True, final_predictor="auto", save_every=100)
+    cfg = bias_run_config(tmp_path, hidden_layers=(64,), lr=0.3, num_epochs=2,
+                          clip_predictions=True, final_predictor="auto")
     trainer.train_and_evaluate(cfg)  # lr 0.3: an autoencoder far worse than the biases
     summary = json.load(open(tmp_path / "run" / files.SUMMARY_FILE))
     cands = {c["name"]: c["valid_rmse"] for c in summary["final_predictor_candidates"]}
@@ -139,7 +131,7 @@ def test_a_bad_autoencoder_ends_no_worse_than_the_baseline_everywhere(tmp_path):
     # TEST = VALID here: the trainer scored the chosen predictor, and so does --mode=evaluate
     assert summary["test_rmse"] == pytest.approx(summary["final_predictor_valid_rmse"])
     assert summary["test_rmse"] <= summary["test_baseline_rmse"] + 1e-12
-    ev = Config(mode="evaluate", path_to_eval_data=str(root / "valid"), logdir=cfg.logdir,
+    ev = Config(mode="evaluate", path_to_eval_data=cfg.path_to_eval_data, logdir=cfg.logdir,
                 progress=False)
     assert inference.run_evaluate(ev).rmse == pytest.approx(summary["test_rmse"])
 

@@ -12,13 +12,10 @@ from deepae_jax import baseline as bl
 from deepae_jax import inference
 from deepae_jax.config import Config
 from deepae_jax.data import ratings
-from deepae_jax.data.datasets import synthetic
 from deepae_jax.run import files
 from deepae_jax.settings import ConfigError
 from deepae_jax.training import refit, trainer
-
-SPEC = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_user=15, seed=5)
-
+from conftest import bias_run_config
 
 def triples_set(t: ratings.Triples) -> set:
     return {(str(u), str(i), float(r)) for u, i, r in zip(t.users, t.items, t.ratings)}
@@ -27,13 +24,8 @@ def triples_set(t: ratings.Triples) -> set:
 @pytest.fixture(scope="module")
 def refitted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("refit")
-    root = tmp / "data"
-    synthetic.ensure_dataset(str(root / "train"), str(root / "valid"), SPEC)
-    cfg = Config(path_to_train_data=str(root / "train"), path_to_eval_data=str(root / "valid"),
-                 path_to_test_data=str(root / "valid"), logdir=str(tmp / "run"),
-                 hidden_layers=(16,), optimizer="adam", lr=0.01, batch_size=8, num_epochs=4,
-                 seed=1, progress=False, baseline="bias", unknown="baseline", major="items",
-                 clip_predictions=True, final_predictor="blend", save_every=100, refit=True)
+    cfg = bias_run_config(tmp, hidden_layers=(16,), lr=0.01, num_epochs=4, major="items",
+                          clip_predictions=True, final_predictor="blend", refit=True)
     trainer.train_and_evaluate(cfg)
     summary = json.loads((tmp / "run" / files.SUMMARY_FILE).read_text())
     return cfg, summary
@@ -91,7 +83,7 @@ def test_a_pair_in_train_and_valid_keeps_its_validation_rating(tmp_path, caplog)
     cfg = Config(path_to_train_data="t", path_to_eval_data=str(tmp_path / "valid.csv"),
                  logdir=str(tmp_path / "run"), refit=True)
     with caplog.at_level(logging.WARNING, logger="deepae_jax"):
-        path = refit.write_train_valid(cfg, train)
+        path = refit.write_train_valid(cfg, train, ratings.load_triples(cfg.path_to_eval_data))
     assert "1 (user, item) pairs are rated in both" in caplog.text
     got = triples_set(ratings.RatingMatrix.load(path).to_triples())
     assert got == {("1", "10", 2.0), ("2", "20", 3.0), ("3", "30", 5.0)}
@@ -108,13 +100,8 @@ def test_refit_needs_validation_data_and_one_process():
 
 def test_a_run_that_keeps_the_baseline_is_not_refit(tmp_path):
     """The floor stays exact: the answer is the baseline the run printed, not one refit."""
-    root = tmp_path / "data"
-    synthetic.ensure_dataset(str(root / "train"), str(root / "valid"), SPEC)
-    cfg = Config(path_to_train_data=str(root / "train"), path_to_eval_data=str(root / "valid"),
-                 path_to_test_data=str(root / "valid"), logdir=str(tmp_path / "run"),
-                 hidden_layers=(8,), optimizer="adam", lr=0.01, batch_size=8, num_epochs=2,
-                 seed=1, progress=False, baseline="bias", unknown="baseline",
-                 final_predictor="baseline", save_every=100, refit=True)
+    cfg = bias_run_config(tmp_path, hidden_layers=(8,), lr=0.01, num_epochs=2,
+                          final_predictor="baseline", refit=True)
     trainer.train_and_evaluate(cfg)
     summary = json.loads((tmp_path / "run" / files.SUMMARY_FILE).read_text())
     assert summary["refit_logdir"] == cfg.logdir and summary["refit_epochs"] == 0

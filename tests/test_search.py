@@ -8,24 +8,16 @@ import numpy as np
 import pytest
 
 from deepae_jax.config import Config
-from deepae_jax.data.datasets import synthetic
 from deepae_jax.run import files
 from deepae_jax.run.logdir import LogdirError
 from deepae_jax.settings import ConfigError
 from deepae_jax.training import search
-
-SPEC = synthetic.SyntheticSpec(n_users=120, n_items=40, mean_ratings_per_user=15, seed=5)
-
+from conftest import bias_run_config
 
 def base_config(tmp_path, **kw) -> Config:
-    root = tmp_path / "data"
-    synthetic.ensure_dataset(str(root / "train"), str(root / "valid"), SPEC)
-    values = dict(path_to_train_data=str(root / "train"), path_to_eval_data=str(root / "valid"),
-                  path_to_test_data=str(root / "valid"), logdir=str(tmp_path / "run"),
-                  hidden_layers=(16,), optimizer="adam", lr=0.01, batch_size=8, num_epochs=3,
-                  seed=1, progress=False, baseline="bias", unknown="baseline",
-                  l2_weights=0.003, drop_prob=0.5, final_predictor="auto", save_every=100)
-    return Config(**{**values, **kw})
+    return bias_run_config(tmp_path, **{**dict(hidden_layers=(16,), lr=0.01, num_epochs=3,
+                                               l2_weights=0.003, drop_prob=0.5,
+                                               final_predictor="auto"), **kw})
 
 
 def test_trials_start_with_the_given_settings_and_stay_in_their_neighbourhood(tmp_path):

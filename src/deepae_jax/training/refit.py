@@ -23,7 +23,7 @@ from deepae_jax.data import ratings
 from deepae_jax.evaluation import blend, predictions
 from deepae_jax.run import checkpoint as ckpt
 from deepae_jax.run import files
-from deepae_jax.training.run_data import Data, centre, evaluate_split, load_data, table_options
+from deepae_jax.training.run_data import Data, centre, evaluate_split, load_data
 
 log = logging.getLogger("deepae_jax")
 
@@ -33,11 +33,10 @@ def refit_folder(logdir: str) -> str:
     return os.path.join(logdir, files.REFIT_DIR)
 
 
-def write_train_valid(cfg: Config, train: ratings.RatingMatrix) -> str:
-    """Writes the training ratings followed by ``--path_to_eval_data``'s as the refit's training
-    matrix (``.npz``, original ids kept); returns its path. A (user, item) pair in both keeps
-    its validation rating (logged)."""
-    valid = ratings.load_triples(cfg.path_to_eval_data, **table_options(cfg))
+def write_train_valid(cfg: Config, train: ratings.RatingMatrix, valid: ratings.Triples) -> str:
+    """Writes the training ratings followed by the validation ones (as the run read them) as the
+    refit's training matrix (``.npz``, original ids kept); returns its path. A (user, item) pair
+    in both keeps its validation rating (logged)."""
     both = ratings.concat_triples([train.to_triples(), valid])
     matrix = ratings.build_matrix(both, cfg.major, duplicates="last", source="TRAIN + VALID")
     if len(both) > matrix.nnz:

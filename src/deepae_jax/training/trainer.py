@@ -185,7 +185,7 @@ def train_and_evaluate(cfg: Config) -> dict:
     cfg = cfg if main else dataclasses.replace(cfg, progress=False)
     record = report.RunRecord(cfg.logdir)
     data = load_data(cfg)
-    raw_train = data.train  # before the baseline is subtracted: what a refit adds VALID to
+    raw = data  # before the baseline is subtracted: what a refit trains on
     record.baselines = _baseline_scores(cfg, data) if main else {}
     model_cfg = cfg.model_config(data.train.shape[1])
     steps_per_epoch, optimizer = _optimizer(cfg, data.train.shape[0])
@@ -231,7 +231,7 @@ def train_and_evaluate(cfg: Config) -> dict:
         logger.close()
         run.release()
     if main:
-        _finish_run(cfg, record, raw_train)
+        _finish_run(cfg, record, raw)
     return record.last
 
 
@@ -243,14 +243,14 @@ def _baseline_scores(cfg: Config, data: Data) -> dict:
     return report.baseline_scores(cfg, data.train.csr, data.targets, data.eval.csr)
 
 
-def _finish_run(cfg: Config, record: report.RunRecord, raw_train) -> None:
+def _finish_run(cfg: Config, record: report.RunRecord, raw: Data) -> None:
     """The refit (--refit, when a best epoch was kept), then curves.png and report.md."""
     if cfg.refit and record.summary and record.summary.get("best_epoch"):
-        record.last["summary"] = record.summary = _refit(cfg, raw_train, record.summary)
+        record.last["summary"] = record.summary = _refit(cfg, raw, record.summary)
     report.finish_run(cfg, record)
 
 
-def _refit(cfg: Config, raw_train, summary: dict) -> dict:
+def _refit(cfg: Config, raw: Data, summary: dict) -> dict:
     """Trains the refit run (training.refit) in LOGDIR/refit, scores it on the test data and
     adds what it did to summary.json; returns the summary."""
     unchanged = refit.kept_as_is(cfg, summary)
@@ -260,7 +260,7 @@ def _refit(cfg: Config, raw_train, summary: dict) -> dict:
         selection.write_summary(cfg.logdir, summary)
         return summary
     base = baseline_lib.load(cfg.logdir)
-    train_path = refit.write_train_valid(cfg, raw_train)
+    train_path = refit.write_train_valid(cfg, raw.train, raw.targets.triples)
     refit_cfg = refit.refit_config(cfg, summary, base, train_path)
     results.info("refit on the training + validation ratings for %d epochs, in %s",
                  refit_cfg.num_epochs, refit_cfg.logdir)
