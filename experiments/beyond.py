@@ -26,9 +26,13 @@ scored once, over ALL its ratings (unknown users/items get the baseline's predic
 * ``--glocal``: each ensemble also stacks ``--glocal_members`` GLocal-K members (default 2;
   ``experiments/glocal.py`` on the same files, each epoch chosen on VALID, refit included),
   averaged into a third group, its weight fitted on VALID.
-* ``--best``: the best recipe in one command: ``--refit`` and ``--glocal`` with the ensembles (5
-  item- and 2 user-based members and 2 GLocal-K members per seed unless told otherwise; about
-  16 minutes per seed on an idle 2-core CPU, GLocal-K taking most of it).
+* ``--neighbours``: each ensemble also stacks the item- and user-based neighbourhood models
+  (``experiments/neighbours.py``: k nearest neighbours on the bias model's residuals, k and
+  shrinkage chosen on VALID, refit on TRAIN + VALID), one group each: a family unlike the
+  autoencoders (seconds to fit).
+* ``--best``: the best recipe in one command: ``--refit``, ``--glocal`` and ``--neighbours``
+  with the ensembles (5 item- and 2 user-based members and 2 GLocal-K members per seed unless
+  told otherwise; about 16 minutes per seed on an idle 2-core CPU, GLocal-K taking most of it).
 
 Writes ``results.jsonl`` (one row per run and per ensemble), ``table.md`` and ``meta.json`` to
 ``--out``; runs go to ``--work_dir`` (reused when their ``summary.json`` exists).
@@ -186,6 +190,42 @@ def glocal_member(split: data_lib.Split, seed: int, work: str, smoke: bool = Fal
     return out
 
 
+def neighbour_members(split: data_lib.Split) -> dict[str, dict[str, np.ndarray]]:
+    """{"item_knn": ..., "user_knn": ...}: the item- and user-based neighbourhood models
+    (``experiments/neighbours.py``; bias lambdas, k and shrink chosen on VALID), their
+    predictions of every rating of VALID and TEST and, refit on TRAIN + VALID with the same
+    choices, of TEST again, in the files' order (and those ratings). A side with more than
+    ``neighbours.MAX_NEIGHBOURS`` ids is left out (logged)."""
+    from experiments import neighbours
+    train = ratings.load_matrix(split.train)
+    valid_t, test_t = ratings.load_triples(split.valid), ratings.load_triples(split.test)
+    valid, test = (predictions.align_targets(train, t) for t in (valid_t, test_t))
+    base = baseline_lib.fit(train.csr, "bias", eval_csr=valid.split.csr)
+    both = ratings.build_matrix(ratings.concat_triples([train.to_triples(), valid_t]),
+                                duplicates="last", source="TRAIN + VALID")
+    base_both = baseline_lib.fit(both.csr, "bias", base.reg_row, base.reg_col)
+    test_both = predictions.align_targets(both, test_t)
+    bounds = (base.rating_min, base.rating_max)
+    out = {}
+    for side in neighbours.SIDES:
+        n = len(train.col_ids if side == "items" else train.row_ids)
+        if n > neighbours.MAX_NEIGHBOURS:
+            print(f"neighbours: {n} {side}: no {side[:-1]}-based member", file=sys.stderr)
+            continue
+        model, grid = neighbours.choose(train, base, side, valid.rows, valid.cols,
+                                        valid.actual)
+        again = neighbours.fit(both, base_both, side, model.k, model.shrink)
+        out[f"{side[:-1]}_knn"] = {
+            "valid": np.clip(neighbours.predict(model, valid.rows, valid.cols), *bounds),
+            "test": np.clip(neighbours.predict(model, test.rows, test.cols), *bounds),
+            "refit": np.clip(neighbours.predict(again, test_both.rows, test_both.cols),
+                             *bounds),
+            "valid_actual": valid.actual, "test_actual": test.actual,
+            "refit_actual": test.actual, "k": model.k, "shrink": model.shrink,
+            "valid_grid": grid}
+    return out
+
+
 def stacking_bins(split: data_lib.Split) -> dict[str, dict[str, np.ndarray | None]]:
     """{form: {part: bins}} for :mod:`experiments.stacking`: VALID and TEST binned by their
     item's (user's) activity in TRAIN, the refit's TEST by its activity in TRAIN + VALID."""
@@ -202,10 +242,11 @@ def stacking_bins(split: data_lib.Split) -> dict[str, dict[str, np.ndarray | Non
 
 def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users: int,
              recipe: str = RECIPE, with_refit: bool = False,
-             kernels: list[dict[str, np.ndarray]] = ()) -> list[dict]:
+             others: dict[str, list[dict[str, np.ndarray]]] | None = None) -> list[dict]:
     """Trains the members of ensemble ``seed`` and scores their stacked predictions;
-    ``kernels``: GLocal-K members' predictions (:func:`glocal_member`), averaged into a group
-    of their own."""
+    ``others``: {group: members' predictions} of the other families (GLocal-K:
+    :func:`glocal_member`; neighbours: :func:`neighbour_members`), each group's members
+    averaged."""
     members = [("items", seed * 100 + j) for j in range(n_items)]
     members += [("users", seed * 100 + 50 + j) for j in range(n_users)]
     preds = {(part, major): [] for part in ("valid", "test", "refit")
@@ -229,31 +270,44 @@ def ensemble(split: data_lib.Split, work: str, seed: int, n_items: int, n_users:
     if with_refit:  # the baseline refit as the members were (none refit: the run's own)
         base["refit"] = (baseline_predictions(split, {"refit": split.test}, both,
                                               regs)[0]["refit"] if both else base["test"])
-    for kernel in kernels:
-        for part in ("valid", "test", "refit"):
-            if not np.allclose(kernel[part + "_actual"], actual["test" if part == "refit"
-                                                                else part]):
-                raise ValueError(f"GLocal-K's {part} ratings are not this split's, in order")
-            preds.setdefault((part, "glocal"), []).append(kernel[part])
-    groups = [g for g in ("items", "users", "glocal") if preds.get(("valid", g))]
+    others = others or {}
+    for group, members_of in others.items():
+        for member in members_of:
+            for part in ("valid", "test", "refit"):
+                if not np.allclose(member[part + "_actual"],
+                                   actual["test" if part == "refit" else part]):
+                    raise ValueError(f"{group}'s {part} ratings are not this split's, in order")
+                preds.setdefault((part, group), []).append(member[part])
+    groups = [g for g in ("items", "users", *others) if preds.get(("valid", g))]
 
     means = {part: [np.mean(preds[part, g], axis=0) for g in groups]
              for part in ("valid", "test", "refit") if preds.get((part, groups[0]))}
     bins = stacking_bins(split)
     form, cv = stacking.choose_form(actual["valid"], base["valid"], means["valid"],
                                     {f: b["valid"] for f, b in bins.items()}, bounds)
-    w = stacking.fit(actual["valid"], base["valid"], means["valid"], bins[form]["valid"])
+    bins[stacking.BASELINE] = bins["plain"]
+    if form == stacking.BASELINE and with_refit:  # kept as it is, as a recipe run would be
+        base["refit"], means["refit"] = base["test"], means["test"]
+    w = stacking.fit_form(form, actual["valid"], base["valid"], means["valid"],
+                          bins[form]["valid"])
 
     def stacked(part):  # b + sum_g w_g (mean of group g - b), clipped to the rating range
         return stacking.predict(w, base[part], means[part], bins[form][part], bounds)
     scores = {part: predictions.score(stacked(part), actual[part]) for part in ("valid", "test")}
+    kernels = others.get("glocal", [])
+    knn = [g for g in others if g.endswith("_knn") and others[g]]
     name = (f"ensemble {n_items} items + {n_users} users"
-            + (f" + {len(kernels)} GLocal-K" if kernels else "") + ", stacked with the baseline")
-    labels = [g if form == "plain" else f"{g}:{form[:4]}{k}" for k in
-              range(1 if form == "plain" else stacking.N_BINS) for g in groups]
+            + (f" + {len(kernels)} GLocal-K" if kernels else "")
+            + (f" + {' + '.join(g.replace('_', '-') for g in knn)}" if knn else "")
+            + ", stacked with the baseline")
+    plain = form in ("plain", stacking.BASELINE)
+    labels = [g if plain else f"{g}:{form[:4]}{k}" for k in
+              range(1 if plain else stacking.N_BINS) for g in groups]
     weights = dict(zip(labels, (float(x) for x in w)))
     rows = [{"kind": "ensemble", "name": name,
              "seed": seed, "members": [f"{m}:{s}" for m, s in members], "weights": weights,
+             "neighbours": {g: {"k": others[g][0]["k"], "shrink": others[g][0]["shrink"]}
+                            for g in knn},
              "stack_form": form, "stack_cv_rmse": cv,
              "valid_rmse": scores["valid"].rmse, "test_rmse": scores["test"].rmse,
              "test_count": scores["test"].count, "wall_s": wall}]
@@ -328,6 +382,11 @@ def main(argv=None) -> int:
     ap.add_argument("--glocal_members", type=int, default=2,
                     help="GLocal-K members per ensemble (seeds: the ensemble's, then "
                     "100 x it + 90 + j), averaged")
+    ap.add_argument("--neighbours", action="store_true",
+                    help="add the item- and user-based neighbourhood models "
+                    "(experiments/neighbours.py, refit included) to each ensemble, one group "
+                    "each (with --best: on)")
+    ap.add_argument("--no_neighbours", action="store_true", help="--best without them")
     ap.add_argument("--smoke", action="store_true",
                     help="CI: a corner of MovieLens-100K and 2 epochs per run")
     ap.add_argument("--rating_factor", type=float, default=1.0,
@@ -344,6 +403,7 @@ def main(argv=None) -> int:
         args.splits = args.name
     if args.best:
         args.refit, args.no_ensemble, args.glocal = True, False, not args.no_glocal
+        args.neighbours = not args.no_neighbours
     if args.glocal and args.rating_factor != 1:
         ap.error("--glocal: GLocal-K runs on the split's own ratings (no --rating_factor)")
     SMOKE.clear()
@@ -380,14 +440,16 @@ def main(argv=None) -> int:
                 rows.append(refit(s, cfg)[0])
                 print(json.dumps(rows[-1]), flush=True)
         if not args.no_ensemble:
+            knn = neighbour_members(split) if args.neighbours else {}  # no seed: computed once
             for seed in seeds:
                 kernel_seeds = [seed] + [seed * 100 + 90 + j
                                          for j in range(1, args.glocal_members)]
-                kernels = [glocal_member(split, s, work, args.smoke)
-                           for s in kernel_seeds] if args.glocal else []
+                others = {"glocal": [glocal_member(split, s, work, args.smoke)
+                                     for s in kernel_seeds] if args.glocal else []}
+                others.update({g: [m] for g, m in knn.items()})
                 rows += ensemble(split, os.path.join(work, f"ensemble{seed}"), seed,
                                  args.ensemble_items, args.ensemble_users, args.recipe,
-                                 args.refit, kernels)
+                                 args.refit, others)
                 print(json.dumps(rows[-1]), flush=True)
         meta = {"command": "python -m experiments.beyond " + " ".join(argv or sys.argv[1:]),
                 "split": split.description, "machine": machine(), "commit": started,

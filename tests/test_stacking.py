@@ -56,3 +56,36 @@ def test_the_form_whose_weights_differ_by_bin_is_chosen_on_valid():
     form, cv = stacking.choose_form(y, base, [base + signal], {"plain": None,
                                                                "item_bins": noise}, (-100, 100))
     assert cv["item_bins"] >= cv["plain"] - 1e-3
+
+
+def test_cross_validated_predictions_never_see_their_own_fold():
+    rng = np.random.default_rng(4)
+    n = 500
+    base = 3 + rng.normal(0, 0.3, n)
+    y = base + rng.normal(0, 1, n)
+    groups = [y + rng.normal(0, 1, n)]
+    pred = stacking.cv_predictions(y, base, groups, None, (-100, 100), folds=5, seed=7)
+    fold = np.random.default_rng(7).integers(0, 5, n)
+    for k in range(5):
+        held = fold == k
+        w = stacking.fit(y[~held], base[~held], [groups[0][~held]])
+        np.testing.assert_allclose(pred[held], base[held] + w[0] * (groups[0] - base)[held])
+    assert stacking.cv_rmse(y, base, groups, None, (-100, 100), 5, 7) == np.sqrt(
+        np.mean((pred - y) ** 2))
+
+
+def test_the_baseline_is_kept_unless_the_stack_gains_beyond_noise():
+    rng = np.random.default_rng(5)
+    n = 300  # a small VALID: members that are pure noise around the baseline
+    base = 3 + rng.normal(0, 0.3, n)
+    y = base + rng.normal(0, 1, n)
+    groups = [base + rng.normal(0, 1, n) for _ in range(3)]
+    bins = rng.integers(0, 3, n)
+    form, cv = stacking.choose_form(y, base, groups, {"plain": None, "item_bins": bins},
+                                    (-100, 100))
+    assert form == stacking.BASELINE and set(cv) == {"plain", "item_bins", "baseline"}
+    w = stacking.fit_form(form, y, base, groups, None)
+    np.testing.assert_array_equal(stacking.predict(w, base, groups, None, (-100, 100)), base)
+    informed = [y + rng.normal(0, 0.5, n)]  # a member that knows something: stacked
+    form, cv = stacking.choose_form(y, base, informed, {"plain": None}, (-100, 100))
+    assert form == "plain" and cv["plain"] < cv["baseline"]

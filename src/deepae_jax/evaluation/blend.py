@@ -101,7 +101,12 @@ def rmse_of(r: Residuals, factor: np.ndarray | float) -> float:
 def gain_z(r: Residuals, factor: np.ndarray | float) -> float:
     """The mean drop of the squared error from the baseline to ``base + factor * z``, in
     standard errors of that mean (paired over the VALID ratings; +inf for an exact gain)."""
-    d = squared_errors(r, 0.0) - squared_errors(r, factor)
+    return paired_z(squared_errors(r, 0.0) - squared_errors(r, factor))
+
+
+def paired_z(d: np.ndarray) -> float:
+    """The mean of the per-rating drops ``d`` in standard errors of that mean (+inf for an
+    exact gain, 0 for none)."""
     se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
     mean = float(np.mean(d)) if len(d) else 0.0
     return mean / se if se > 0 else (np.inf if mean > 0 else 0.0)
