@@ -29,7 +29,8 @@ from deepae_jax.data import ratings
 SIDES = ("items", "users")
 K_GRID = (20, 40, 80)
 SHRINK_GRID = (25.0, 100.0, 400.0)
-MAX_NEIGHBOURS = 30_000  # a dense similarity over more users (items) than this is not built
+MAX_NEIGHBOURS = 20_000  # a dense similarity over more users (items) than this is not built
+BLOCK = 1024  # columns of the similarity computed at a time
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,20 +53,25 @@ class Neighbours:
     similarity: np.ndarray
 
 
-def similarity(residuals: sp.csr_matrix, shrink: float) -> np.ndarray:
+def similarity(residuals: sp.csr_matrix, shrink: float, block: int = BLOCK) -> np.ndarray:
     """s between the columns of ``residuals`` (its stored entries are the observed ratings'
-    residuals), float32, zero on the diagonal."""
+    residuals), float32, zero on the diagonal; ``block`` columns at a time (memory)."""
     e = residuals.tocsc().astype(np.float64)
     rated = e.copy()
     rated.data = np.ones_like(rated.data)
-    cross = (e.T @ e).toarray()
-    n = (rated.T @ rated).toarray()
-    squares = e.multiply(e).T @ rated  # [i, j]: sum of e_ui^2 over the users who rated j
-    squares = np.asarray(squares.todense())
-    norm = np.sqrt(squares * squares.T)
-    corr = np.divide(cross, norm, out=np.zeros_like(cross), where=norm > 0)
-    damp = np.maximum(n - 1, 0) / np.maximum(n - 1 + shrink, 1e-12)
-    s = (corr * damp).astype(np.float32)
+    e2 = e.multiply(e).tocsc()
+    n_cols = e.shape[1]
+    s = np.empty((n_cols, n_cols), np.float32)
+    for lo in range(0, n_cols, block):
+        cols = slice(lo, min(lo + block, n_cols))
+        cross = (e[:, cols].T @ e).toarray()
+        n = (rated[:, cols].T @ rated).toarray()
+        # sums of e_ui^2 (i in the block) and of e_uj^2 (every j) over the users who rated both
+        own = (e2[:, cols].T @ rated).toarray()
+        other = (rated[:, cols].T @ e2).toarray()
+        norm = np.sqrt(own * other)
+        corr = np.divide(cross, norm, out=np.zeros_like(cross), where=norm > 0)
+        s[cols] = corr * np.maximum(n - 1, 0) / np.maximum(n - 1 + shrink, 1e-12)
     np.fill_diagonal(s, 0.0)
     return s
 

@@ -63,6 +63,8 @@ def test_similarity_and_prediction_follow_the_formula(side):
     e_side, rated_side = (dense_e, rated) if side == "items" else (dense_e.T, rated.T)
     s = loop_similarity(e_side, rated_side, 5.0)
     np.testing.assert_allclose(model.similarity, s, atol=1e-6)
+    np.testing.assert_array_equal(neighbours.similarity(model.residuals, 5.0, block=5),
+                                  model.similarity)  # blocks that do not divide the columns
 
     users = np.array([0, 0, 3, 7, 29, -1, 5])
     items = np.array([0, 5, 11, 2, 4, 3, -1])
