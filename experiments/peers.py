@@ -31,22 +31,23 @@ from deepae_jax.evaluation import predictions
 from experiments import data as data_lib
 from experiments.run import commit, machine
 
-# model: (library, class name, {parameter: values tried}, seeded)
+# model: (library, class name, {parameter: values tried}, seeded). The grids were widened once
+# where a first run on ML-100K u1 chose a value at their edge (on VALID).
 GRIDS: dict[str, tuple[str, str, dict[str, tuple], bool]] = {
-    "Surprise SVD": ("surprise", "SVD", {"n_factors": (20, 50, 100, 200),
-                                         "reg_all": (0.02, 0.05, 0.1),
-                                         "lr_all": (0.005, 0.01)}, True),
-    "Surprise SVD++": ("surprise", "SVDpp", {"n_factors": (10, 20, 50),
-                                             "reg_all": (0.02, 0.05)}, True),
+    "Surprise SVD": ("surprise", "SVD", {"n_factors": (100, 200, 400),
+                                         "reg_all": (0.05, 0.1, 0.2),
+                                         "lr_all": (0.005, 0.01, 0.02)}, True),
+    "Surprise SVD++": ("surprise", "SVDpp", {"n_factors": (5, 10, 50),
+                                             "reg_all": (0.01, 0.02, 0.05)}, True),
     "Surprise KNNBaseline": ("surprise", "KNNBaseline", {"k": (20, 40, 80),
                                                          "user_based": (False, True)}, False),
-    "Cornac MF": ("cornac", "MF", {"k": (10, 50, 100), "lambda_reg": (0.01, 0.02, 0.1),
+    "Cornac MF": ("cornac", "MF", {"k": (50, 100, 200), "lambda_reg": (0.05, 0.1, 0.2),
                                    "max_iter": (100,), "learning_rate": (0.01,)}, True),
-    "Cornac PMF": ("cornac", "PMF", {"k": (10, 50), "lambda_reg": (0.001, 0.01, 0.1),
+    "Cornac PMF": ("cornac", "PMF", {"k": (2, 5, 10), "lambda_reg": (0.0001, 0.001, 0.01),
                                      "max_iter": (100,), "learning_rate": (0.001,)}, True),
-    "Cornac NMF": ("cornac", "NMF", {"k": (15, 50), "lambda_u": (0.01, 0.06, 0.2),
+    "Cornac NMF": ("cornac", "NMF", {"k": (5, 15, 50), "lambda_u": (0.06, 0.2, 0.6),
                                      "use_bias": (True,), "max_iter": (50,)}, True),
-    "Cornac ItemKNN": ("cornac", "ItemKNN", {"k": (20, 50, 100),
+    "Cornac ItemKNN": ("cornac", "ItemKNN", {"k": (100, 200, 400),
                                              "similarity": ("cosine", "pearson")}, False),
 }
 
