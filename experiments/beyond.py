@@ -350,7 +350,12 @@ def write_outputs(out: str, split: str, rows: list[dict], meta: dict) -> None:
     lines += [summarise(rows, k, n) for k, n in names]
     if split.startswith("u1") and "_x" not in split:
         lines += [f"| {k} (published) | | {v:.3f} | | | |" for k, v in PUBLISHED.items()]
-    lines += ["", "```", json.dumps(meta, indent=2), "```", ""]
+    write_table(folder, lines, meta)
+
+
+def write_table(folder: str, lines: list[str], meta: dict) -> None:
+    """``table.md`` (``lines``, then ``meta``) and ``meta.json`` in ``folder``."""
+    lines = lines + ["", "```", json.dumps(meta, indent=2), "```", ""]
     with open(os.path.join(folder, "table.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))
     with open(os.path.join(folder, "meta.json"), "w", encoding="utf-8") as fh:

@@ -28,6 +28,7 @@ import numpy as np
 from deepae_jax import baseline as baseline_lib
 from deepae_jax.data import ratings
 from deepae_jax.evaluation import predictions
+from experiments import beyond
 from experiments import data as data_lib
 from experiments.run import commit, machine
 
@@ -164,11 +165,7 @@ def write_outputs(folder: str, rows: list[dict], meta: dict) -> None:
                      f"{np.mean([r['valid_rmse'] for r in mine]):.4f} | **{t.mean():.4f}**"
                      f"{spread} | {mine[0]['test_count']} | {seeds} | "
                      f"{np.mean([r['wall_s'] for r in mine]):.0f} s |")
-    lines += ["", "```", json.dumps(meta, indent=2), "```", ""]
-    with open(os.path.join(folder, "table.md"), "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines))
-    with open(os.path.join(folder, "meta.json"), "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=2)
+    beyond.write_table(folder, lines, meta)
 
 
 def main(argv=None) -> int:
